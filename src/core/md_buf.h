@@ -1,0 +1,37 @@
+/*
+ * Growable byte buffers. Live data is [pos, last) inside [start, end), so a
+ * consumer advances pos and a producer advances last without copying.
+ */
+#ifndef MD_BUF_H
+#define MD_BUF_H
+
+#include "md_core.h"
+#include <stdarg.h>
+
+typedef struct md_buf_s {
+    char *start;
+    char *pos;
+    char *last;
+    char *end;
+} md_buf_t;
+
+#define md_buf_len(b)   ((size_t)((b)->last - (b)->pos))
+#define md_buf_avail(b) ((size_t)((b)->end - (b)->last))
+
+void md_buf_init(md_buf_t *b);
+/* Ensures at least n bytes of room after last; moves data to the front first if
+ * that is enough. Pointers into the buffer are invalid afterwards. */
+void md_buf_reserve(md_buf_t *b, size_t n);
+void md_buf_append(md_buf_t *b, const void *data, size_t n);
+void md_buf_append_str(md_buf_t *b, const char *s);
+void md_buf_printf(md_buf_t *b, const char *fmt, ...) md_printf_like(2, 3);
+void md_buf_vprintf(md_buf_t *b, const char *fmt, va_list ap);
+/* Appends s as the inside of a JSON string (no quotes), escaping as RFC 8259 asks;
+ * bytes that are not valid UTF-8 become U+FFFD so the output is always valid JSON. */
+void md_buf_append_json_escaped(md_buf_t *b, const char *s, size_t n);
+/* Drops consumed bytes: pos = last = start when empty, else moves live data down. */
+void md_buf_compact(md_buf_t *b);
+void md_buf_reset(md_buf_t *b);
+void md_buf_free(md_buf_t *b);
+
+#endif

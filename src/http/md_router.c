@@ -1,0 +1,2 @@
+#include "md_core.h"
+/* stub: being written */

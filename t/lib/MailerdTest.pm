@@ -1,0 +1,378 @@
+package MailerdTest;
+# Integration-test harness: each test file writes its own small config, starts
+# mailerd in a temp dir on free loopback ports, talks to it over real sockets, and
+# stops it gracefully. stop() fails the test if the logs hold an alert/emerg line
+# or a sanitizer report, so every file also tests clean shutdown.
+use strict;
+use warnings;
+use Exporter 'import';
+use File::Temp qw(tempdir);
+use File::Spec;
+use File::Basename qw(dirname);
+use Cwd qw(abs_path);
+use IO::Socket::INET;
+use IO::Select;
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(time sleep);
+use Test::More;
+
+our @EXPORT_OK = qw(free_port wait_for http_request parse_response src_dir bin_path slurp);
+
+sub src_dir { abs_path(dirname(__FILE__) . '/../..') }
+
+sub bin_path {
+    return $ENV{MAILERD_BIN} if $ENV{MAILERD_BIN};
+    my $b = src_dir() . '/build/src/mailerd';
+    return $b;
+}
+
+sub slurp {
+    my ($f) = @_;
+    open(my $fh, '<', $f) or return '';
+    local $/;
+    my $s = <$fh>;
+    return $s // '';
+}
+
+# A port the kernel just gave us and released; good enough on a loopback test box.
+sub free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
+                                  Listen => 1, ReuseAddr => 1) or die "free_port: $!";
+    my $p = $s->sockport;
+    close $s;
+    return $p;
+}
+
+# Polls cond every 50 ms until it returns true or timeout seconds pass.
+sub wait_for {
+    my ($cond, $timeout) = @_;
+    $timeout //= 10;
+    my $deadline = time + $timeout;
+    while (time < $deadline) {
+        my $r = $cond->();
+        return $r if $r;
+        sleep 0.05;
+    }
+    return $cond->();
+}
+
+sub new {
+    my ($class, %o) = @_;
+    my $dir = tempdir('mailerd-t-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{MAILERD_KEEP});
+    my $self = bless { dir => $dir, port => free_port(), %o }, $class;
+    mkdir "$dir/logs";
+    return $self;
+}
+
+sub dir  { $_[0]{dir} }
+sub port { $_[0]{port} }
+sub url  { "http://127.0.0.1:$_[0]{port}" }
+sub pid  { $_[0]{pid} }
+
+# The default config for tests: one block per context, overridable piecemeal.
+# %main and %http add or replace directives (value undef drops one).
+sub conf_text {
+    my ($self, %o) = @_;
+    my %main = (
+        worker_processes => 2,
+        pid              => 'mailerd.pid',
+        error_log        => 'logs/error.log info',
+        shutdown_timeout => '10s',
+        %{ $o{main} // {} },
+    );
+    my %http = (
+        listen             => "127.0.0.1:$self->{port}",
+        access_log         => 'logs/access.log',
+        %{ $o{http} // {} },
+    );
+    my $s = "# written by t/lib/MailerdTest.pm\n";
+    for my $k (sort keys %main) {
+        next unless defined $main{$k};
+        $s .= "$k $main{$k};\n";
+    }
+    $s .= $o{main_extra} // '';
+    $s .= "http {\n";
+    for my $k (sort keys %http) {
+        next unless defined $http{$k};
+        for my $v (ref $http{$k} ? @{ $http{$k} } : ($http{$k})) {
+            $s .= "    $k $v;\n";
+        }
+    }
+    $s .= $o{http_extra} // '';
+    $s .= "}\n";
+    return $s;
+}
+
+sub write_conf {
+    my ($self, $text, $name) = @_;
+    $name //= 'mailerd.conf';
+    my $f = "$self->{dir}/$name";
+    open(my $fh, '>', $f) or die "$f: $!";
+    print $fh $text;
+    close $fh;
+    $self->{conf} = $f if $name eq 'mailerd.conf';
+    return $f;
+}
+
+# Runs `mailerd ARGS` to completion; returns (exit code, stdout+stderr).
+sub run_cmd {
+    my ($self, @args) = @_;
+    my $out = "$self->{dir}/cmd.out";
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open(STDOUT, '>', $out); open(STDERR, '>&', \*STDOUT);
+        exec(bin_path(), @args) or exit 127;
+    }
+    waitpid($pid, 0);
+    return ($? >> 8, slurp($out));
+}
+
+# Starts mailerd with the config written by write_conf (or conf_text(%o) if none)
+# and waits until /health answers. Extra environment in $o{env}.
+sub start {
+    my ($self, %o) = @_;
+    $self->write_conf($self->conf_text(%o)) unless $self->{conf} && !$o{rewrite};
+    my $stderr = "$self->{dir}/logs/stderr.log";
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open(STDOUT, '>>', $stderr); open(STDERR, '>>', $stderr);
+        %ENV = (%ENV, %{ $o{env} // {} });
+        exec(bin_path(), '-p', $self->{dir}, '-c', $self->{conf}, @{ $o{args} // [] }) or exit 127;
+    }
+    $self->{pid} = $pid;
+    return $self if $o{no_wait};
+    my $up = wait_for(sub {
+        my $r = eval { $self->request('GET', '/health') };
+        return $r && $r->{status} == 200;
+    }, $o{timeout} // 15);
+    unless ($up) {
+        diag("mailerd did not come up; stderr:\n" . slurp($stderr) . "\nerror log:\n"
+             . slurp("$self->{dir}/logs/error.log"));
+        die "mailerd did not start";
+    }
+    return $self;
+}
+
+sub running {
+    my ($self) = @_;
+    return 0 unless $self->{pid};
+    my $r = waitpid($self->{pid}, WNOHANG);
+    if ($r == $self->{pid}) {
+        $self->{exit_status} = $?;
+        delete $self->{pid};
+        return 0;
+    }
+    return 1;
+}
+
+# Waits for the master to exit; returns its wait status, or undef on timeout.
+sub wait_exit {
+    my ($self, $timeout) = @_;
+    my $pid = $self->{pid} or return $self->{exit_status};
+    my $st;
+    wait_for(sub {
+        my $r = waitpid($pid, WNOHANG);
+        if ($r == $pid) { $st = $?; return 1 }
+        return 0;
+    }, $timeout // 30);
+    if (defined $st) {
+        delete $self->{pid};
+        $self->{exit_status} = $st;
+    }
+    return $st;
+}
+
+sub signal {
+    my ($self, $sig) = @_;
+    kill($sig, $self->{pid}) if $self->{pid};
+}
+
+# Worker pids: the master's children, from /proc.
+sub worker_pids {
+    my ($self) = @_;
+    my $pid = $self->{pid} or return ();
+    my @kids;
+    for my $t (glob("/proc/$pid/task/*/children")) {
+        push @kids, split ' ', slurp($t);
+    }
+    return sort { $a <=> $b } @kids;
+}
+
+sub error_log { slurp("$_[0]{dir}/logs/error.log") }
+sub access_log { slurp("$_[0]{dir}/logs/access.log") }
+sub stderr_log { slurp("$_[0]{dir}/logs/stderr.log") }
+
+# Lines of the error log as decoded JSON objects (lines that are not JSON are
+# returned as {raw => line} so a test can fail on them).
+sub error_log_entries {
+    my ($self) = @_;
+    require JSON::PP;
+    my @e;
+    for my $l (split /\n/, $self->error_log) {
+        my $j = eval { JSON::PP::decode_json($l) };
+        push @e, $j // { raw => $l };
+    }
+    return @e;
+}
+
+# Problems that must never appear: alerts, emergencies, sanitizer reports.
+sub log_problems {
+    my ($self) = @_;
+    my @p;
+    for my $l (split /\n/, $self->error_log . "\n" . $self->stderr_log) {
+        push @p, $l if $l =~ /"level":"(?:alert|emerg)"|AddressSanitizer|LeakSanitizer|runtime error:|UndefinedBehaviorSanitizer/;
+    }
+    return @p;
+}
+
+# Graceful stop (SIGQUIT), then the log check. Returns the master's wait status.
+sub stop {
+    my ($self, %o) = @_;
+    return $self->{exit_status} unless $self->{pid};
+    $self->signal($o{signal} // 'QUIT');
+    my $st = $self->wait_exit($o{timeout} // 30);
+    if (!defined $st) {
+        fail("mailerd stops within the timeout");
+        kill 'KILL', $self->{pid};
+        waitpid($self->{pid}, 0);
+        delete $self->{pid};
+        return;
+    }
+    unless ($o{no_check}) {
+        my @p = $self->log_problems;
+        ok(!@p, 'no alert, emerg or sanitizer report in the logs') or diag(join("\n", @p));
+        is($st, 0, 'master exits with status 0') unless $o{any_status};
+    }
+    return $st;
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    if ($self->{pid}) {
+        kill 'KILL', $self->{pid};
+        # Workers die with the master's channel; make sure of it.
+        waitpid($self->{pid}, 0);
+    }
+}
+
+# --- HTTP over raw sockets ---------------------------------------------------
+
+sub connect {
+    my ($self, %o) = @_;
+    return IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $o{port} // $self->{port},
+                                 Proto => 'tcp', Timeout => 5);
+}
+
+# One request on a fresh connection (Connection: close). Returns a response hash.
+sub request {
+    my ($self, $method, $path, %o) = @_;
+    my $sock = $self->connect or die "connect: $!";
+    my $body = $o{body} // '';
+    my $h = $o{headers} // {};
+    my $req = "$method $path HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
+    $req .= "$_: $h->{$_}\r\n" for sort keys %$h;
+    $req .= "Content-Length: " . length($body) . "\r\n" if length $body || $method =~ /^(POST|PUT|PATCH)$/;
+    $req .= "\r\n$body";
+    print $sock $req;
+    my $raw = read_all($sock, $o{timeout} // 10);
+    close $sock;
+    my ($resp) = parse_response($raw, $method eq 'HEAD');
+    die "no complete response to $method $path (got: " . substr($raw, 0, 200) . ")" unless $resp;
+    return $resp;
+}
+
+# Reads until EOF or timeout; returns what came.
+sub read_all {
+    my ($sock, $timeout) = @_;
+    my $sel = IO::Select->new($sock);
+    my $buf = '';
+    my $deadline = time + ($timeout // 10);
+    while (time < $deadline) {
+        last unless $sel->can_read($deadline - time);
+        my $n = sysread($sock, $buf, 65536, length $buf);
+        last unless $n;
+    }
+    return $buf;
+}
+
+# Reads until n complete responses are in, EOF or timeout.
+sub read_responses {
+    my ($sock, $n, $timeout, $head) = @_;
+    my $sel = IO::Select->new($sock);
+    my $buf = '';
+    my @r;
+    my $deadline = time + ($timeout // 10);
+    while (@r < $n && time < $deadline) {
+        while (@r < $n) {
+            my ($resp, $used) = parse_response($buf, $head);
+            last unless $resp;
+            push @r, $resp;
+            substr($buf, 0, $used, '');
+        }
+        last if @r >= $n;
+        last unless $sel->can_read($deadline - time);
+        my $got = sysread($sock, $buf, 65536, length $buf);
+        last unless $got;
+    }
+    while (@r < $n) {
+        my ($resp, $used) = parse_response($buf, $head);
+        last unless $resp;
+        push @r, $resp;
+        substr($buf, 0, $used, '');
+    }
+    return @r;
+}
+
+# Parses one response at the start of $raw. Returns (hash, bytes used) or ().
+# The hash: status, reason, headers (lower-cased names; repeated ones joined by ", "),
+# body, json (decoded when the body is JSON).
+sub parse_response {
+    my ($raw, $head_only) = @_;
+    my $end = index($raw, "\r\n\r\n");
+    return () if $end < 0;
+    my ($line, @hl) = split /\r\n/, substr($raw, 0, $end);
+    my ($status, $reason) = $line =~ m{^HTTP/1\.[01] (\d{3}) ?(.*)$} or return ();
+    my %h;
+    for (@hl) {
+        my ($k, $v) = /^([^:]+):\s*(.*)$/ or next;
+        $k = lc $k;
+        $h{$k} = exists $h{$k} ? "$h{$k}, $v" : $v;
+    }
+    my $pos = $end + 4;
+    my $body = '';
+    if ($head_only || $status == 204 || $status == 304 || $status =~ /^1/) {
+    } elsif (($h{'transfer-encoding'} // '') =~ /chunked/i) {
+        while (1) {
+            my $e = index($raw, "\r\n", $pos);
+            return () if $e < 0;
+            my $size = hex(substr($raw, $pos, $e - $pos));
+            $pos = $e + 2;
+            if ($size == 0) {
+                my $t = index($raw, "\r\n", $pos);
+                return () if $t < 0;
+                $pos = $t + 2;
+                last;
+            }
+            return () if length($raw) < $pos + $size + 2;
+            $body .= substr($raw, $pos, $size);
+            $pos += $size + 2;
+        }
+    } elsif (defined $h{'content-length'}) {
+        return () if length($raw) < $pos + $h{'content-length'};
+        $body = substr($raw, $pos, $h{'content-length'});
+        $pos += $h{'content-length'};
+    } else {
+        $body = substr($raw, $pos);
+        $pos = length $raw;
+    }
+    my %r = (status => $status, reason => $reason, headers => \%h, body => $body);
+    if (($h{'content-type'} // '') =~ m{^application/json}) {
+        require JSON::PP;
+        $r{json} = eval { JSON::PP::decode_json($body) };
+    }
+    return (\%r, $pos);
+}
+
+sub http_request { my $t = shift; $t->request(@_) }
+
+1;
