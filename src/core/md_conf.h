@@ -19,6 +19,27 @@ typedef struct md_listen_s {
     int fd;                       /* -1 until the process module opens it */
 } md_listen_t;
 
+/* postgres { } (src/store/md_pg.c owns the directive table). */
+typedef struct md_pg_conf_s {
+    char *dsn;                    /* libpq keyword/value or URI; NULL: no postgres block */
+    int pool_size;                /* connections per worker */
+    double connect_timeout;
+    double statement_timeout;     /* client-side deadline per statement (and server-side SET) */
+    int max_waiting;              /* bound of the per-worker wait queue; over it callers get 503 */
+    double reconnect_min, reconnect_max; /* backoff bounds */
+} md_pg_conf_t;
+
+/* redis { } (src/store/md_redis.c owns the directive table). */
+typedef struct md_redis_conf_s {
+    char *address;                /* "IP:PORT" or "unix:/path"; NULL: no redis block */
+    char *password;               /* AUTH, or NULL */
+    int db;
+    double connect_timeout;
+    double command_timeout;
+    int max_pending;              /* bound of commands in flight per connection */
+    double reconnect_min, reconnect_max;
+} md_redis_conf_t;
+
 typedef struct md_conf_s {
     char *file;                   /* absolute path of the main file */
     char *prefix;                 /* absolute; relative paths in the file resolve against it */
@@ -44,6 +65,13 @@ typedef struct md_conf_s {
     double send_timeout;
     int keepalive_requests;
     int debug_endpoints;          /* flag: /debug/echo and /debug/sleep, for tests only */
+
+    /* store and identity */
+    md_pg_conf_t postgres;
+    md_redis_conf_t redis;
+    char *migrations_dir;         /* absolute; default <prefix>/migrations */
+    char *admin_token_file;       /* file holding the admin token, or NULL */
+    char *admin_token;            /* the token itself (e.g. from ${ENV}), or NULL */
 } md_conf_t;
 
 /*
@@ -59,5 +87,103 @@ void md_conf_free(md_conf_t *conf);
 int md_conf_parse_size(const char *s, size_t *out);  /* "512", "16k", "10m", "1g" */
 int md_conf_parse_time(const char *s, double *out);  /* "30s", "500ms", "1m30s", "2h", "1d", "15" */
 int md_conf_parse_listen(const char *s, md_listen_t *ls);
+
+/*
+ * Directive tables. A module that adds a block (postgres { }, esp NAME { })
+ * adds a struct (embedded in md_conf_t or owned by it), an md_conf_block_t with
+ * its table, and one row in the enclosing table; the parser core does not change.
+ */
+
+/* Contexts: where a directive may appear. A new block takes the next free bit. */
+#define MD_CONF_MAIN 0x0001u
+#define MD_CONF_HTTP 0x0002u
+#define MD_CONF_PG    0x0004u
+#define MD_CONF_REDIS 0x0008u
+#define MD_CONF_ANY  0xffffu
+
+/* Arity and kind (md_conf_cmd_t.type). */
+#define MD_CONF_NOARGS 0x0001u
+#define MD_CONF_TAKE1  0x0002u
+#define MD_CONF_TAKE2  0x0004u
+#define MD_CONF_TAKE12 (MD_CONF_TAKE1 | MD_CONF_TAKE2)
+#define MD_CONF_1MORE  0x0008u
+#define MD_CONF_BLOCK  0x0100u /* followed by { }; extra is the md_conf_block_t */
+#define MD_CONF_MULTI  0x0200u /* may appear more than once in one block */
+
+typedef struct md_conf_parser_s md_conf_parser_t; /* opaque: the state of one md_conf_load */
+typedef struct md_conf_cmd_s md_conf_cmd_t;
+
+/* A setter reads md_conf_arg(cf, 1..) and stores into base + cmd->offset.
+ * Returns MD_OK, or MD_ERROR after md_conf_error(). */
+typedef int (*md_conf_set_pt)(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+/* Frees what a setter allocated at base + cmd->offset (md_conf_free calls it). */
+typedef void (*md_conf_cleanup_pt)(const md_conf_cmd_t *cmd, void *base);
+
+struct md_conf_cmd_s {
+    const char *name;           /* NULL ends a table */
+    unsigned ctx;               /* MD_CONF_MAIN | MD_CONF_HTTP | ... */
+    unsigned type;              /* MD_CONF_TAKE1 | ... */
+    md_conf_set_pt set;
+    size_t offset;              /* offsetof(the block's struct, field) */
+    const void *extra;          /* md_conf_enum_t[], md_conf_bounds_t, md_conf_block_t */
+    const char *dflt;           /* arguments applied through set when absent; NULL: none */
+    md_conf_cleanup_pt cleanup; /* NULL when set allocates nothing */
+};
+
+typedef struct md_conf_block_s {
+    const char *name;
+    unsigned ctx; /* the context of the directives inside */
+    const md_conf_cmd_t *cmds;
+} md_conf_block_t;
+
+typedef struct md_conf_enum_s {
+    const char *name; /* NULL ends the table */
+    int value;
+} md_conf_enum_t;
+
+typedef struct md_conf_bounds_s {
+    double min, max; /* inclusive; for numbers, sizes (bytes) and times (seconds) */
+} md_conf_bounds_t;
+
+/* Generic setters: flag (int on|off), number (int), size (size_t), time (double
+ * seconds), str (char *, malloc'd), path (char *, absolute against the prefix),
+ * path_or_off (path, "off" gives NULL), enum (int, extra = md_conf_enum_t[]),
+ * block (parses { } into base + offset with extra = md_conf_block_t). */
+int md_conf_set_flag(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+int md_conf_set_number(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+int md_conf_set_size(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+int md_conf_set_time(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+int md_conf_set_str(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+int md_conf_set_path(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+int md_conf_set_path_or_off(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+int md_conf_set_enum(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+int md_conf_set_block(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+/* Cleanups: free the char * at base + offset; run the cleanups of an embedded block. */
+void md_conf_free_str(const md_conf_cmd_t *cmd, void *base);
+void md_conf_free_block(const md_conf_cmd_t *cmd, void *base);
+/* Runs the cleanups of blk's rows on base: for a custom cleanup freeing a list
+ * of block instances (esp NAME { }). */
+void md_conf_cleanup(const md_conf_block_t *blk, void *base);
+
+/*
+ * Block-parsing entry point for a custom block setter (e.g. esp NAME { }): called
+ * after the "{" was read, parses directives of blk into base until the matching
+ * "}", then applies blk's defaults. cf's arguments are those of the block's
+ * directive again when it returns.
+ */
+int md_conf_parse_block(md_conf_parser_t *cf, const md_conf_block_t *blk, void *base);
+
+/* Blocks defined by other modules. */
+extern const md_conf_block_t md_pg_conf_block;    /* src/store/md_pg.c */
+extern const md_conf_block_t md_redis_conf_block; /* src/store/md_redis.c */
+
+/* The current directive: argument 0 is its name. Valid inside a setter. */
+size_t md_conf_nargs(const md_conf_parser_t *cf);
+const char *md_conf_arg(const md_conf_parser_t *cf, size_t i);
+/* Absolute path of path against the prefix; the caller frees it. */
+char *md_conf_full_path(const md_conf_parser_t *cf, const char *path);
+/* Records "FILE:LINE: message" for the current directive (the first error wins).
+ * Returns MD_ERROR so a setter can `return md_conf_error(...)`. */
+int md_conf_error(md_conf_parser_t *cf, const char *fmt, ...) md_printf_like(2, 3);
 
 #endif

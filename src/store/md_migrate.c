@@ -1,0 +1,2 @@
+#include "md_migrate.h"
+/* stub: being written */
