@@ -1,2 +1,376 @@
-#include "md_core.h"
-/* stub: being written */
+/*
+ * Shared-memory metrics (see md_metrics.h). Each slot has exactly one writer (the
+ * worker attached to it, or the master once that worker is gone), so an increment
+ * is a relaxed load and store: a plain add on x86, no lock prefix, no contention.
+ * Readers sum the slots with relaxed loads; a render racing a request may be off
+ * by that one request, never torn.
+ */
+#include "md_metrics.h"
+#include "md_router.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <time.h>
+
+/* Status codes we answer with get their own series; anything else counts as
+ * "1xx".."5xx" or, outside 100..599, "other". */
+static const int known_status[] = {100, 101, 200, 201, 202, 204, 206, 301, 302, 304, 400,
+                                   401, 403, 404, 405, 408, 409, 410, 411, 413, 414, 415,
+                                   417, 422, 429, 431, 500, 501, 502, 503, 504, 505};
+#define NKNOWN      ((unsigned)md_nelems(known_status))
+#define ST_CLASS(c) (NKNOWN + (c)-1) /* c in 1..5 */
+#define ST_OTHER    (NKNOWN + 5)
+#define NSTATUS     (NKNOWN + 6)
+
+/* Upper bounds in nanoseconds so the hot path compares integers. */
+static const uint64_t bucket_ns[] = {500000,     1000000,    2500000,    5000000,    10000000,
+                                     25000000,   50000000,   100000000,  250000000,  500000000,
+                                     1000000000, 2500000000, 5000000000, 10000000000};
+static const char *bucket_le[] = {"0.0005", "0.001", "0.0025", "0.005", "0.01",
+                                  "0.025",  "0.05",  "0.1",    "0.25",  "0.5",
+                                  "1",      "2.5",   "5",      "10",    "+Inf"};
+#define NBOUNDS  ((unsigned)md_nelems(bucket_ns))
+#define NBUCKETS (NBOUNDS + 1)
+
+typedef struct {
+    uint64_t bucket[NBUCKETS]; /* per bucket, not cumulative; count = their sum */
+    uint64_t sum_ns;
+} md_metrics_hist_t;
+
+typedef struct {
+    uint64_t used; /* set once a process attached: render skips never-used slots */
+    int64_t connections;
+    uint64_t requests[MD_METRICS_MAX_ROUTES][NSTATUS];
+    md_metrics_hist_t hist[MD_METRICS_MAX_ROUTES];
+    /* store: gauges (zeroed when the worker goes) and counters (kept) */
+    int64_t pg_configured, pg_connected, pg_in_flight, pg_waiting;
+    uint64_t pg_errors, pg_timeouts, pg_reconnects;
+    int64_t redis_connected, redis_in_flight;
+    uint64_t redis_reconnects, redis_errors;
+} md_metrics_slot_t;
+
+typedef struct {
+    uint64_t worker_restarts;
+    uint64_t start_time_ms;
+    md_metrics_slot_t slot[MD_METRICS_MAX_SLOTS];
+} md_metrics_shm_t;
+
+static md_metrics_shm_t *shm;
+static md_metrics_slot_t *self; /* the slot this process writes, or NULL */
+static uint8_t status_index[600];
+static void (*collector)(void);
+
+#define LOAD(p)     __atomic_load_n((p), __ATOMIC_RELAXED)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define INC(p, n)   STORE((p), LOAD(p) + (n))
+
+/*
+ * Maps the segment once per master lifetime; later calls (a reload) keep it so
+ * counters stay monotonic. Returns MD_OK or MD_ERROR with errno from mmap.
+ */
+int
+md_metrics_init(void)
+{
+    if (shm)
+        return MD_OK;
+    void *p = mmap(NULL, sizeof(*shm), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return MD_ERROR;
+    shm = p;
+    for (unsigned s = 0; s < 600; s++)
+        status_index[s] = (uint8_t)(s < 100 ? ST_OTHER : ST_CLASS(s / 100));
+    for (unsigned i = 0; i < NKNOWN; i++)
+        status_index[known_status[i]] = (uint8_t)i;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    STORE(&shm->start_time_ms, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
+    return MD_OK;
+}
+
+void
+md_metrics_attach(unsigned slot)
+{
+    if (shm == NULL && md_metrics_init() != MD_OK) {
+        self = NULL;
+        return;
+    }
+    if (slot >= MD_METRICS_MAX_SLOTS) {
+        self = NULL;
+        return;
+    }
+    self = &shm->slot[slot];
+    STORE(&self->used, 1);
+}
+
+/* Hot path: one table lookup, a short linear bucket search, four increments. */
+void
+md_metrics_http_request(unsigned route_id, int status, double seconds)
+{
+    md_metrics_slot_t *s = self;
+    if (md_unlikely(s == NULL))
+        return;
+    if (md_unlikely(route_id >= MD_METRICS_NO_ROUTE))
+        route_id = MD_METRICS_NO_ROUTE;
+    unsigned si = (unsigned)status < 600 ? status_index[status] : ST_OTHER;
+    INC(&s->requests[route_id][si], 1);
+
+    uint64_t ns = 0;
+    if (md_likely(seconds > 0)) /* false for NaN too */
+        ns = seconds < 1e9 ? (uint64_t)(seconds * 1e9 + 0.5) : (uint64_t)1e18;
+    unsigned b = 0;
+    while (b < NBOUNDS && ns > bucket_ns[b])
+        b++;
+    md_metrics_hist_t *h = &s->hist[route_id];
+    INC(&h->bucket[b], 1);
+    INC(&h->sum_ns, ns);
+}
+
+void
+md_metrics_connections(int delta)
+{
+    if (self)
+        STORE(&self->connections, LOAD(&self->connections) + delta);
+}
+
+void
+md_metrics_slot_released(unsigned slot)
+{
+    if (shm == NULL || slot >= MD_METRICS_MAX_SLOTS)
+        return;
+    md_metrics_slot_t *s = &shm->slot[slot];
+    STORE(&s->connections, 0);
+    STORE(&s->pg_configured, 0);
+    STORE(&s->pg_connected, 0);
+    STORE(&s->pg_in_flight, 0);
+    STORE(&s->pg_waiting, 0);
+    STORE(&s->redis_connected, 0);
+    STORE(&s->redis_in_flight, 0);
+}
+
+void
+md_metrics_store_update(const md_metrics_store_t *m)
+{
+    md_metrics_slot_t *s = self;
+    if (s == NULL)
+        return;
+    STORE(&s->pg_configured, m->pg_configured);
+    STORE(&s->pg_connected, m->pg_connected);
+    STORE(&s->pg_in_flight, m->pg_in_flight);
+    STORE(&s->pg_waiting, m->pg_waiting);
+    INC(&s->pg_errors, m->pg_errors);
+    INC(&s->pg_timeouts, m->pg_timeouts);
+    INC(&s->pg_reconnects, m->pg_reconnects);
+    STORE(&s->redis_connected, m->redis_connected);
+    STORE(&s->redis_in_flight, m->redis_in_flight);
+    INC(&s->redis_reconnects, m->redis_reconnects);
+    INC(&s->redis_errors, m->redis_errors);
+}
+
+void
+md_metrics_set_collector(void (*collect)(void))
+{
+    collector = collect;
+}
+
+void
+md_metrics_worker_restart(void)
+{
+    if (shm)
+        INC(&shm->worker_restarts, 1);
+}
+
+/* A label value escaped per the text format: backslash, double quote, newline. */
+static void
+append_label(md_buf_t *out, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '\\':
+            md_buf_append(out, "\\\\", 2);
+            break;
+        case '"':
+            md_buf_append(out, "\\\"", 2);
+            break;
+        case '\n':
+            md_buf_append(out, "\\n", 2);
+            break;
+        default:
+            md_buf_append(out, s, 1);
+        }
+    }
+}
+
+static void
+append_route(md_buf_t *out, const md_router_t *rt, unsigned id)
+{
+    md_buf_append_str(out, "route=\"");
+    const md_route_t *r = NULL;
+    if (id == MD_METRICS_NO_ROUTE)
+        md_buf_append_str(out, "none");
+    else if (rt && (r = md_router_get(rt, id)) != NULL && r->pattern)
+        append_label(out, r->pattern);
+    else
+        md_buf_printf(out, "#%u", id); /* unique per id, so series never collide */
+    md_buf_append_str(out, "\"");
+}
+
+static void
+status_label(char *buf, size_t len, unsigned si)
+{
+    if (si < NKNOWN)
+        snprintf(buf, len, "%d", known_status[si]);
+    else if (si < ST_OTHER)
+        snprintf(buf, len, "%uxx", si - NKNOWN + 1);
+    else
+        snprintf(buf, len, "other");
+}
+
+/* Sums of every used slot; static because a render is never reentered and these
+ * are too big for a worker's stack to carry comfortably. */
+static uint64_t sum_req[MD_METRICS_MAX_ROUTES][NSTATUS];
+static uint64_t sum_bucket[MD_METRICS_MAX_ROUTES][NBUCKETS];
+static uint64_t sum_ns[MD_METRICS_MAX_ROUTES];
+
+/*
+ * Appends the Prometheus text (0.0.4) of every slot summed to out. rt names the
+ * routes; it may be NULL (routes are then labelled by id). Only series that have
+ * counted something are written, except the process-wide ones.
+ */
+void
+md_metrics_render(md_buf_t *out, const md_router_t *rt)
+{
+    if (collector)
+        collector();
+    memset(sum_req, 0, sizeof(sum_req));
+    memset(sum_bucket, 0, sizeof(sum_bucket));
+    memset(sum_ns, 0, sizeof(sum_ns));
+    int64_t conns = 0;
+    uint64_t restarts = 0, start_ms = 0;
+    md_metrics_store_t ss;
+    memset(&ss, 0, sizeof(ss));
+
+    if (shm) {
+        restarts = LOAD(&shm->worker_restarts);
+        start_ms = LOAD(&shm->start_time_ms);
+        for (unsigned s = 0; s < MD_METRICS_MAX_SLOTS; s++) {
+            const md_metrics_slot_t *sl = &shm->slot[s];
+            if (!LOAD(&sl->used))
+                continue;
+            conns += LOAD(&sl->connections);
+            ss.pg_configured += LOAD(&sl->pg_configured);
+            ss.pg_connected += LOAD(&sl->pg_connected);
+            ss.pg_in_flight += LOAD(&sl->pg_in_flight);
+            ss.pg_waiting += LOAD(&sl->pg_waiting);
+            ss.pg_errors += LOAD(&sl->pg_errors);
+            ss.pg_timeouts += LOAD(&sl->pg_timeouts);
+            ss.pg_reconnects += LOAD(&sl->pg_reconnects);
+            ss.redis_connected += LOAD(&sl->redis_connected);
+            ss.redis_in_flight += LOAD(&sl->redis_in_flight);
+            ss.redis_reconnects += LOAD(&sl->redis_reconnects);
+            ss.redis_errors += LOAD(&sl->redis_errors);
+            for (unsigned r = 0; r < MD_METRICS_MAX_ROUTES; r++) {
+                for (unsigned i = 0; i < NSTATUS; i++)
+                    sum_req[r][i] += LOAD(&sl->requests[r][i]);
+                for (unsigned i = 0; i < NBUCKETS; i++)
+                    sum_bucket[r][i] += LOAD(&sl->hist[r].bucket[i]);
+                sum_ns[r] += LOAD(&sl->hist[r].sum_ns);
+            }
+        }
+    }
+
+    md_buf_append_str(out, "# HELP mailerd_http_requests_total HTTP requests answered, by route "
+                           "and status.\n# TYPE mailerd_http_requests_total counter\n");
+    char st[16];
+    for (unsigned r = 0; r < MD_METRICS_MAX_ROUTES; r++) {
+        for (unsigned i = 0; i < NSTATUS; i++) {
+            if (sum_req[r][i] == 0)
+                continue;
+            status_label(st, sizeof(st), i);
+            md_buf_append_str(out, "mailerd_http_requests_total{");
+            append_route(out, rt, r);
+            md_buf_printf(out, ",status=\"%s\"} %llu\n", st, (unsigned long long)sum_req[r][i]);
+        }
+    }
+
+    md_buf_append_str(out, "# HELP mailerd_http_request_duration_seconds Time to answer an HTTP "
+                           "request.\n# TYPE mailerd_http_request_duration_seconds histogram\n");
+    for (unsigned r = 0; r < MD_METRICS_MAX_ROUTES; r++) {
+        uint64_t cum = 0;
+        for (unsigned i = 0; i < NBUCKETS; i++)
+            cum += sum_bucket[r][i];
+        if (cum == 0)
+            continue;
+        cum = 0;
+        for (unsigned i = 0; i < NBUCKETS; i++) {
+            cum += sum_bucket[r][i];
+            md_buf_append_str(out, "mailerd_http_request_duration_seconds_bucket{");
+            append_route(out, rt, r);
+            md_buf_printf(out, ",le=\"%s\"} %llu\n", bucket_le[i], (unsigned long long)cum);
+        }
+        md_buf_append_str(out, "mailerd_http_request_duration_seconds_sum{");
+        append_route(out, rt, r);
+        md_buf_printf(out, "} %llu.%09llu\n", (unsigned long long)(sum_ns[r] / 1000000000),
+                      (unsigned long long)(sum_ns[r] % 1000000000));
+        md_buf_append_str(out, "mailerd_http_request_duration_seconds_count{");
+        append_route(out, rt, r);
+        md_buf_printf(out, "} %llu\n", (unsigned long long)cum);
+    }
+
+    md_buf_printf(out,
+                  "# HELP mailerd_http_connections_open Client connections open now.\n"
+                  "# TYPE mailerd_http_connections_open gauge\n"
+                  "mailerd_http_connections_open %lld\n"
+                  "# HELP mailerd_worker_restarts_total Workers that died and were replaced.\n"
+                  "# TYPE mailerd_worker_restarts_total counter\n"
+                  "mailerd_worker_restarts_total %llu\n"
+                  "# HELP mailerd_start_time_seconds Start time of the master since the epoch.\n"
+                  "# TYPE mailerd_start_time_seconds gauge\n"
+                  "mailerd_start_time_seconds %llu.%03llu\n"
+                  "# HELP mailerd_build_info Build information.\n"
+                  "# TYPE mailerd_build_info gauge\n"
+                  "mailerd_build_info{version=\"",
+                  (long long)conns, (unsigned long long)restarts,
+                  (unsigned long long)(start_ms / 1000), (unsigned long long)(start_ms % 1000));
+    append_label(out, MD_VERSION);
+    md_buf_append_str(out, "\"} 1\n");
+
+    md_buf_printf(
+        out,
+        "# HELP mailerd_pg_pool_connections PostgreSQL connections of all workers.\n"
+        "# TYPE mailerd_pg_pool_connections gauge\n"
+        "mailerd_pg_pool_connections{state=\"configured\"} %lld\n"
+        "mailerd_pg_pool_connections{state=\"connected\"} %lld\n"
+        "# HELP mailerd_pg_queries_in_flight PostgreSQL units sent and not yet answered.\n"
+        "# TYPE mailerd_pg_queries_in_flight gauge\n"
+        "mailerd_pg_queries_in_flight %lld\n"
+        "# HELP mailerd_pg_queries_waiting PostgreSQL units queued for a connection.\n"
+        "# TYPE mailerd_pg_queries_waiting gauge\n"
+        "mailerd_pg_queries_waiting %lld\n"
+        "# HELP mailerd_pg_query_errors_total PostgreSQL units that ended in an error.\n"
+        "# TYPE mailerd_pg_query_errors_total counter\n"
+        "mailerd_pg_query_errors_total %llu\n"
+        "# HELP mailerd_pg_timeouts_total PostgreSQL units that timed out.\n"
+        "# TYPE mailerd_pg_timeouts_total counter\n"
+        "mailerd_pg_timeouts_total %llu\n"
+        "# HELP mailerd_pg_reconnects_total PostgreSQL connection attempts after a failure.\n"
+        "# TYPE mailerd_pg_reconnects_total counter\n"
+        "mailerd_pg_reconnects_total %llu\n"
+        "# HELP mailerd_redis_connected Workers whose Redis command connection is ready.\n"
+        "# TYPE mailerd_redis_connected gauge\n"
+        "mailerd_redis_connected %lld\n"
+        "# HELP mailerd_redis_commands_in_flight Redis commands sent and not yet answered.\n"
+        "# TYPE mailerd_redis_commands_in_flight gauge\n"
+        "mailerd_redis_commands_in_flight %lld\n"
+        "# HELP mailerd_redis_reconnects_total Redis connections re-established after a loss.\n"
+        "# TYPE mailerd_redis_reconnects_total counter\n"
+        "mailerd_redis_reconnects_total %llu\n"
+        "# HELP mailerd_redis_errors_total Redis error replies and failed commands.\n"
+        "# TYPE mailerd_redis_errors_total counter\n"
+        "mailerd_redis_errors_total %llu\n",
+        (long long)ss.pg_configured, (long long)ss.pg_connected, (long long)ss.pg_in_flight,
+        (long long)ss.pg_waiting, (unsigned long long)ss.pg_errors,
+        (unsigned long long)ss.pg_timeouts, (unsigned long long)ss.pg_reconnects,
+        (long long)ss.redis_connected, (long long)ss.redis_in_flight,
+        (unsigned long long)ss.redis_reconnects, (unsigned long long)ss.redis_errors);
+}

@@ -27,4 +27,28 @@ void md_metrics_worker_restart(void);      /* master: a worker died and was repl
 /* Prometheus text exposition format 0.0.4 of everything, route labels from rt. */
 void md_metrics_render(md_buf_t *out, const struct md_router_s *rt);
 
+/*
+ * Store metrics of this worker (the PostgreSQL pool and the Redis client). Gauges
+ * are absolute values now; the counters are increments since the previous call
+ * (the slot keeps the running sum, so a replacement worker, whose clients count
+ * from zero again, keeps the series monotonic).
+ */
+typedef struct md_metrics_store_s {
+    int64_t pg_configured;   /* connections configured (pool_size), 0 without postgres */
+    int64_t pg_connected;    /* connections up and serving */
+    int64_t pg_in_flight;    /* units sent and not answered */
+    int64_t pg_waiting;      /* units queued for a connection */
+    uint64_t pg_errors;      /* increments */
+    uint64_t pg_timeouts;    /* increments */
+    uint64_t pg_reconnects;  /* increments */
+    int64_t redis_connected; /* 1 when the command connection is ready */
+    int64_t redis_in_flight; /* commands sent and not answered */
+    uint64_t redis_reconnects; /* increments */
+    uint64_t redis_errors;   /* increments (error replies, lost or timed-out commands) */
+} md_metrics_store_t;
+void md_metrics_store_update(const md_metrics_store_t *s);
+/* A function md_metrics_render calls first (in the rendering worker) so its own
+ * slot is fresh; NULL for none. The worker's md_app registers one. */
+void md_metrics_set_collector(void (*collect)(void));
+
 #endif
