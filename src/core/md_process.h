@@ -9,11 +9,24 @@
 #include "md_conf.h"
 #include <ev.h>
 
-/* Opens (or, on reload, reuses from old by address) every listener of conf. */
+/*
+ * Opens (or, on reload, reuses from old by address) every listener of conf:
+ * nonblocking, close-on-exec, SO_REUSEADDR, IPV6_V6ONLY for IPv6, backlog from
+ * the config (511 by default). A reused fd number is then in both confs until
+ * md_listeners_close_unused(old, conf). MD_OK, or MD_ERROR (logged; every fd of
+ * conf -1 again, nothing of old touched).
+ */
 int md_listeners_open(md_conf_t *conf, const md_conf_t *old);
+/* Closes the fds of old that now does not use (now NULL: all of them) and sets
+ * every fd of old to -1: afterwards old owns no socket. */
 void md_listeners_close_unused(md_conf_t *old, const md_conf_t *now);
 
-/* The master's life: returns the process exit code. */
+/*
+ * The master's life: forks conf->worker_processes workers and runs the default
+ * loop until stopped. Takes ownership of conf (listeners open) and frees it and
+ * every later configuration. Returns the exit code: 0 after a stop, 1 when the
+ * first workers could not start.
+ */
 int md_master_run(md_conf_t *conf);
 
 /*
@@ -27,7 +40,9 @@ int md_worker_run(struct ev_loop *loop, md_conf_t *conf, unsigned slot, int chan
 /* sd_notify(3) with or without libsystemd; a no-op without NOTIFY_SOCKET. */
 void md_notify(const char *state);
 
-/* pid file helpers for -s and the master. */
+/* pid file helpers for -s and the master. write: getpid() via a temporary file
+ * and rename(); MD_OK or MD_ERROR with errno. read: the pid, or -1 with errno
+ * (ENOENT: no file, EINVAL: not a pid). */
 int md_pidfile_write(const char *path);
 pid_t md_pidfile_read(const char *path);
 
