@@ -39,6 +39,8 @@ typedef struct md_http_header_s {
  * request waits, the client may go away: r->aborted becomes 1 and sending is a
  * no-op, but r stays valid until the handler's own reference is dropped (every
  * request starts with one reference, dropped when a response is sent).
+ * A handler that starts a watcher must stop it from a cleanup on r->pool:
+ * md_http_destroy() frees requests still held when the worker exits.
  */
 typedef int (*md_http_handler_pt)(md_http_request_t *r);
 
@@ -86,7 +88,9 @@ void md_http_stop_accepting(md_http_t *h);
  * graceful: stop accepting, let in-flight requests finish (answered with
  * "Connection: close"), give idle keep-alive connections until their next request
  * or a short grace to close (so clients under load do not see a reset), and call
- * drained(data) once no connection is left. Not graceful: close everything now.
+ * drained(data) once no connection is left. Not graceful: close everything now
+ * (requests a handler still holds become r->aborted). drained always runs from a
+ * later loop pass, never inside this call.
  */
 void md_http_shutdown(md_http_t *h, int graceful, void (*drained)(void *data), void *data);
 void md_http_destroy(md_http_t *h);
@@ -98,6 +102,8 @@ const md_str_t *md_http_get_header(const md_http_request_t *r, const char *name)
 md_str_t md_http_param(const md_http_request_t *r, const char *name);
 /* Adds a response header line; name and value must not contain CR or LF. */
 void md_http_add_header(md_http_request_t *r, const char *name, const char *value);
+/* Copies body; drops r's initial reference (r may be freed on return). MD_OK, or
+ * MD_ERROR when r was already answered or its client is gone (nothing is sent). */
 int md_http_send(md_http_request_t *r, int status, const char *content_type, const void *body,
                  size_t len);
 /* Sends json (steals the reference) with Content-Type application/json. */
