@@ -1,0 +1,141 @@
+# shellcheck shell=bash
+# Shared helpers for scripts/test, scripts/quickstart and bench/*. Source it:
+#   . "$(dirname "$0")/../scripts/lib.sh"
+# It sets REPO (the checkout, wherever it is) and defines md_* functions.
+# Nothing here runs anything on its own.
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NPROC=$(nproc 2>/dev/null || echo 2)
+
+# Every Debian package a fresh Debian 12 machine needs to build, test, run and
+# benchmark mailerd. PostgreSQL and Redis are here for the issues that use them.
+MD_APT_PACKAGES=(
+    build-essential autoconf automake libtool pkg-config
+    libev-dev node-llhttp libhiredis-dev libc-ares-dev libssl-dev libpq-dev
+    libjansson-dev libsystemd-dev
+    perl wrk nginx-light postgresql redis-server curl ca-certificates procps
+)
+
+md_say() { printf '==> %s\n' "$*" >&2; }
+md_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Installs MD_APT_PACKAGES unless MAILERD_SKIP_APT=1, we are not root, or all
+# of them are installed already (so a developer's rerun needs no network).
+md_apt_install() {
+    if [ "${MAILERD_SKIP_APT:-0}" = 1 ] || [ "$(id -u)" != 0 ]; then
+        return 0
+    fi
+    if dpkg-query -W -f='${Status}\n' "${MD_APT_PACKAGES[@]}" 2>/dev/null |
+        grep -c '^install ok installed$' | grep -qx "${#MD_APT_PACKAGES[@]}"; then
+        return 0
+    fi
+    md_say "apt-get install ${MD_APT_PACKAGES[*]}"
+    # Package scripts must not start PostgreSQL, Redis or nginx as system
+    # services: tests start their own on loopback, and nothing may outlive us.
+    local policy=/usr/sbin/policy-rc.d own_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1
+    fi
+    local rc=0
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        --no-install-recommends "${MD_APT_PACKAGES[@]}" || rc=$?
+    [ "$own_policy" = 1 ] && rm -f "$policy"
+    return "$rc"
+}
+
+# Generates configure when the checkout has none (a fresh clone) or when
+# configure.ac changed since; automake's own rules handle Makefile.am edits.
+md_autoreconf() {
+    if [ ! -x "$REPO/configure" ] || [ "$REPO/configure.ac" -nt "$REPO/configure" ]; then
+        md_say "autoreconf -fi"
+        (cd "$REPO" && autoreconf -fi)
+    fi
+}
+
+# md_build DIR [configure args...]: configures DIR (relative to REPO) when it
+# has no Makefile or configure is newer, then runs make. Up to date: no-op.
+md_build() {
+    local dir=$REPO/$1
+    shift
+    mkdir -p "$dir"
+    if [ ! -f "$dir/Makefile" ] || [ "$REPO/configure" -nt "$dir/config.status" ]; then
+        md_say "configure in ${dir#"$REPO"/}: $*"
+        (cd "$dir" && "$REPO/configure" -q "$@") || return 1
+    fi
+    md_say "make in ${dir#"$REPO"/}"
+    make -C "$dir" -s -j"$NPROC"
+}
+
+# True while pid runs; a zombie (exited, not yet reaped) counts as gone.
+md_alive() {
+    local pid=$1 state
+    kill -0 "$pid" 2>/dev/null || return 1
+    state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
+    [ "$state" != Z ]
+}
+
+# md_wait_gone PID SECONDS: polls until pid is gone; false on timeout.
+md_wait_gone() {
+    local pid=$1 deadline=$((SECONDS + $2))
+    while md_alive "$pid"; do
+        [ "$SECONDS" -ge "$deadline" ] && return 1
+        sleep 0.1
+    done
+}
+
+# md_http_status URL: prints the HTTP status code ("000" when nothing answers).
+md_http_status() {
+    curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/null || true
+}
+
+# md_wait_http URL SECONDS [PID]: polls until URL answers 200; false on timeout
+# or as soon as PID (the server being waited for) has died.
+md_wait_http() {
+    local url=$1 deadline=$((SECONDS + $2)) pid=${3:-}
+    until [ "$(md_http_status "$url")" = 200 ]; do
+        [ -n "$pid" ] && ! md_alive "$pid" && return 1
+        [ "$SECONDS" -ge "$deadline" ] && return 1
+        sleep 0.1
+    done
+}
+
+# md_free_port: a loopback TCP port the kernel just handed out and released.
+md_free_port() {
+    perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(LocalAddr => "127.0.0.1",
+        LocalPort => 0, Listen => 1, ReuseAddr => 1)->sockport, "\n"'
+}
+
+# --- private PostgreSQL and Redis (scripts/quickstart; tests use t/lib/MailerdStore.pm) ---
+
+# md_pg_bindir: the newest installed PostgreSQL server's bin directory
+# (MAILERD_PGBIN overrides); prints nothing and fails when there is none.
+md_pg_bindir() {
+    if [ -n "${MAILERD_PGBIN:-}" ]; then
+        [ -x "$MAILERD_PGBIN/pg_ctl" ] && echo "$MAILERD_PGBIN"
+        return
+    fi
+    local d
+    d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+    [ -n "$d" ] && [ -x "$d/pg_ctl" ] && echo "$d"
+}
+
+# md_as_pg CMD...: runs CMD as the postgres user when we are root (PostgreSQL
+# refuses to run as root), as ourselves otherwise.
+md_as_pg() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# md_port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+md_port_open() {
+    perl -MIO::Socket::INET -e 'exit(IO::Socket::INET->new(PeerAddr => "127.0.0.1",
+        PeerPort => $ARGV[0], Proto => "tcp", Timeout => 1) ? 0 : 1)' "$1"
+}
+
+# md_hex_token BYTES: BYTES random bytes from the OS CSPRNG, as lower-case hex.
+md_hex_token() {
+    od -An -v -N "$1" -tx1 /dev/urandom | tr -d ' \n'
+}

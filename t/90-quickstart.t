@@ -1,0 +1,129 @@
+# scripts/quickstart --detach / status / stop against the binary under test,
+# with its state in a temp dir (MAILERD_VAR) so the repo's var/ is untouched:
+# it starts a private PostgreSQL and Redis there (free ports), migrates, makes
+# an admin token, and /ready is 200; stop takes all three down.
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib';
+use MailerdTest qw(src_dir bin_path slurp wait_for free_port);
+
+plan skip_all => 'no PostgreSQL server binaries'
+  unless -x (($ENV{MAILERD_PGBIN} // '/usr/lib/postgresql/15/bin') . '/pg_ctl');
+plan skip_all => 'redis-server not installed'
+  unless grep { -x "$_/redis-server" } split /:/, $ENV{PATH};
+
+my $t = MailerdTest->new;
+# The private PostgreSQL runs as the postgres user, which must reach VAR.
+chmod 0755, $t->dir;
+my $var = $t->dir . '/var';
+my $pg_port = free_port();
+my $redis_port = free_port();
+my $qs = src_dir() . '/scripts/quickstart';
+local $ENV{MAILERD_SKIP_APT} = 1;
+local $ENV{MAILERD_SKIP_BUILD} = 1;
+local $ENV{MAILERD_BIN} = bin_path();
+local $ENV{MAILERD_LISTEN} = '127.0.0.1:' . $t->port;
+local $ENV{MAILERD_VAR} = $var;
+local $ENV{MAILERD_PG_PORT} = $pg_port;
+local $ENV{MAILERD_REDIS_PORT} = $redis_port;
+delete local $ENV{MAILERD_PG_DSN};
+delete local $ENV{MAILERD_REDIS_ADDR};
+
+# Runs scripts/quickstart ARGS; returns (exit code, output).
+sub quickstart {
+    my $out = qx{bash '$qs' @_ </dev/null 2>&1};
+    return ($? >> 8, $out);
+}
+
+my ($rc, $out) = quickstart('status');
+is($rc, 3, 'status before start: not running (exit 3)') or diag($out);
+
+($rc, $out) = quickstart('--detach');
+is($rc, 0, 'quickstart --detach exits 0') or diag($out);
+like($out, qr{curl .*/health}, 'prints what to try');
+
+my %env;
+for (split /\n/, slurp("$var/quickstart.env")) {
+    $env{$1} = $2 if /^(MAILERD_\w+)=(.*)$/;
+}
+for my $k (qw(MAILERD_URL MAILERD_PID MAILERD_CONF MAILERD_PREFIX MAILERD_BIN
+              MAILERD_LOG_DIR MAILERD_ERROR_LOG MAILERD_ACCESS_LOG
+              MAILERD_PG_DSN MAILERD_REDIS_URL MAILERD_ADMIN_TOKEN)) {
+    ok(defined $env{$k} && length $env{$k}, "quickstart.env has $k");
+}
+is((stat("$var/quickstart.env"))[2] & 0777, 0600, 'quickstart.env is mode 0600 (it holds the admin token)');
+like($env{MAILERD_PG_DSN} // '', qr/port=$pg_port\b/, 'MAILERD_PG_DSN uses MAILERD_PG_PORT');
+is($env{MAILERD_REDIS_URL}, "redis://127.0.0.1:$redis_port", 'MAILERD_REDIS_URL uses MAILERD_REDIS_PORT');
+like($env{MAILERD_ADMIN_TOKEN} // '', qr/^[0-9a-f]{64}$/, 'the admin token is 32 random bytes in hex');
+is(slurp("$var/admin.token") =~ s/\s+//gr, $env{MAILERD_ADMIN_TOKEN}, '... kept in var/admin.token');
+is((stat("$var/admin.token"))[2] & 0777, 0600, 'var/admin.token is mode 0600');
+ok(-f "$var/pg/data/PG_VERSION", 'PostgreSQL data under var/pg');
+ok(-d "$var/redis", 'Redis data under var/redis');
+is($env{MAILERD_URL}, $t->url, 'MAILERD_URL is the MAILERD_LISTEN address');
+my $pid = $env{MAILERD_PID} // 0;
+ok($pid > 1 && kill(0, $pid), "master (pid $pid) runs");
+like($env{MAILERD_LOG_DIR} // '', qr{^\Q$var\E/}, 'logs are under MAILERD_VAR');
+ok(!-e src_dir() . '/var/quickstart.env' || (stat _)[9] < $^T, "the repo's var/ is untouched");
+
+my $r = eval { $t->request('GET', '/health') };
+is($r && $r->{status}, 200, 'GET /health answers 200');
+# Both stores up and migrated: /ready turns 200 (polled: workers connect at start).
+my $ready;
+ok(wait_for(sub { $ready = eval { $t->request('GET', '/ready') }; $ready && $ready->{status} == 200 }, 15),
+   'GET /ready answers 200 (PostgreSQL, Redis and schema ok)') or diag($ready && $ready->{body});
+my $pg_pid = (split /\n/, slurp("$var/pg/data/postmaster.pid"))[0] // 0;
+my $redis_pid = slurp("$var/run/redis.pid") =~ s/\s+//gr || 0;
+ok($pg_pid > 1 && kill(0, $pg_pid), "private PostgreSQL runs (pid $pg_pid)");
+ok($redis_pid > 1 && kill(0, $redis_pid), "private Redis runs (pid $redis_pid)");
+
+# The demo tenant's key from quickstart.env authenticates.
+my $key = $env{MAILERD_API_KEY} // '';
+like($key, qr/^mk_[A-Za-z0-9_-]{43}$/, 'quickstart.env has MAILERD_API_KEY, a tenant key');
+like($out, qr/\Q$key\E/, '... and the key is printed') if $key;
+$r = eval { $t->request('GET', '/v1/me', headers => { Authorization => "Bearer $key" }) };
+is($r && $r->{status}, 200, 'GET /v1/me with MAILERD_API_KEY answers 200') or diag($r ? $r->{body} : $@);
+is($r && $r->{json} ? $r->{json}{tenant}{name} : undef, 'demo', '... for the tenant "demo"');
+
+($rc, $out) = quickstart('status');
+is($rc, 0, 'status: running') or diag($out);
+like($out, qr/pid $pid/, 'status names the master pid');
+
+($rc, $out) = quickstart('stop');
+is($rc, 0, 'quickstart stop exits 0') or diag($out);
+ok(!kill(0, $pid) || slurp("/proc/$pid/stat") =~ /^\d+ \(.*?\) Z/, 'master is gone');
+# The master runs in its own session (setsid): its workers are in it too.
+# Zombies do not count: here pid 1 may be slow to reap the orphaned master.
+my @left = grep { my @f = split " ", (slurp($_) =~ s/^.*\) //sr); @f > 3 && $f[3] == $pid && $f[0] ne "Z" }
+    glob("/proc/[0-9]*/stat");
+ok(!@left, 'no process of its session is left') or diag("left: @left");
+ok(!eval { $t->request('GET', '/health', timeout => 2) }, 'nothing answers any more');
+ok(wait_for(sub { !kill(0, $pg_pid) }, 10), 'stop stopped PostgreSQL');
+ok(wait_for(sub { !kill(0, $redis_pid) }, 10), 'stop stopped Redis');
+ok(!-e $env{MAILERD_ERROR_LOG} || slurp($env{MAILERD_ERROR_LOG}) !~ /"level":"(?:alert|emerg)"|Sanitizer/,
+   'no alert, emerg or sanitizer report in the error log')
+    or diag(slurp($env{MAILERD_ERROR_LOG}));
+my $stderr = slurp("$env{MAILERD_LOG_DIR}/stderr.log");
+ok($stderr !~ /Sanitizer|runtime error:/, 'no sanitizer report on stderr') or diag($stderr);
+
+($rc, $out) = quickstart('status');
+is($rc, 3, 'status after stop: not running');
+
+# A second run reuses the stores' data and the admin token.
+($rc, $out) = quickstart('--detach');
+is($rc, 0, 'a second quickstart --detach exits 0') or diag($out);
+unlike($out, qr/initdb/, '... without a new initdb');
+my %env2;
+for (split /\n/, slurp("$var/quickstart.env")) {
+    $env2{$1} = $2 if /^(MAILERD_\w+)=(.*)$/;
+}
+is($env2{MAILERD_ADMIN_TOKEN}, $env{MAILERD_ADMIN_TOKEN}, '... with the same admin token');
+ok(wait_for(sub { my $x = eval { $t->request('GET', '/ready') }; $x && $x->{status} == 200 }, 15),
+   '... and /ready 200 (the schema is still current)');
+is($env2{MAILERD_API_KEY}, $env{MAILERD_API_KEY}, '... and the same demo API key');
+$r = eval { $t->request('GET', '/v1/me', headers => { Authorization => "Bearer " . ($env2{MAILERD_API_KEY} // '') }) };
+is($r && $r->{status}, 200, '... which still authenticates') or diag($r ? $r->{body} : $@);
+($rc, $out) = quickstart('stop');
+is($rc, 0, 'quickstart stop exits 0 again') or diag($out);
+
+done_testing;
