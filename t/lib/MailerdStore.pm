@@ -17,9 +17,18 @@ sub _as_pg {
     return ($> == 0) ? ('runuser', '-u', 'postgres', '--', @cmd) : @cmd;
 }
 
+# Runs a command without a shell (arguments may hold any character); returns
+# (exit code, stdout+stderr).
 sub _run {
     my (@cmd) = @_;
-    my $out = `@{[ join ' ', map { "'$_'" } @cmd ]} 2>&1`;
+    my $pid = open(my $fh, '-|') // die "fork: $!";
+    if ($pid == 0) {
+        open(STDERR, '>&', \*STDOUT);
+        exec(@cmd) or exit 127;
+    }
+    local $/;
+    my $out = <$fh> // '';
+    close $fh;
     return ($? >> 8, $out);
 }
 

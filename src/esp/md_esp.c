@@ -1,0 +1,2 @@
+#include "md_esp.h"
+/* stub: being written */

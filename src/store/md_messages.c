@@ -1,0 +1,2 @@
+#include "md_messages.h"
+/* stub: being written */

@@ -1,0 +1,2 @@
+#include "md_queue.h"
+/* stub: being written */

@@ -1,0 +1,2 @@
+#include "md_templates.h"
+/* stub: being written */
