@@ -105,8 +105,13 @@ rename("$dir/logs/access.log", "$dir/logs/access.log.1") or die;
 ($rc, $out) = $t->run_cmd('-s', 'reopen', '-p', $dir, '-c', $conf);
 is($rc, 0, '-s reopen exits 0') or diag($out);
 ok(wait_for(sub { -s "$dir/logs/error.log" }, 5), 'the error log is reopened');
-$t->request('GET', '/health');
-ok(wait_for(sub { -e "$dir/logs/access.log" && slurp("$dir/logs/access.log") =~ m{/health} }, 5),
+# Each worker reopens on its own SIGUSR1, after the master: keep asking until
+# a request lands in the new file (a worker that has not reopened yet still
+# writes to access.log.1).
+ok(wait_for(sub {
+       $t->request('GET', '/health');
+       -e "$dir/logs/access.log" && slurp("$dir/logs/access.log") =~ m{/health};
+   }, 5),
    'requests go to the new access log');
 
 # -s reload: a new generation of workers.

@@ -174,11 +174,14 @@ ok(ready_everywhere(sub { $_[0]{status} == 200 }), '/ready 200 again after the r
 my $behind = "behind: $latest/$next";
 conf(mig => 'next');
 $t->signal('HUP');
-ok(ready_everywhere(sub { $_[0]{status} == 503 && ($_[0]{json}{checks}{schema} // '') eq $behind }),
-   "an unapplied migration: /ready 503 with schema \"$behind\"")
+# Conditions are checked on a run of answers: a worker that has just started
+# (after a reload) may not have connected yet, and says so.
+ok(ready_everywhere(sub {
+    $_[0]{status} == 503 && ($_[0]{json}{checks}{schema} // '') eq $behind
+      && ($_[0]{json}{checks}{postgres} // '') eq 'ok' && ($_[0]{json}{checks}{redis} // '') eq 'ok' }),
+   "an unapplied migration: /ready 503 with schema \"$behind\", postgres and redis ok")
   or diag(eval { ready()->{body} });
 $r = ready();
-is($r->{json}{checks}{postgres}, 'ok', 'postgres itself is ok');
 is($r->{json}{error}{code}, 'not_ready', 'error code not_ready');
 like($r->{json}{error}{message}, qr/schema/, 'the message names the schema');
 
@@ -196,12 +199,11 @@ ok(ready_everywhere(sub { $_[0]{status} == 503 && ($_[0]{json}{checks}{schema} /
 # --- a store that is not configured ----------------------------------------------------
 conf(mig => 'next', no_redis => 1);
 $t->signal('HUP');
-ok(ready_everywhere(sub { $_[0]{status} == 503 && ($_[0]{json}{checks}{redis} // '') eq 'not_configured' }),
-   'without a redis block: /ready 503, redis "not_configured"')
+ok(ready_everywhere(sub {
+    $_[0]{status} == 503 && ($_[0]{json}{checks}{redis} // '') eq 'not_configured'
+      && ($_[0]{json}{checks}{postgres} // '') eq 'ok' && ($_[0]{json}{checks}{schema} // '') eq 'ok' }),
+   'without a redis block: /ready 503, redis "not_configured" (postgres and schema ok)')
   or diag(eval { ready()->{body} });
-$r = ready();
-is($r->{json}{checks}{postgres}, 'ok', 'postgres still ok');
-is($r->{json}{checks}{schema}, 'ok', 'schema still ok');
 ok(wait_for(sub { $m = metrics(); ($m->{mailerd_redis_connected} // -1) == 0 }, 10),
    'mailerd_redis_connected is 0 once the old workers are gone');
 

@@ -1,12 +1,14 @@
 # scripts/quickstart --detach / status / stop against the binary under test,
 # with its state in a temp dir (MAILERD_VAR) so the repo's var/ is untouched:
 # it starts a private PostgreSQL and Redis there (free ports), migrates, makes
-# an admin token, and /ready is 200; stop takes all three down.
+# an admin token, and /ready is 200; the printed send recipe lands a .eml in
+# MAILERD_SINK_DIR; stop takes all three down.
 use strict;
 use warnings;
 use Test::More;
 use lib 't/lib';
 use MailerdTest qw(src_dir bin_path slurp wait_for free_port);
+use JSON::PP ();
 
 plan skip_all => 'no PostgreSQL server binaries'
   unless -x (($ENV{MAILERD_PGBIN} // '/usr/lib/postgresql/15/bin') . '/pg_ctl');
@@ -49,7 +51,7 @@ for (split /\n/, slurp("$var/quickstart.env")) {
 }
 for my $k (qw(MAILERD_URL MAILERD_PID MAILERD_CONF MAILERD_PREFIX MAILERD_BIN
               MAILERD_LOG_DIR MAILERD_ERROR_LOG MAILERD_ACCESS_LOG
-              MAILERD_PG_DSN MAILERD_REDIS_URL MAILERD_ADMIN_TOKEN)) {
+              MAILERD_PG_DSN MAILERD_REDIS_URL MAILERD_ADMIN_TOKEN MAILERD_SINK_DIR)) {
     ok(defined $env{$k} && length $env{$k}, "quickstart.env has $k");
 }
 is((stat("$var/quickstart.env"))[2] & 0777, 0600, 'quickstart.env is mode 0600 (it holds the admin token)');
@@ -84,6 +86,35 @@ like($out, qr/\Q$key\E/, '... and the key is printed') if $key;
 $r = eval { $t->request('GET', '/v1/me', headers => { Authorization => "Bearer $key" }) };
 is($r && $r->{status}, 200, 'GET /v1/me with MAILERD_API_KEY answers 200') or diag($r ? $r->{body} : $@);
 is($r && $r->{json} ? $r->{json}{tenant}{name} : undef, 'demo', '... for the tenant "demo"');
+
+# The printed send recipe works: its JSON with the demo key is accepted, and the
+# sink ESP writes the message into MAILERD_SINK_DIR.
+my $sink = $env{MAILERD_SINK_DIR} // '';
+is($sink, "$var/sink", 'MAILERD_SINK_DIR is var/sink under MAILERD_VAR');
+ok(-d $sink, '... and exists');
+my ($recipe) = $out =~ m{^[ \t]*(\. \S+/quickstart\.env; curl [^\n]*Bearer \$MAILERD_API_KEY[^\n]*\\\n[ \t]*-d '\{[^']*\}' \\\n[ \t]*\Q$env{MAILERD_URL}\E/v1/messages)$}m;
+ok(defined $recipe, 'prints a curl that POSTs a message to /v1/messages with the demo key') or diag($out);
+like($out, qr{\Q$sink\E/ID\.eml}, '... and says where the .eml appears');
+my $id;
+if (defined $recipe) {
+    # Run as printed, the way a person pastes it into a shell.
+    open(my $fh, '>', $t->dir . '/recipe.sh') or die $!;
+    print $fh "$recipe\n";
+    close $fh;
+    my $answer = qx{bash '@{[ $t->dir ]}/recipe.sh' 2>&1};
+    is($? >> 8, 0, 'the recipe runs') or diag($answer);
+    my $j = eval { JSON::PP::decode_json($answer) };
+    $id = $j && ref $j->{data} eq 'ARRAY' ? $j->{data}[0]{id} : undef;
+    like($id // '', qr/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$/,
+         '... and answers the accepted message id (UUIDv7)') or diag($answer);
+}
+SKIP: {
+    skip 'no message id', 2 unless $id;
+    my $eml = "$sink/$id.eml";
+    ok(wait_for(sub { -s $eml }, 20), "the sink wrote $id.eml") or diag(`ls -la '$sink' 2>&1`);
+    my $text = -s $eml ? slurp($eml) : '';
+    like($text, qr/^Subject: Hello from mailerd\r?$/m, '... with the recipe\'s subject');
+}
 
 ($rc, $out) = quickstart('status');
 is($rc, 0, 'status: running') or diag($out);

@@ -16,10 +16,13 @@
 #include "md_auth.h"
 #include "md_http.h"
 #include "md_log.h"
+#include "md_messages.h"
 #include "md_metrics.h"
 #include "md_migrate.h"
 #include "md_pg.h"
+#include "md_queue.h"
 #include "md_redis.h"
+#include "md_templates.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,6 +117,9 @@ app_free(md_app_priv_t *p)
     p->app.redis = NULL;
     if (p->auth_up)
         md_auth_app_destroy(&p->app);
+    md_messages_app_destroy(&p->app);  /* a no-op unless its init ran */
+    md_templates_app_destroy(&p->app); /* a no-op unless its init ran */
+    md_queue_app_destroy(&p->app);     /* a no-op unless its init ran */
     md_app = NULL;
     free(p);
 }
@@ -152,13 +158,16 @@ md_app_init(struct ev_loop *loop, const md_conf_t *conf, unsigned slot, char *er
         }
     }
 
-    /* Read once per configuration: a directory listing is blocking I/O. */
-    p->app.schema_version = md_migrate_latest_version(conf->migrations_dir);
-    if (p->app.schema_version < 0)
-        md_logf(MD_LOG_WARN, 0,
-                MD_LOG_FIELDS(
-                    MD_LS("migrations_dir", conf->migrations_dir ? conf->migrations_dir : "")),
-                "cannot read the migrations, /ready will report the schema as unknown");
+    /* Read once per configuration: a directory listing is blocking I/O. Only
+     * /ready uses it, and only against PostgreSQL. */
+    if (p->app.pg) {
+        p->app.schema_version = md_migrate_latest_version(conf->migrations_dir);
+        if (p->app.schema_version < 0)
+            md_logf(MD_LOG_WARN, 0,
+                    MD_LOG_FIELDS(
+                        MD_LS("migrations_dir", conf->migrations_dir ? conf->migrations_dir : "")),
+                    "cannot read the migrations, /ready will report the schema as unknown");
+    }
 
     /* Modules register statements, scripts and subscriptions before the start. */
     if (md_auth_app_init(&p->app) != MD_OK) {
@@ -166,6 +175,18 @@ md_app_init(struct ev_loop *loop, const md_conf_t *conf, unsigned slot, char *er
         goto fail;
     }
     p->auth_up = 1;
+    if (md_messages_app_init(&p->app) != MD_OK) {
+        snprintf(err, errlen, "messages module failed to start");
+        goto fail;
+    }
+    if (md_templates_app_init(&p->app) != MD_OK) {
+        snprintf(err, errlen, "templates module failed to start");
+        goto fail;
+    }
+    if (md_queue_app_init(&p->app) != MD_OK) {
+        snprintf(err, errlen, "queue module failed to start");
+        goto fail;
+    }
 
     if (p->app.pg && md_pg_pool_start(p->app.pg) != MD_OK) {
         snprintf(err, errlen, "postgres: cannot start the pool");
@@ -238,6 +259,10 @@ md_app_shutdown(int graceful, void (*done)(void *data), void *data)
     /* Modules hand in their last writes (last_used_at) while the pool takes work. */
     if (graceful && p->auth_up)
         md_auth_app_shutdown(&p->app);
+    /* The dispatcher stops taking work before the pool stops taking statements. */
+    md_queue_app_shutdown(&p->app);
+    /* Units waiting for the group-commit window go now, while the pool takes them. */
+    md_messages_app_shutdown(&p->app);
     /* A no-op when a graceful shutdown of the pool is already under way: its
      * units are each bounded by statement_timeout, and md_app_destroy fails the rest. */
     if (p->app.pg)

@@ -22,7 +22,7 @@ typedef struct md_app_s {
     unsigned slot;            /* metrics slot of this worker */
     md_pg_pool_t *pg;         /* NULL without a postgres { } block */
     md_redis_t *redis;        /* NULL without a redis { } block */
-    int schema_version;       /* highest migration on disk (md_migrate_latest_version), -1 unknown */
+    int schema_version;       /* highest migration on disk (md_migrate_latest_version), -1 unknown or no postgres */
     md_auth_t *auth;          /* src/http/md_auth.c */
 } md_app_t;
 

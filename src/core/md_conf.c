@@ -74,6 +74,10 @@ struct md_conf_parser_s {
     /* token text under construction */
     char *tb;
     size_t tlen, tcap;
+    /* where default_esp was written: it may name an esp block that comes later,
+     * so it is checked after the whole file was read */
+    char *default_esp_file;
+    int default_esp_line;
 };
 
 static int md_conf_parse(md_conf_parser_t *cf, const md_conf_block_t *blk, void *base, int mode,
@@ -82,6 +86,7 @@ static int md_conf_set_listen(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, vo
 static int md_conf_set_workers(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
 static int md_conf_set_error_log(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
 static int md_conf_set_include(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+static int md_conf_set_default_esp(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
 
 /* ---- tables ------------------------------------------------------------- */
 
@@ -90,6 +95,9 @@ static const md_conf_enum_t md_conf_flag_values[] = {{"on", 1}, {"off", 0}, {NUL
 static const md_conf_bounds_t md_conf_worker_connections_bounds = {8, INT_MAX};
 static const md_conf_bounds_t md_conf_keepalive_requests_bounds = {1, INT_MAX};
 static const md_conf_bounds_t md_conf_header_size_bounds = {1024, 1024 * 1024};
+static const md_conf_bounds_t md_conf_max_attempts_bounds = {1, 100};
+static const md_conf_bounds_t md_conf_backoff_bounds = {0.001, 7 * 86400};
+static const md_conf_bounds_t md_conf_recovery_bounds = {0.1, 3600};
 
 /* Directives allowed in every block. */
 static const md_conf_cmd_t md_conf_any_cmds[] = {
@@ -150,6 +158,18 @@ static const md_conf_cmd_t md_conf_main_cmds[] = {
      offsetof(md_conf_t, admin_token_file), NULL, "off", md_conf_free_str},
     {"admin_token", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_str, offsetof(md_conf_t, admin_token),
      NULL, NULL, md_conf_free_str},
+    {"esp", MD_CONF_MAIN, MD_CONF_TAKE1 | MD_CONF_BLOCK | MD_CONF_MULTI, md_esp_conf_set,
+     offsetof(md_conf_t, esp), &md_esp_conf_block, NULL, md_esp_conf_free},
+    {"default_esp", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_default_esp,
+     offsetof(md_conf_t, default_esp), NULL, NULL, md_conf_free_str},
+    {"max_attempts", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_number,
+     offsetof(md_conf_t, max_attempts), &md_conf_max_attempts_bounds, "5", NULL},
+    {"retry_backoff_base", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time,
+     offsetof(md_conf_t, retry_backoff_base), &md_conf_backoff_bounds, "30s", NULL},
+    {"retry_backoff_max", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time,
+     offsetof(md_conf_t, retry_backoff_max), &md_conf_backoff_bounds, "1h", NULL},
+    {"queue_recovery_interval", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time,
+     offsetof(md_conf_t, queue_recovery_interval), &md_conf_recovery_bounds, "30s", NULL},
     {NULL, 0, 0, NULL, 0, NULL, NULL, NULL},
 };
 
@@ -1152,6 +1172,43 @@ md_conf_parse_block(md_conf_parser_t *cf, const md_conf_block_t *blk, void *base
     return md_conf_parse(cf, blk, base, PARSE_BLOCK, NULL);
 }
 
+/* ---- esp accounts ------------------------------------------------------------ */
+
+/* default_esp NAME: stored now, checked against the esp blocks once the whole
+ * file is read (md_conf_esp_finish), with this directive's FILE:LINE. */
+static int
+md_conf_set_default_esp(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
+{
+    if (md_conf_set_str(cf, cmd, base) != MD_OK)
+        return MD_ERROR;
+    free(cf->default_esp_file);
+    cf->default_esp_file = md_xstrdup(cf->nfiles ? cf->files[cf->nfiles - 1].path : cf->main_path);
+    cf->default_esp_line = cf->line;
+    return MD_OK;
+}
+
+/* After the main file: default_esp must name an esp block; without the
+ * directive the first block is the default (none: no default, mail waits). */
+static int
+md_conf_esp_finish(md_conf_parser_t *cf, md_conf_t *conf)
+{
+    if (conf->default_esp == NULL) {
+        if (conf->nesp > 0)
+            conf->default_esp = md_xstrdup(conf->esp[0].name);
+        return MD_OK;
+    }
+    for (size_t i = 0; i < conf->nesp; i++) {
+        if (strcmp(conf->esp[i].name, conf->default_esp) == 0)
+            return MD_OK;
+    }
+    if (!cf->failed && cf->err && cf->errlen)
+        snprintf(cf->err, cf->errlen, "%s:%d: \"default_esp\" names no esp block: \"%s\"",
+                 cf->default_esp_file ? cf->default_esp_file : cf->main_path, cf->default_esp_line,
+                 conf->default_esp);
+    cf->failed = true;
+    return MD_ERROR;
+}
+
 /* ---- include --------------------------------------------------------------- */
 
 static int
@@ -1253,6 +1310,10 @@ md_conf_load(const char *file, const char *prefix, char *err, size_t errlen)
     int rc = md_conf_parse(&cf, &md_conf_main_block, conf, PARSE_MAIN, NULL);
     while (cf.nfiles)
         md_conf_pop_file(&cf);
+    if (rc == MD_OK)
+        rc = md_conf_esp_finish(&cf, conf);
+    free(cf.default_esp_file);
+    cf.default_esp_file = NULL;
     if (rc != MD_OK)
         goto fail;
     free(cf.tb);

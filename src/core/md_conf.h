@@ -27,6 +27,10 @@ typedef struct md_pg_conf_s {
     double statement_timeout;     /* client-side deadline per statement (and server-side SET) */
     int max_waiting;              /* bound of the per-worker wait queue; over it callers get 503 */
     double reconnect_min, reconnect_max; /* backoff bounds */
+    /* Group commit of accepted messages (src/store/md_messages.c): a flush when
+     * the window has passed since the first unit waiting, or max_rows wait. */
+    double group_commit_window;
+    int group_commit_max_rows;
 } md_pg_conf_t;
 
 /* redis { } (src/store/md_redis.c owns the directive table). */
@@ -39,6 +43,26 @@ typedef struct md_redis_conf_s {
     int max_pending;              /* bound of commands in flight per connection */
     double reconnect_min, reconnect_max;
 } md_redis_conf_t;
+
+/*
+ * esp NAME { } (src/esp/md_esp.c owns the directive table): one ESP account. The
+ * fields of every driver kind live in this one struct (issue 6 adds the real
+ * providers' credentials and endpoints beside the sink's dir), so a driver
+ * reads its own and ignores the rest.
+ */
+enum { MD_ESP_DRIVER_NONE = 0, MD_ESP_DRIVER_SINK = 1 };
+
+typedef struct md_esp_conf_s {
+    char *name;                   /* the account name: esp NAME { } */
+    int driver;                   /* MD_ESP_DRIVER_*; defaults to NAME when NAME is a driver kind */
+    /* sink */
+    char *dir;                    /* absolute; default <prefix>/var/sink */
+    int fsync;                    /* flag: fsync each file before its rename (default off) */
+    /* failure injection, for tests: probabilities in 0..1, decided per attempt */
+    double fail_transient;        /* -> retryable("sink_transient") */
+    double fail_permanent;        /* -> permanent("sink_rejected") */
+    int seed;                     /* PRNG seed; 0: from the OS, per worker */
+} md_esp_conf_t;
 
 typedef struct md_conf_s {
     char *file;                   /* absolute path of the main file */
@@ -72,6 +96,16 @@ typedef struct md_conf_s {
     char *migrations_dir;         /* absolute; default <prefix>/migrations */
     char *admin_token_file;       /* file holding the admin token, or NULL */
     char *admin_token;            /* the token itself (e.g. from ${ENV}), or NULL */
+
+    /* delivery: ESP accounts, the dispatcher and the queue (src/esp, md_queue.c) */
+    md_esp_conf_t *esp;           /* esp NAME { } blocks in file order; NULL when none */
+    size_t nesp;
+    char *default_esp;            /* resolved name: the first esp block when not given;
+                                     NULL only when there is no esp block */
+    int max_attempts;             /* sends of one message before it fails for good */
+    double retry_backoff_base;    /* first retry delay bound; doubles per attempt */
+    double retry_backoff_max;     /* cap of the retry delay bound */
+    double queue_recovery_interval; /* recovery scan period and age threshold */
 } md_conf_t;
 
 /*
@@ -99,6 +133,7 @@ int md_conf_parse_listen(const char *s, md_listen_t *ls);
 #define MD_CONF_HTTP 0x0002u
 #define MD_CONF_PG    0x0004u
 #define MD_CONF_REDIS 0x0008u
+#define MD_CONF_ESP   0x0010u
 #define MD_CONF_ANY  0xffffu
 
 /* Arity and kind (md_conf_cmd_t.type). */
@@ -176,6 +211,11 @@ int md_conf_parse_block(md_conf_parser_t *cf, const md_conf_block_t *blk, void *
 /* Blocks defined by other modules. */
 extern const md_conf_block_t md_pg_conf_block;    /* src/store/md_pg.c */
 extern const md_conf_block_t md_redis_conf_block; /* src/store/md_redis.c */
+/* esp NAME { }: a custom setter appends an account to md_conf_t.esp (names are
+ * unique) and parses the block into it; the cleanup frees the whole list. */
+extern const md_conf_block_t md_esp_conf_block;   /* src/esp/md_esp.c */
+int md_esp_conf_set(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+void md_esp_conf_free(const md_conf_cmd_t *cmd, void *base);
 
 /* The current directive: argument 0 is its name. Valid inside a setter. */
 size_t md_conf_nargs(const md_conf_parser_t *cf);

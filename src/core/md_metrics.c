@@ -33,6 +33,13 @@ static const char *bucket_le[] = {"0.0005", "0.001", "0.0025", "0.005", "0.01",
 #define NBOUNDS  ((unsigned)md_nelems(bucket_ns))
 #define NBUCKETS (NBOUNDS + 1)
 
+/* Rows per group-commit flush. */
+static const uint64_t rows_bound[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000};
+static const char *rows_le[] = {"1",   "2",   "5",    "10",   "20",   "50",  "100",
+                                "200", "500", "1000", "2000", "5000", "+Inf"};
+#define NROWBOUNDS  ((unsigned)md_nelems(rows_bound))
+#define NROWBUCKETS (NROWBOUNDS + 1)
+
 typedef struct {
     uint64_t bucket[NBUCKETS]; /* per bucket, not cumulative; count = their sum */
     uint64_t sum_ns;
@@ -48,6 +55,17 @@ typedef struct {
     uint64_t pg_errors, pg_timeouts, pg_reconnects;
     int64_t redis_connected, redis_in_flight;
     uint64_t redis_reconnects, redis_errors;
+    /* send API (counters) */
+    uint64_t msg_accepted;
+    uint64_t msg_rejected[MD_METRICS_MAX_REASONS];
+    /* group commit (counters) */
+    uint64_t gc_sent;
+    uint64_t gc_rows_bucket[NROWBUCKETS]; /* per bucket; count = their sum */
+    uint64_t gc_rows_sum;
+    md_metrics_hist_t gc_latency;
+    /* delivery (counters) */
+    uint64_t delivery[MD_METRICS_DELIVERY_N];
+    uint64_t delivery_latency_ns, delivery_latency_count;
 } md_metrics_slot_t;
 
 typedef struct {
@@ -60,6 +78,8 @@ static md_metrics_shm_t *shm;
 static md_metrics_slot_t *self; /* the slot this process writes, or NULL */
 static uint8_t status_index[600];
 static void (*collector)(void);
+static const char *const *reason_names; /* md_metrics_messages_reasons */
+static unsigned nreasons;
 
 #define LOAD(p)     __atomic_load_n((p), __ATOMIC_RELAXED)
 #define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
@@ -171,6 +191,207 @@ void
 md_metrics_set_collector(void (*collect)(void))
 {
     collector = collect;
+}
+
+void
+md_metrics_messages_reasons(const char *const *names, unsigned n)
+{
+    reason_names = names;
+    nreasons = md_min(n, MD_METRICS_MAX_REASONS);
+}
+
+void
+md_metrics_messages_accepted(uint64_t n)
+{
+    if (self)
+        INC(&self->msg_accepted, n);
+}
+
+void
+md_metrics_messages_rejected(unsigned reason, uint64_t n)
+{
+    if (self && reason < MD_METRICS_MAX_REASONS)
+        INC(&self->msg_rejected[reason], n);
+}
+
+void
+md_metrics_group_commit_sent(void)
+{
+    if (self)
+        INC(&self->gc_sent, 1);
+}
+
+void
+md_metrics_group_commit(unsigned rows, double seconds)
+{
+    md_metrics_slot_t *s = self;
+    if (s == NULL)
+        return;
+    unsigned b = 0;
+    while (b < NROWBOUNDS && rows > rows_bound[b])
+        b++;
+    INC(&s->gc_rows_bucket[b], 1);
+    INC(&s->gc_rows_sum, rows);
+    uint64_t ns = 0;
+    if (seconds > 0)
+        ns = seconds < 1e9 ? (uint64_t)(seconds * 1e9 + 0.5) : (uint64_t)1e18;
+    b = 0;
+    while (b < NBOUNDS && ns > bucket_ns[b])
+        b++;
+    INC(&s->gc_latency.bucket[b], 1);
+    INC(&s->gc_latency.sum_ns, ns);
+}
+
+/* Group commit: flushes sent, and rows and round trips of the committed ones. */
+static void
+render_group_commit(md_buf_t *out)
+{
+    uint64_t sent = 0, rows[NROWBUCKETS], rows_sum = 0, lat[NBUCKETS], lat_ns = 0;
+    memset(rows, 0, sizeof(rows));
+    memset(lat, 0, sizeof(lat));
+    for (unsigned s = 0; shm && s < MD_METRICS_MAX_SLOTS; s++) {
+        const md_metrics_slot_t *sl = &shm->slot[s];
+        if (!LOAD(&sl->used))
+            continue;
+        sent += LOAD(&sl->gc_sent);
+        rows_sum += LOAD(&sl->gc_rows_sum);
+        for (unsigned i = 0; i < NROWBUCKETS; i++)
+            rows[i] += LOAD(&sl->gc_rows_bucket[i]);
+        lat_ns += LOAD(&sl->gc_latency.sum_ns);
+        for (unsigned i = 0; i < NBUCKETS; i++)
+            lat[i] += LOAD(&sl->gc_latency.bucket[i]);
+    }
+    md_buf_printf(out,
+                  "# HELP mailerd_group_commit_flushes_total Group-commit transactions sent "
+                  "(retries included).\n"
+                  "# TYPE mailerd_group_commit_flushes_total counter\n"
+                  "mailerd_group_commit_flushes_total %llu\n"
+                  "# HELP mailerd_group_commit_rows Messages per committed group-commit "
+                  "transaction.\n"
+                  "# TYPE mailerd_group_commit_rows histogram\n",
+                  (unsigned long long)sent);
+    uint64_t cum = 0;
+    for (unsigned i = 0; i < NROWBUCKETS; i++) {
+        cum += rows[i];
+        md_buf_printf(out, "mailerd_group_commit_rows_bucket{le=\"%s\"} %llu\n", rows_le[i],
+                      (unsigned long long)cum);
+    }
+    md_buf_printf(out,
+                  "mailerd_group_commit_rows_sum %llu\nmailerd_group_commit_rows_count %llu\n"
+                  "# HELP mailerd_group_commit_duration_seconds Time from sending a group commit "
+                  "to its COMMIT answer.\n"
+                  "# TYPE mailerd_group_commit_duration_seconds histogram\n",
+                  (unsigned long long)rows_sum, (unsigned long long)cum);
+    cum = 0;
+    for (unsigned i = 0; i < NBUCKETS; i++) {
+        cum += lat[i];
+        md_buf_printf(out, "mailerd_group_commit_duration_seconds_bucket{le=\"%s\"} %llu\n",
+                      bucket_le[i], (unsigned long long)cum);
+    }
+    md_buf_printf(out,
+                  "mailerd_group_commit_duration_seconds_sum %llu.%09llu\n"
+                  "mailerd_group_commit_duration_seconds_count %llu\n",
+                  (unsigned long long)(lat_ns / 1000000000),
+                  (unsigned long long)(lat_ns % 1000000000), (unsigned long long)cum);
+}
+
+static void append_label(md_buf_t *out, const char *s);
+
+void
+md_metrics_delivery(int what, uint64_t n)
+{
+    if (self && what >= 0 && what < MD_METRICS_DELIVERY_N)
+        INC(&self->delivery[what], n);
+}
+
+void
+md_metrics_delivery_latency(double seconds)
+{
+    md_metrics_slot_t *s = self;
+    if (s == NULL)
+        return;
+    uint64_t ns = 0;
+    if (seconds > 0) /* false for NaN too; a clock step back counts as 0 */
+        ns = seconds < 1e9 ? (uint64_t)(seconds * 1e9 + 0.5) : (uint64_t)1e18;
+    INC(&s->delivery_latency_ns, ns);
+    INC(&s->delivery_latency_count, 1);
+}
+
+/* Delivery counters and the accept-to-sent latency, summed over the used slots. */
+static void
+render_delivery(md_buf_t *out)
+{
+    uint64_t v[MD_METRICS_DELIVERY_N], ns = 0, count = 0;
+    memset(v, 0, sizeof(v));
+    for (unsigned s = 0; shm && s < MD_METRICS_MAX_SLOTS; s++) {
+        const md_metrics_slot_t *sl = &shm->slot[s];
+        if (!LOAD(&sl->used))
+            continue;
+        for (unsigned i = 0; i < MD_METRICS_DELIVERY_N; i++)
+            v[i] += LOAD(&sl->delivery[i]);
+        ns += LOAD(&sl->delivery_latency_ns);
+        count += LOAD(&sl->delivery_latency_count);
+    }
+    md_buf_printf(out,
+                  "# HELP mailerd_messages_sent_total Send attempts the ESP took (recorded).\n"
+                  "# TYPE mailerd_messages_sent_total counter\n"
+                  "mailerd_messages_sent_total %llu\n"
+                  "# HELP mailerd_messages_failed_total Messages failed for good (permanent "
+                  "error or attempts spent).\n"
+                  "# TYPE mailerd_messages_failed_total counter\n"
+                  "mailerd_messages_failed_total %llu\n"
+                  "# HELP mailerd_messages_deferred_total Send attempts failed transiently and "
+                  "scheduled again.\n"
+                  "# TYPE mailerd_messages_deferred_total counter\n"
+                  "mailerd_messages_deferred_total %llu\n"
+                  "# HELP mailerd_queue_push_errors_total Queue writes that failed after commit "
+                  "(the recovery scan requeues those messages).\n"
+                  "# TYPE mailerd_queue_push_errors_total counter\n"
+                  "mailerd_queue_push_errors_total %llu\n"
+                  "# HELP mailerd_queue_requeued_total Messages the recovery scan put back on "
+                  "the queue.\n"
+                  "# TYPE mailerd_queue_requeued_total counter\n"
+                  "mailerd_queue_requeued_total %llu\n"
+                  "# HELP mailerd_dispatch_latency_seconds Time from accept to sent.\n"
+                  "# TYPE mailerd_dispatch_latency_seconds summary\n"
+                  "mailerd_dispatch_latency_seconds_sum %llu.%09llu\n"
+                  "mailerd_dispatch_latency_seconds_count %llu\n",
+                  (unsigned long long)v[MD_METRICS_SENT], (unsigned long long)v[MD_METRICS_FAILED],
+                  (unsigned long long)v[MD_METRICS_DEFERRED],
+                  (unsigned long long)v[MD_METRICS_QUEUE_PUSH_ERRORS],
+                  (unsigned long long)v[MD_METRICS_REQUEUED], (unsigned long long)(ns / 1000000000),
+                  (unsigned long long)(ns % 1000000000), (unsigned long long)count);
+}
+
+/* The send API's counters, summed over the used slots. */
+static void
+render_messages(md_buf_t *out)
+{
+    uint64_t acc = 0, rej[MD_METRICS_MAX_REASONS];
+    memset(rej, 0, sizeof(rej));
+    for (unsigned s = 0; shm && s < MD_METRICS_MAX_SLOTS; s++) {
+        const md_metrics_slot_t *sl = &shm->slot[s];
+        if (!LOAD(&sl->used))
+            continue;
+        acc += LOAD(&sl->msg_accepted);
+        for (unsigned i = 0; i < MD_METRICS_MAX_REASONS; i++)
+            rej[i] += LOAD(&sl->msg_rejected[i]);
+    }
+    md_buf_printf(out,
+                  "# HELP mailerd_messages_accepted_total Messages committed by the send API.\n"
+                  "# TYPE mailerd_messages_accepted_total counter\n"
+                  "mailerd_messages_accepted_total %llu\n",
+                  (unsigned long long)acc);
+    if (nreasons == 0)
+        return;
+    md_buf_append_str(out, "# HELP mailerd_messages_rejected_total Send API refusals (requests "
+                           "or batch recipients), by reason code.\n"
+                           "# TYPE mailerd_messages_rejected_total counter\n");
+    for (unsigned i = 0; i < nreasons; i++) {
+        md_buf_append_str(out, "mailerd_messages_rejected_total{reason=\"");
+        append_label(out, reason_names[i]);
+        md_buf_printf(out, "\"} %llu\n", (unsigned long long)rej[i]);
+    }
 }
 
 void
@@ -373,4 +594,7 @@ md_metrics_render(md_buf_t *out, const md_router_t *rt)
         (unsigned long long)ss.pg_timeouts, (unsigned long long)ss.pg_reconnects,
         (long long)ss.redis_connected, (long long)ss.redis_in_flight,
         (unsigned long long)ss.redis_reconnects, (unsigned long long)ss.redis_errors);
+    render_messages(out);
+    render_group_commit(out);
+    render_delivery(out);
 }

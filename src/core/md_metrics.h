@@ -51,4 +51,38 @@ void md_metrics_store_update(const md_metrics_store_t *s);
  * slot is fresh; NULL for none. The worker's md_app registers one. */
 void md_metrics_set_collector(void (*collect)(void));
 
+/*
+ * The send API (src/http/md_api_messages.c): messages committed, and messages or
+ * requests refused, by reason code. The reason names are registered once (a
+ * static table of the caller's, before forking or per worker alike) and rendered
+ * as mailerd_messages_rejected_total{reason="..."}; indexes beyond the table or
+ * MD_METRICS_MAX_REASONS are dropped.
+ */
+#define MD_METRICS_MAX_REASONS 48
+void md_metrics_messages_reasons(const char *const *names, unsigned n);
+void md_metrics_messages_accepted(uint64_t n);
+void md_metrics_messages_rejected(unsigned reason, uint64_t n);
+
+/* Group commit (src/store/md_messages.c): one call per flush sent, and one per
+ * flush committed with its rows (messages) and its round trip, send to COMMIT.
+ * Rendered as mailerd_group_commit_flushes_total and the histograms
+ * mailerd_group_commit_rows and mailerd_group_commit_duration_seconds. */
+void md_metrics_group_commit_sent(void);
+void md_metrics_group_commit(unsigned rows, double seconds);
+
+/* Delivery (src/esp/md_dispatch.c, src/store/md_queue.c): outcomes of send
+ * attempts once recorded, queue pushes that failed (the recovery scan repairs
+ * them), messages the recovery scan put back; and the time from accept to sent
+ * (mailerd_dispatch_latency_seconds, a summary: _sum and _count). */
+enum {
+    MD_METRICS_SENT = 0,
+    MD_METRICS_FAILED,
+    MD_METRICS_DEFERRED,
+    MD_METRICS_QUEUE_PUSH_ERRORS,
+    MD_METRICS_REQUEUED,
+    MD_METRICS_DELIVERY_N
+};
+void md_metrics_delivery(int what, uint64_t n);
+void md_metrics_delivery_latency(double seconds);
+
 #endif

@@ -64,6 +64,8 @@ md_palloc(md_pool_t *p, size_t n)
         nb->last += n;
         return nb->align;
     }
+    /* b->next may be a large block linked in above: keep it on the chain. */
+    nb->next = b->next;
     b->next = nb;
     p->current = nb;
     void *r = nb->last;

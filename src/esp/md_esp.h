@@ -1,5 +1,126 @@
-/* ESP accounts and drivers (issue 4: the sink; issue 6 adds the real providers). */
+/*
+ * ESP accounts and drivers (issue 4: the sink; issue 6 adds the real providers).
+ *
+ * A driver is a table of functions (DESIGN.md, "Conventions inside a worker"): it
+ * builds the provider's request from a message and reads the provider's answer
+ * into one md_esp_result_t: sent(provider id) | retryable(reason, retry-after) |
+ * permanent(code, text). Drivers do no I/O of their own: the dispatcher
+ * (md_dispatch.c) and the outbound HTTP client do it, so a slow provider never
+ * blocks a loop.
+ *
+ * Each configured account (esp NAME { } in md_conf_t.esp) becomes one md_esp_t per
+ * worker, made after fork (it holds the account's PRNG and, later, its rate
+ * limits, health and circuit breaker).
+ */
 #ifndef MD_ESP_H
 #define MD_ESP_H
+
 #include "md_core.h"
+#include "md_conf.h"
+#include "md_mime.h"
+
+enum { MD_ESP_SENT = 0, MD_ESP_RETRYABLE = 1, MD_ESP_PERMANENT = 2 };
+
+/* What one attempt came to. Strings are copied in (truncated to fit). */
+typedef struct md_esp_result_s {
+    int outcome;           /* MD_ESP_* */
+    int delivered;         /* SENT and known delivered now (the sink synthesises it) */
+    double retry_after;    /* RETRYABLE: the provider's hint in seconds, 0 for none */
+    char provider_id[128]; /* SENT: the provider's message id */
+    char code[64];         /* RETRYABLE: the reason; PERMANENT: the code */
+    char text[256];        /* PERMANENT (and RETRYABLE, optional): for last_error and logs */
+} md_esp_result_t;
+
+void md_esp_result_sent(md_esp_result_t *res, const char *provider_id, int delivered);
+void md_esp_result_retryable(md_esp_result_t *res, const char *reason, double retry_after,
+                             const char *text);
+void md_esp_result_permanent(md_esp_result_t *res, const char *code, const char *text);
+
+/*
+ * One message as the dispatcher hands it to a driver: the stored row, parsed.
+ * Addresses are ASCII (IDN domains in A-label form), ready for md_mime_build.
+ * Everything is owned by the dispatcher's job and lives during the driver call.
+ */
+typedef struct md_esp_msg_s {
+    const char *id; /* our message id (UUIDv7) */
+    const char *tenant_id;
+    int attempt; /* 1 for the first attempt */
+    md_mime_addr_t from;
+    md_mime_addr_t to;
+    const md_mime_addr_t *cc;
+    size_t ncc;
+    const md_mime_addr_t *bcc; /* envelope only */
+    size_t nbcc;
+    const md_mime_addr_t *reply_to;
+    size_t nreply_to;
+    const char *subject;
+    md_str_t text; /* data NULL: no text part */
+    md_str_t html; /* data NULL: no html part */
+    const md_mime_header_t *headers;
+    size_t nheaders;
+} md_esp_msg_t;
+
+typedef struct md_esp_s md_esp_t;
+
+/* Issue 6 defines these with the outbound HTTP client. */
+struct md_esp_request_s;
+struct md_esp_response_s;
+
+typedef struct md_esp_driver_s {
+    const char *name;
+    int kind; /* MD_ESP_DRIVER_* */
+    /* Per worker, after fork; MD_OK or MD_ERROR with err filled. May be NULL. */
+    int (*init)(md_esp_t *esp, char *err, size_t errlen);
+    void (*destroy)(md_esp_t *esp); /* may be NULL */
+    /* Remote providers: the request for m (MD_OK), or MD_ERROR with res filled
+     * (a message this provider cannot take: permanent). */
+    int (*build_request)(md_esp_t *esp, const md_esp_msg_t *m, struct md_esp_request_s *req,
+                         md_esp_result_t *res);
+    /* Remote providers: the provider's answer (or the transport's failure) read
+     * into res. */
+    void (*read_response)(md_esp_t *esp, const struct md_esp_response_s *resp,
+                          md_esp_result_t *res);
+    /*
+     * Local drivers only: sends m now and fills res. This is the one exception
+     * to "drivers do no I/O": the sink's I/O is a write of a few KB to a local
+     * file plus a rename, which takes microseconds and cannot stall on a remote
+     * peer; for a development and test driver that is acceptable inside the
+     * loop, while a thread or an io_uring for it would buy nothing. Remote
+     * drivers leave this NULL.
+     */
+    void (*deliver)(md_esp_t *esp, const md_esp_msg_t *m, md_esp_result_t *res);
+} md_esp_driver_t;
+
+struct md_esp_s {
+    const md_esp_conf_t *conf; /* points into md_app's md_conf_t */
+    const md_esp_driver_t *driver;
+    uint64_t rng; /* xorshift state: failure injection, jitter */
+    void *data;   /* the driver's */
+};
+
+extern const md_esp_driver_t md_esp_sink_driver; /* md_esp_sink.c */
+
+/* The account named name in conf, or NULL (for the send API's "esp" field). */
+const md_esp_conf_t *md_esp_conf_find(const md_conf_t *conf, const char *name);
+
+/*
+ * Makes this worker's accounts from conf (kept by pointer: it must outlive them),
+ * calling each driver's init. seed_salt varies the PRNG between workers when a
+ * seed is configured. MD_OK, or MD_ERROR with err filled (nothing is kept then).
+ */
+int md_esp_init(const md_conf_t *conf, unsigned seed_salt, char *err, size_t errlen);
+void md_esp_destroy(void);
+/* This worker's account by name (NULL: not configured), and the default (NULL:
+ * no account is configured). Valid between md_esp_init and md_esp_destroy. */
+md_esp_t *md_esp_get(const char *name);
+md_esp_t *md_esp_default(void);
+
+/* A uniform double in [0, 1) from the account's PRNG. */
+double md_esp_random(md_esp_t *esp);
+
+/* Writes addr (an addr-spec as stored, IDN domain as given) with its domain in
+ * A-label form into out (size bytes). MD_OK, or MD_ERROR when it does not parse
+ * or fit. */
+int md_esp_addr_ascii(const char *addr, char *out, size_t size);
+
 #endif

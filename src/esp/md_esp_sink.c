@@ -1,2 +1,202 @@
+/*
+ * The sink driver: writes each message as an RFC 5322 file DIR/<message id>.eml
+ * and reports it sent and delivered at once (the embedded default for a local
+ * run, and the driver the tests use). It can be told to fail a share of the
+ * attempts, transiently or permanently (fail_transient, fail_permanent), decided
+ * per attempt with the account's seeded PRNG.
+ *
+ * A file appears whole or not at all: it is written under a temporary name in
+ * the same directory and renamed, so a reader (a test, a developer's tail)
+ * never sees half a message. A retry after a lost result rewrites the same name.
+ */
 #include "md_esp.h"
-/* stub: being written */
+#include "md_buf.h"
+#include "md_log.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* mkdir -p; errno is set on failure. */
+static int
+md_sink_mkdirs(const char *path)
+{
+    char *p = md_xstrdup(path);
+    int rc = 0;
+    for (char *s = p + 1; rc == 0; s++) {
+        if (*s != '/' && *s != '\0')
+            continue;
+        char c = *s;
+        *s = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST)
+            rc = -1;
+        *s = c;
+        if (c == '\0')
+            break;
+    }
+    int e = errno;
+    free(p);
+    errno = e;
+    return rc;
+}
+
+/* At worker start: a missing directory is made (a few syscalls, once). A failure
+ * is only logged: each send then fails retryably until the directory is fixed,
+ * which is what an operator can see and repair, rather than a worker that will
+ * not start. */
+static int
+md_sink_init(md_esp_t *esp, char *err, size_t errlen)
+{
+    md_unused(err);
+    md_unused(errlen);
+    if (esp->conf->dir == NULL)
+        return MD_OK;
+    if (md_sink_mkdirs(esp->conf->dir) != 0)
+        md_logf(MD_LOG_WARN, errno,
+                MD_LOG_FIELDS(MD_LS("esp", esp->conf->name), MD_LS("dir", esp->conf->dir)),
+                "sink directory cannot be created");
+    return MD_OK;
+}
+
+/* The right-hand side of our Message-ID: the sender's domain when it is a plain
+ * dot-atom (ASCII: the address is in A-label form already), else mailerd.local. */
+static const char *
+md_sink_msgid_domain(const char *from, char *buf, size_t size)
+{
+    const char *at = from ? strrchr(from, '@') : NULL;
+    if (at == NULL || at[1] == '\0' || at[1] == '.' || strlen(at + 1) >= size)
+        return "mailerd.local";
+    for (const char *p = at + 1; *p; p++) {
+        char c = *p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || (c == '.' && p[1] != '.' && p[1] != '\0')))
+            return "mailerd.local";
+    }
+    snprintf(buf, size, "%s", at + 1);
+    return buf;
+}
+
+/* Writes data to path atomically (temporary file, optional fsync, rename).
+ * Returns 0, or -1 with errno set; the temporary file never survives a failure. */
+static int
+md_sink_write(const char *dir, const char *id, const md_buf_t *data, int do_fsync)
+{
+    char path[4096], tmp[4096];
+    int n1 = snprintf(path, sizeof(path), "%s/%s.eml", dir, id);
+    int n2 = snprintf(tmp, sizeof(tmp), "%s/.%s.eml.%ld.tmp", dir, id, (long)getpid());
+    if (n1 < 0 || n2 < 0 || (size_t)n1 >= sizeof(path) || (size_t)n2 >= sizeof(tmp)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    const char *p = data->pos;
+    size_t left = md_buf_len(data);
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO;
+            goto fail;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (do_fsync && fsync(fd) != 0)
+        goto fail;
+    if (close(fd) != 0) {
+        fd = -1;
+        goto fail;
+    }
+    fd = -1;
+    if (rename(tmp, path) != 0)
+        goto fail;
+    return 0;
+
+fail:;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+    errno = e;
+    return -1;
+}
+
+/* The whole attempt: failure injection, MIME, file. Fills res. */
+static void
+md_sink_deliver(md_esp_t *esp, const md_esp_msg_t *m, md_esp_result_t *res)
+{
+    const md_esp_conf_t *c = esp->conf;
+    if (c->fail_permanent > 0 || c->fail_transient > 0) {
+        double r = md_esp_random(esp);
+        if (r < c->fail_permanent) {
+            md_esp_result_permanent(res, "sink_rejected", "sink: injected permanent failure");
+            return;
+        }
+        if (r < c->fail_permanent + c->fail_transient) {
+            md_esp_result_retryable(res, "sink_transient", 0, "sink: injected transient failure");
+            return;
+        }
+    }
+
+    char dom[256], msgid[400];
+    snprintf(msgid, sizeof(msgid), "<%s@%s>", m->id,
+             md_sink_msgid_domain(m->from.addr, dom, sizeof(dom)));
+    md_mime_message_t mm;
+    memset(&mm, 0, sizeof(mm));
+    mm.from = m->from;
+    mm.to = &m->to;
+    mm.nto = 1;
+    mm.cc = m->cc;
+    mm.ncc = m->ncc;
+    mm.reply_to = m->reply_to;
+    mm.nreply_to = m->nreply_to;
+    mm.subject = m->subject;
+    mm.text = m->text;
+    mm.html = m->html;
+    mm.headers = m->headers;
+    mm.nheaders = m->nheaders;
+    mm.message_id = msgid;
+    mm.date = time(NULL);
+    mm.mailerd_id = m->id;
+
+    md_buf_t out;
+    md_buf_init(&out);
+    char err[256];
+    if (md_mime_build(&mm, &out, err, sizeof(err)) != MD_OK) {
+        /* The same content will not build next time either. */
+        char text[300];
+        snprintf(text, sizeof(text), "cannot build the message: %s", err);
+        md_esp_result_permanent(res, "invalid_message", text);
+        md_buf_free(&out);
+        return;
+    }
+    if (c->dir == NULL || md_sink_write(c->dir, m->id, &out, c->fsync) != 0) {
+        int e = c->dir ? errno : ENOENT;
+        char text[300];
+        snprintf(text, sizeof(text), "sink: cannot write into %s: %s", c->dir ? c->dir : "(none)",
+                 strerror(e));
+        md_esp_result_retryable(res, "sink_io", 0, text);
+        md_buf_free(&out);
+        return;
+    }
+    md_buf_free(&out);
+    /* The sink is the recipient's mailbox too: delivered the moment it is written. */
+    md_esp_result_sent(res, m->id, 1);
+}
+
+const md_esp_driver_t md_esp_sink_driver = {
+    .name = "sink",
+    .kind = MD_ESP_DRIVER_SINK,
+    .init = md_sink_init,
+    .destroy = NULL,
+    .build_request = NULL,
+    .read_response = NULL,
+    .deliver = md_sink_deliver,
+};

@@ -468,6 +468,24 @@ md_template_size(const md_template_t *t)
     return t ? t->ncode : 0;
 }
 
+size_t
+md_template_partials(const md_template_t *t, void (*fn)(void *ctx, const char *name, size_t len),
+                     void *ctx)
+{
+    size_t n = 0;
+    if (t == NULL)
+        return 0;
+    for (size_t i = 0; i < t->ncode; i++) {
+        const md_tpl_ins_t *ins = &t->code[i];
+        if (ins->op != OP_PARTIAL)
+            continue;
+        n++;
+        if (fn)
+            fn(ctx, t->names + ins->a, ins->b);
+    }
+    return n;
+}
+
 void
 md_template_free(md_template_t *t)
 {

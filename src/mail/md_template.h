@@ -100,6 +100,13 @@ int md_template_render(const md_template_t *t, json_t *data, md_template_escape_
 /* Number of instructions in t (tests and metrics; 0 only for an empty template). */
 size_t md_template_size(const md_template_t *t);
 
+/* Calls fn(ctx, name, len) for each partial tag of t in source order (a name that is
+ * used twice comes twice; name is NUL-terminated, len excludes the NUL, and it lives
+ * as long as t). Returns the number of partial tags. Lets a cache load every partial
+ * a template names before it renders, so rendering needs no I/O. */
+size_t md_template_partials(const md_template_t *t,
+                            void (*fn)(void *ctx, const char *name, size_t len), void *ctx);
+
 /* Frees t and everything it owns; NULL is allowed. */
 void md_template_free(md_template_t *t);
 

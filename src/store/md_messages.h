@@ -43,18 +43,24 @@ typedef struct md_msg_new_s {
     const char *headers_json;   /* JSON object text ("{}" when none) */
     const char *const *tags;
     size_t ntags;
-    const char *metadata_json;  /* JSON object text ("{}" when none) */
-    int priority;               /* MD_PRIORITY_* */
-    double send_at;             /* unix time; 0 = now */
-    const char *esp_route;      /* or NULL */
-    const char *suppress_key;   /* md_address_normalize() of to: checked against suppressions */
+    const char *metadata_json; /* JSON object text ("{}" when none) */
+    int priority;              /* MD_PRIORITY_* */
+    double send_at;            /* unix time; 0 = now */
+    const char *esp_route;     /* or NULL */
+    const char *suppress_key;  /* md_address_normalize() of to: checked against suppressions */
 } md_msg_new_t;
 
-/* One request's worth of messages, stored all or nothing. */
+/* One request's worth of messages, stored all or nothing.
+ * idem_response_json: the committed statuses are written into it before it is
+ * stored (the caller cannot know "suppressed" beforehand): the "status" member of
+ * the top-level object when its "id" is one of the unit's messages, and of every
+ * such object in a top-level array ({"messages":[{"id","status",...}]}), so a
+ * replay answers what the first request answered. Stored as jsonb: key order
+ * and spacing of a replay may differ from the first answer's text. */
 typedef struct md_accept_s {
     const char *tenant_id;
-    const char *batch_id;        /* NULL for POST /v1/messages; set: a batches row is written */
-    int batch_rejected;          /* recipients refused by validation (for the batches row) */
+    const char *batch_id; /* NULL for POST /v1/messages; set: a batches row is written */
+    int batch_rejected;   /* recipients refused by validation (for the batches row) */
     const md_msg_new_t *msgs;
     size_t n;
     /* Idempotency-Key (NULL: none). The response the caller will send is stored
@@ -105,7 +111,10 @@ typedef struct md_msg_filter_s {
     int limit;            /* 1..100 */
 } md_msg_filter_t;
 
-/* GET /v1/messages: {"data":[...], "next_cursor": "..."|null}, newest first. */
+/* GET /v1/messages: {"data":[...], "next_cursor": "..."|null}, newest first.
+ * err "invalid_cursor" when f->cursor is not one we made (answer 422); a
+ * malformed batch_id matches nothing (an empty page). since compares the time
+ * in the message id (UUIDv7: the accept time). */
 int md_messages_list(const char *tenant_id, const md_msg_filter_t *f, md_json_cb cb, void *ctx);
 
 /* POST /v1/messages/{id}/cancel: obj is the message after the attempt; err
@@ -114,6 +123,23 @@ int md_messages_cancel(const char *tenant_id, const char *id, md_json_cb cb, voi
 
 /* GET /v1/batches/{id}: {"id","created_at","accepted","rejected","counts":{status:n}}. */
 int md_batches_get(const char *tenant_id, const char *id, md_json_cb cb, void *ctx);
+
+/* Counters of this worker's group commit, for tests and logs. */
+typedef struct md_messages_stats_s {
+    uint64_t accepted;     /* messages committed */
+    uint64_t units;        /* units committed */
+    uint64_t failed;       /* units that ended in an error */
+    uint64_t replays;      /* units answered idempotency_replay */
+    uint64_t conflicts;    /* units answered idempotency_conflict */
+    uint64_t flushes;      /* transactions sent (md_pg_exec_batch calls, retries included) */
+    uint64_t commits;      /* of those, committed */
+    uint64_t retried;      /* units sent again after a shared transaction failed */
+    uint64_t keys_expired; /* idempotency keys deleted by the cleanup */
+    double commit_seconds; /* sum over commits of send -> COMMIT answered */
+    size_t in_flight;      /* flushes sent, not answered */
+    size_t pending_units, pending_rows; /* waiting for the window now */
+} md_messages_stats_t;
+void md_messages_stats(md_messages_stats_t *s);
 
 /* Called by md_app_init / shutdown (statements, timers, final flush). */
 struct md_app_s;

@@ -54,6 +54,9 @@ const char md_pg_err_sql[] = "sql";
 static const md_conf_bounds_t md_pg_pool_size_bounds = {1, 1024};
 static const md_conf_bounds_t md_pg_time_bounds = {0.001, 3600};
 static const md_conf_bounds_t md_pg_waiting_bounds = {1, 10000000};
+/* 0 flushes on the next loop pass; more than a second would only add latency. */
+static const md_conf_bounds_t md_pg_gc_window_bounds = {0, 1};
+static const md_conf_bounds_t md_pg_gc_rows_bounds = {1, 100000};
 
 static int md_pg_check_dsn(const char *dsn, char *target, size_t targetlen, char *err,
                            size_t errlen);
@@ -86,6 +89,10 @@ static const md_conf_cmd_t md_pg_cmds[] = {
      offsetof(md_pg_conf_t, reconnect_min), &md_pg_time_bounds, "100ms", NULL},
     {"reconnect_max", MD_CONF_PG, MD_CONF_TAKE1, md_conf_set_time,
      offsetof(md_pg_conf_t, reconnect_max), &md_pg_time_bounds, "5s", NULL},
+    {"group_commit_window", MD_CONF_PG, MD_CONF_TAKE1, md_conf_set_time,
+     offsetof(md_pg_conf_t, group_commit_window), &md_pg_gc_window_bounds, "1ms", NULL},
+    {"group_commit_max_rows", MD_CONF_PG, MD_CONF_TAKE1, md_conf_set_number,
+     offsetof(md_pg_conf_t, group_commit_max_rows), &md_pg_gc_rows_bounds, "500", NULL},
     {NULL, 0, 0, NULL, 0, NULL, NULL, NULL},
 };
 

@@ -375,4 +375,65 @@ sub parse_response {
 
 sub http_request { my $t = shift; $t->request(@_) }
 
+
+# --- the whole stack (issue 4 on) -------------------------------------------------
+#
+# MailerdTest->stack(%o): private PostgreSQL + Redis (MailerdStore), `mailerd
+# migrate`, mailerd started with both and an admin token file, /ready polled to
+# 200, and $o{tenants} (default 1) tenants each with one API key. Returns a hash:
+#   { t => MailerdTest, pg => MailerdStore, redis => MailerdStore, admin => token,
+#     tenants => [ { id => ..., key => secret }, ... ] }
+# Options: main_extra / http_extra (config text added inside main / http), main
+# and http (directive hashes as conf_text takes them), pool_size (default 4),
+# workers (default 2), env (for start). Keep the returned hash alive as long as
+# the servers are needed: their destructors stop them.
+sub stack {
+    my ($class, %o) = @_;
+    require MailerdStore;
+    require JSON::PP;
+    my $pg = MailerdStore->pg;
+    my $redis = MailerdStore->redis;
+    my $t = $class->new;
+    my $admin = join('', map { ('a' .. 'z', 'A' .. 'Z', 0 .. 9)[rand 62] } 1 .. 40);
+    {
+        open(my $fh, '>', $t->dir . '/admin.token') or die $!;
+        print $fh "$admin\n";
+        close $fh;
+        chmod 0600, $t->dir . '/admin.token';
+    }
+    my $extra = sprintf(qq{postgres {\n    dsn "%s";\n    pool_size %d;\n}\n}
+                      . qq{redis {\n    address %s;\n}\n}
+                      . qq{migrations_dir %s/migrations;\nadmin_token_file admin.token;\n},
+                        $pg->dsn, $o{pool_size} // 4, $redis->addr, src_dir());
+    $t->write_conf($t->conf_text(main => { worker_processes => $o{workers} // 2, %{ $o{main} // {} } },
+                                 http => $o{http} // {},
+                                 main_extra => $extra . ($o{main_extra} // ''),
+                                 http_extra => $o{http_extra} // ''));
+    my ($rc, $out) = $t->run_cmd('-p', $t->dir, '-c', $t->dir . '/mailerd.conf', 'migrate');
+    die "mailerd migrate failed: $out" if $rc;
+    $t->start(env => $o{env} // {});
+    wait_for(sub { (eval { $t->request('GET', '/ready')->{status} } // 0) == 200 }, 15)
+      or die "mailerd is not ready: " . (eval { $t->request('GET', '/ready')->{body} } // $@);
+    my $s = { t => $t, pg => $pg, redis => $redis, admin => $admin, tenants => [] };
+    for my $i (1 .. ($o{tenants} // 1)) {
+        push @{ $s->{tenants} }, $class->stack_tenant($s, "tenant$i");
+    }
+    return $s;
+}
+
+# Creates a tenant named $name with one key through the admin API of a stack.
+# Returns { id => tenant id, key => secret }.
+sub stack_tenant {
+    my ($class, $s, $name) = @_;
+    require JSON::PP;
+    my %h = (Authorization => "Bearer $s->{admin}", 'Content-Type' => 'application/json');
+    my $r = $s->{t}->request('POST', '/v1/admin/tenants', headers => \%h,
+                             body => JSON::PP::encode_json({ name => $name }));
+    die "tenant $name: $r->{status} $r->{body}" unless $r->{status} == 201;
+    my $id = $r->{json}{id};
+    $r = $s->{t}->request('POST', "/v1/admin/tenants/$id/keys", headers => \%h, body => '{}');
+    die "key for $name: $r->{status} $r->{body}" unless $r->{status} == 201;
+    return { id => $id, key => $r->{json}{secret} };
+}
+
 1;

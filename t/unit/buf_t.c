@@ -62,6 +62,17 @@ main(void)
     is_str(md_pstrndup(p, "abcdef", 3), "abc", "pstrndup terminates");
     md_pool_destroy(p);
 
+    /* A large block linked after the current one, then a block change: the large
+     * block must stay on the chain (LeakSanitizer reports it otherwise). */
+    p = md_pool_create(256);
+    char *large = md_palloc(p, 4000);
+    memset(large, 2, 4000);
+    for (int i = 0; i < 40; i++)
+        memset(md_palloc(p, 100), 3, 100);
+    ok(large[3999] == 2, "a large block survives later block changes");
+    md_pool_reset(p);
+    md_pool_destroy(p);
+
     char u1[MD_UUID_STRLEN + 1], u2[MD_UUID_STRLEN + 1];
     md_id_init();
     md_uuid7(u1);
