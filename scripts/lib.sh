@@ -14,6 +14,7 @@ MD_APT_PACKAGES=(
     libev-dev node-llhttp libhiredis-dev libc-ares-dev libssl-dev libpq-dev
     libjansson-dev libsystemd-dev
     perl wrk nginx-light postgresql redis-server curl ca-certificates procps
+    python3 python3-yaml
 )
 
 md_say() { printf '==> %s\n' "$*" >&2; }

@@ -38,6 +38,21 @@ sub quickstart {
     return ($? >> 8, $out);
 }
 
+# Whatever happens below (a failed assertion that dies, a timeout), stop what the
+# quickstart started: mailerd, PostgreSQL and Redis would otherwise outlive the test.
+my $started_by_us = $$;
+END {
+    if (defined $started_by_us && $$ == $started_by_us && -d $var) {
+        local $?;
+        # File-scope `local %ENV` settings may be unwound by now: name the state
+        # directory explicitly so this can never stop the repo's own var/.
+        local $ENV{MAILERD_VAR} = $var;
+        local $ENV{MAILERD_SKIP_APT} = 1;
+        local $ENV{MAILERD_SKIP_BUILD} = 1;
+        qx{bash '$qs' stop </dev/null 2>&1};
+    }
+}
+
 my ($rc, $out) = quickstart('status');
 is($rc, 3, 'status before start: not running (exit 3)') or diag($out);
 

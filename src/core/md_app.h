@@ -19,11 +19,12 @@ typedef struct md_auth_s md_auth_t;
 typedef struct md_app_s {
     struct ev_loop *loop;
     const md_conf_t *conf;
-    unsigned slot;            /* metrics slot of this worker */
-    md_pg_pool_t *pg;         /* NULL without a postgres { } block */
-    md_redis_t *redis;        /* NULL without a redis { } block */
-    int schema_version;       /* highest migration on disk (md_migrate_latest_version), -1 unknown or no postgres */
-    md_auth_t *auth;          /* src/http/md_auth.c */
+    unsigned slot;      /* metrics slot of this worker */
+    md_pg_pool_t *pg;   /* NULL without a postgres { } block */
+    md_redis_t *redis;  /* NULL without a redis { } block */
+    int schema_version; /* highest migration on disk (md_migrate_latest_version), -1 unknown or no
+                           postgres */
+    md_auth_t *auth;    /* src/http/md_auth.c */
 } md_app_t;
 
 extern md_app_t *md_app;
@@ -33,7 +34,8 @@ extern md_app_t *md_app;
  * its prepared statements, subscriptions and timers (md_auth_app_init, ...), then
  * starts them. MD_OK, or MD_ERROR with a message in err (the worker exits 1).
  */
-int md_app_init(struct ev_loop *loop, const md_conf_t *conf, unsigned slot, char *err, size_t errlen);
+int md_app_init(struct ev_loop *loop, const md_conf_t *conf, unsigned slot, char *err,
+                size_t errlen);
 /* Graceful: lets the modules queue their last writes (md_auth_app_shutdown), lets
  * in-flight store work finish (PostgreSQL units, Redis commands: each bounded by
  * its timeout), then calls done(data) from the loop (never inside this call).

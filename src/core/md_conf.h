@@ -12,20 +12,20 @@
 #define MD_CONF_MAX_LISTEN 16
 
 typedef struct md_listen_s {
-    char text[80];                /* as written after normalisation, e.g. "127.0.0.1:8025" */
+    char text[80]; /* as written after normalisation, e.g. "127.0.0.1:8025" */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     int backlog;
-    int fd;                       /* -1 until the process module opens it */
+    int fd; /* -1 until the process module opens it */
 } md_listen_t;
 
 /* postgres { } (src/store/md_pg.c owns the directive table). */
 typedef struct md_pg_conf_s {
-    char *dsn;                    /* libpq keyword/value or URI; NULL: no postgres block */
-    int pool_size;                /* connections per worker */
+    char *dsn;     /* libpq keyword/value or URI; NULL: no postgres block */
+    int pool_size; /* connections per worker */
     double connect_timeout;
-    double statement_timeout;     /* client-side deadline per statement (and server-side SET) */
-    int max_waiting;              /* bound of the per-worker wait queue; over it callers get 503 */
+    double statement_timeout; /* client-side deadline per statement (and server-side SET) */
+    int max_waiting;          /* bound of the per-worker wait queue; over it callers get 503 */
     double reconnect_min, reconnect_max; /* backoff bounds */
     /* Group commit of accepted messages (src/store/md_messages.c): a flush when
      * the window has passed since the first unit waiting, or max_rows wait. */
@@ -35,12 +35,12 @@ typedef struct md_pg_conf_s {
 
 /* redis { } (src/store/md_redis.c owns the directive table). */
 typedef struct md_redis_conf_s {
-    char *address;                /* "IP:PORT" or "unix:/path"; NULL: no redis block */
-    char *password;               /* AUTH, or NULL */
+    char *address;  /* "IP:PORT" or "unix:/path"; NULL: no redis block */
+    char *password; /* AUTH, or NULL */
     int db;
     double connect_timeout;
     double command_timeout;
-    int max_pending;              /* bound of commands in flight per connection */
+    int max_pending; /* bound of commands in flight per connection */
     double reconnect_min, reconnect_max;
 } md_redis_conf_t;
 
@@ -53,33 +53,33 @@ typedef struct md_redis_conf_s {
 enum { MD_ESP_DRIVER_NONE = 0, MD_ESP_DRIVER_SINK = 1 };
 
 typedef struct md_esp_conf_s {
-    char *name;                   /* the account name: esp NAME { } */
-    int driver;                   /* MD_ESP_DRIVER_*; defaults to NAME when NAME is a driver kind */
+    char *name; /* the account name: esp NAME { } */
+    int driver; /* MD_ESP_DRIVER_*; defaults to NAME when NAME is a driver kind */
     /* sink */
-    char *dir;                    /* absolute; default <prefix>/var/sink */
-    int fsync;                    /* flag: fsync each file before its rename (default off) */
+    char *dir; /* absolute; default <prefix>/var/sink */
+    int fsync; /* flag: fsync each file before its rename (default off) */
     /* failure injection, for tests: probabilities in 0..1, decided per attempt */
-    double fail_transient;        /* -> retryable("sink_transient") */
-    double fail_permanent;        /* -> permanent("sink_rejected") */
-    int seed;                     /* PRNG seed; 0: from the OS, per worker */
+    double fail_transient; /* -> retryable("sink_transient") */
+    double fail_permanent; /* -> permanent("sink_rejected") */
+    int seed;              /* PRNG seed; 0: from the OS, per worker */
 } md_esp_conf_t;
 
 typedef struct md_conf_s {
-    char *file;                   /* absolute path of the main file */
-    char *prefix;                 /* absolute; relative paths in the file resolve against it */
+    char *file;   /* absolute path of the main file */
+    char *prefix; /* absolute; relative paths in the file resolve against it */
 
     /* main context */
-    int master_process;           /* flag; off runs one worker in the foreground (debugging) */
-    int worker_processes;         /* resolved: "auto" becomes the number of online CPUs */
-    char *pid_file;               /* absolute path, or NULL for none */
-    char *error_log;              /* absolute path, or NULL for stderr */
-    int log_level;                /* MD_LOG_* */
-    double shutdown_timeout;      /* seconds */
+    int master_process;      /* flag; off runs one worker in the foreground (debugging) */
+    int worker_processes;    /* resolved: "auto" becomes the number of online CPUs */
+    char *pid_file;          /* absolute path, or NULL for none */
+    char *error_log;         /* absolute path, or NULL for stderr */
+    int log_level;           /* MD_LOG_* */
+    double shutdown_timeout; /* seconds */
 
     /* http { } */
     md_listen_t listen[MD_CONF_MAX_LISTEN];
     int nlisten;
-    char *access_log;             /* absolute path, or NULL when off */
+    char *access_log; /* absolute path, or NULL when off */
     int worker_connections;
     size_t client_max_header_size;
     size_t client_max_body_size;
@@ -88,23 +88,23 @@ typedef struct md_conf_s {
     double keepalive_timeout;
     double send_timeout;
     int keepalive_requests;
-    int debug_endpoints;          /* flag: /debug/echo and /debug/sleep, for tests only */
+    int debug_endpoints; /* flag: /debug/echo and /debug/sleep, for tests only */
 
     /* store and identity */
     md_pg_conf_t postgres;
     md_redis_conf_t redis;
-    char *migrations_dir;         /* absolute; default <prefix>/migrations */
-    char *admin_token_file;       /* file holding the admin token, or NULL */
-    char *admin_token;            /* the token itself (e.g. from ${ENV}), or NULL */
+    char *migrations_dir;   /* absolute; default <prefix>/migrations */
+    char *admin_token_file; /* file holding the admin token, or NULL */
+    char *admin_token;      /* the token itself (e.g. from ${ENV}), or NULL */
 
     /* delivery: ESP accounts, the dispatcher and the queue (src/esp, md_queue.c) */
-    md_esp_conf_t *esp;           /* esp NAME { } blocks in file order; NULL when none */
+    md_esp_conf_t *esp; /* esp NAME { } blocks in file order; NULL when none */
     size_t nesp;
-    char *default_esp;            /* resolved name: the first esp block when not given;
-                                     NULL only when there is no esp block */
-    int max_attempts;             /* sends of one message before it fails for good */
-    double retry_backoff_base;    /* first retry delay bound; doubles per attempt */
-    double retry_backoff_max;     /* cap of the retry delay bound */
+    char *default_esp;              /* resolved name: the first esp block when not given;
+                                       NULL only when there is no esp block */
+    int max_attempts;               /* sends of one message before it fails for good */
+    double retry_backoff_base;      /* first retry delay bound; doubles per attempt */
+    double retry_backoff_max;       /* cap of the retry delay bound */
     double queue_recovery_interval; /* recovery scan period and age threshold */
 } md_conf_t;
 
@@ -118,8 +118,8 @@ md_conf_t *md_conf_load(const char *file, const char *prefix, char *err, size_t 
 void md_conf_free(md_conf_t *conf);
 
 /* Parsing helpers shared by setters and tests. Each returns MD_OK or MD_ERROR. */
-int md_conf_parse_size(const char *s, size_t *out);  /* "512", "16k", "10m", "1g" */
-int md_conf_parse_time(const char *s, double *out);  /* "30s", "500ms", "1m30s", "2h", "1d", "15" */
+int md_conf_parse_size(const char *s, size_t *out); /* "512", "16k", "10m", "1g" */
+int md_conf_parse_time(const char *s, double *out); /* "30s", "500ms", "1m30s", "2h", "1d", "15" */
 int md_conf_parse_listen(const char *s, md_listen_t *ls);
 
 /*
@@ -129,12 +129,12 @@ int md_conf_parse_listen(const char *s, md_listen_t *ls);
  */
 
 /* Contexts: where a directive may appear. A new block takes the next free bit. */
-#define MD_CONF_MAIN 0x0001u
-#define MD_CONF_HTTP 0x0002u
+#define MD_CONF_MAIN  0x0001u
+#define MD_CONF_HTTP  0x0002u
 #define MD_CONF_PG    0x0004u
 #define MD_CONF_REDIS 0x0008u
 #define MD_CONF_ESP   0x0010u
-#define MD_CONF_ANY  0xffffu
+#define MD_CONF_ANY   0xffffu
 
 /* Arity and kind (md_conf_cmd_t.type). */
 #define MD_CONF_NOARGS 0x0001u
@@ -155,9 +155,9 @@ typedef int (*md_conf_set_pt)(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, vo
 typedef void (*md_conf_cleanup_pt)(const md_conf_cmd_t *cmd, void *base);
 
 struct md_conf_cmd_s {
-    const char *name;           /* NULL ends a table */
-    unsigned ctx;               /* MD_CONF_MAIN | MD_CONF_HTTP | ... */
-    unsigned type;              /* MD_CONF_TAKE1 | ... */
+    const char *name; /* NULL ends a table */
+    unsigned ctx;     /* MD_CONF_MAIN | MD_CONF_HTTP | ... */
+    unsigned type;    /* MD_CONF_TAKE1 | ... */
     md_conf_set_pt set;
     size_t offset;              /* offsetof(the block's struct, field) */
     const void *extra;          /* md_conf_enum_t[], md_conf_bounds_t, md_conf_block_t */
@@ -213,7 +213,7 @@ extern const md_conf_block_t md_pg_conf_block;    /* src/store/md_pg.c */
 extern const md_conf_block_t md_redis_conf_block; /* src/store/md_redis.c */
 /* esp NAME { }: a custom setter appends an account to md_conf_t.esp (names are
  * unique) and parses the block into it; the cleanup frees the whole list. */
-extern const md_conf_block_t md_esp_conf_block;   /* src/esp/md_esp.c */
+extern const md_conf_block_t md_esp_conf_block; /* src/esp/md_esp.c */
 int md_esp_conf_set(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
 void md_esp_conf_free(const md_conf_cmd_t *cmd, void *base);
 

@@ -38,15 +38,15 @@ typedef struct md_str_s {
         0, NULL                                                                                    \
     }
 
-#define md_nelems(a) (sizeof(a) / sizeof((a)[0]))
-#define md_min(a, b) ((a) < (b) ? (a) : (b))
-#define md_max(a, b) ((a) > (b) ? (a) : (b))
+#define md_nelems(a)                       (sizeof(a) / sizeof((a)[0]))
+#define md_min(a, b)                       ((a) < (b) ? (a) : (b))
+#define md_max(a, b)                       ((a) > (b) ? (a) : (b))
 #define md_container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 #define md_unused(x)                       ((void)(x))
 
 #if defined(__GNUC__)
-#define md_likely(x)   __builtin_expect(!!(x), 1)
-#define md_unlikely(x) __builtin_expect(!!(x), 0)
+#define md_likely(x)         __builtin_expect(!!(x), 1)
+#define md_unlikely(x)       __builtin_expect(!!(x), 0)
 #define md_printf_like(f, a) __attribute__((format(printf, f, a)))
 #else
 #define md_likely(x)   (x)

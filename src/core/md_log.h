@@ -34,11 +34,12 @@ typedef struct md_log_field_s {
     } v;
 } md_log_field_t;
 
-#define MD_LS(k, val)     ((md_log_field_t){.key = (k), .type = MD_LOG_F_STR, .v.s = (val)})
-#define MD_LSN(k, p, n)   ((md_log_field_t){.key = (k), .type = MD_LOG_F_STRN, .len = (n), .v.s = (p)})
-#define MD_LI(k, val)     ((md_log_field_t){.key = (k), .type = MD_LOG_F_INT, .v.i = (long long)(val)})
-#define MD_LD(k, val)     ((md_log_field_t){.key = (k), .type = MD_LOG_F_DBL, .v.d = (double)(val)})
-#define MD_LEND           ((md_log_field_t){.key = NULL, .type = MD_LOG_F_END})
+#define MD_LS(k, val) ((md_log_field_t){.key = (k), .type = MD_LOG_F_STR, .v.s = (val)})
+#define MD_LSN(k, p, n)                                                                            \
+    ((md_log_field_t){.key = (k), .type = MD_LOG_F_STRN, .len = (n), .v.s = (p)})
+#define MD_LI(k, val)      ((md_log_field_t){.key = (k), .type = MD_LOG_F_INT, .v.i = (long long)(val)})
+#define MD_LD(k, val)      ((md_log_field_t){.key = (k), .type = MD_LOG_F_DBL, .v.d = (double)(val)})
+#define MD_LEND            ((md_log_field_t){.key = NULL, .type = MD_LOG_F_END})
 #define MD_LOG_FIELDS(...) ((const md_log_field_t[]){__VA_ARGS__, MD_LEND})
 
 extern int md_log_level;
@@ -49,20 +50,20 @@ int md_log_access_open(const char *access_log_path); /* NULL: access log off */
 /* Reopens both files by path (SIGUSR1); keeps the old fd when reopening fails. */
 int md_log_reopen(void);
 void md_log_close(void);
-void md_log_set_role(const char *role); /* "master", "worker", "single" */
-int md_log_level_parse(const char *name);  /* -1 if unknown */
+void md_log_set_role(const char *role);   /* "master", "worker", "single" */
+int md_log_level_parse(const char *name); /* -1 if unknown */
 const char *md_log_level_name(int level);
 
 /* err: an errno value to add as "errno" and "error" fields, or 0. fields may be NULL. */
 void md_log_emit(int level, int err, const md_log_field_t *fields, const char *fmt, ...)
     md_printf_like(4, 5);
 
-#define md_log(level, err, ...)                                                                   \
+#define md_log(level, err, ...)                                                                    \
     do {                                                                                           \
         if ((level) <= md_log_level)                                                               \
             md_log_emit((level), (err), NULL, __VA_ARGS__);                                        \
     } while (0)
-#define md_logf(level, err, fields, ...)                                                          \
+#define md_logf(level, err, fields, ...)                                                           \
     do {                                                                                           \
         if ((level) <= md_log_level)                                                               \
             md_log_emit((level), (err), (fields), __VA_ARGS__);                                    \
@@ -75,10 +76,10 @@ typedef struct md_access_entry_s {
     md_str_t path;
     int status;
     size_t bytes_sent;
-    double duration;            /* seconds */
+    double duration; /* seconds */
     md_str_t request_id;
-    const char *remote;         /* "ip:port" */
-    md_str_t route;             /* route pattern, or empty */
+    const char *remote; /* "ip:port" */
+    md_str_t route;     /* route pattern, or empty */
 } md_access_entry_t;
 
 void md_log_access(const md_access_entry_t *e);

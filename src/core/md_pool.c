@@ -16,13 +16,13 @@ typedef struct md_pool_cleanup_s {
 } md_pool_cleanup_t;
 
 struct md_pool_s {
-    md_pool_block_t *first;   /* kept across resets */
+    md_pool_block_t *first; /* kept across resets */
     md_pool_block_t *current;
     md_pool_cleanup_t *cleanups;
     size_t block_size;
 };
 
-#define MD_POOL_ALIGN 16
+#define MD_POOL_ALIGN  16
 #define md_align_up(n) (((n) + (MD_POOL_ALIGN - 1)) & ~(size_t)(MD_POOL_ALIGN - 1))
 
 static md_pool_block_t *

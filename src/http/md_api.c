@@ -134,9 +134,9 @@ api_debug_sleep(md_http_request_t *r)
     return MD_AGAIN;
 }
 
-void md_api_ready_register(md_router_t *rt, const md_conf_t *conf);    /* md_api_ready.c */
-void md_api_identity_register(md_router_t *rt, const md_conf_t *conf); /* md_api_identity.c */
-void md_api_messages_register(md_router_t *rt, const md_conf_t *conf); /* md_api_messages.c */
+void md_api_ready_register(md_router_t *rt, const md_conf_t *conf);     /* md_api_ready.c */
+void md_api_identity_register(md_router_t *rt, const md_conf_t *conf);  /* md_api_identity.c */
+void md_api_messages_register(md_router_t *rt, const md_conf_t *conf);  /* md_api_messages.c */
 void md_api_templates_register(md_router_t *rt, const md_conf_t *conf); /* md_api_templates.c */
 
 void

@@ -26,6 +26,7 @@
  * that got its 200 knows every subscribed worker has been told.
  */
 #include "md_router.h"
+#include "md_api_util.h"
 #include "md_auth.h"
 #include "md_log.h"
 #include "md_tenants.h"
@@ -59,14 +60,6 @@ req_ctx(md_http_request_t *r)
 /* --- answers ------------------------------------------------------------------------ */
 
 static int
-send_validation(md_http_request_t *r, const char *field, const char *msg)
-{
-    json_t *e = json_pack("{s:{s:s,s:s,s:s}}", "error", "code", "validation_failed", "message", msg,
-                          "field", field);
-    return md_http_send_json(r, 422, e), MD_OK;
-}
-
-static int
 send_not_found(md_http_request_t *r, const char *what)
 {
     md_http_send_error(r, 404, "not_found", "no such %s", what);
@@ -97,18 +90,6 @@ pg_ok(md_http_request_t *r, const md_pg_result_t *res)
             "identity query failed");
     md_http_send_error(r, 500, "internal_error", "internal error");
     return false;
-}
-
-/* After an md_tenants or md_keys call returned rc: MD_AGAIN while waiting, else answered. */
-static int
-queued(md_http_request_t *r, int rc)
-{
-    if (rc == MD_OK)
-        return MD_AGAIN;
-    if (rc == MD_AGAIN)
-        return md_app_send_store_unavailable(r, "postgres");
-    md_http_send_error(r, 500, "internal_error", "internal error");
-    return MD_OK;
 }
 
 static bool
@@ -172,7 +153,7 @@ body_object(md_http_request_t *r, bool empty_ok)
     }
     if (!json_is_object(j)) {
         json_decref(j);
-        send_validation(r, "", "the body must be a JSON object");
+        md_api_send_validation(r, "", "the body must be a JSON object");
         return NULL;
     }
     return j;
@@ -197,13 +178,13 @@ check_name(md_http_request_t *r, json_t *v, const char *field, size_t min, size_
     char msg[96];
     if (!json_is_string(v)) {
         snprintf(msg, sizeof(msg), "must be a string");
-        send_validation(r, field, msg);
+        md_api_send_validation(r, field, msg);
         return false;
     }
     size_t n = utf8_chars(json_string_value(v));
     if (n < min || n > max) {
         snprintf(msg, sizeof(msg), "must be %zu to %zu characters long", min, max);
-        send_validation(r, field, msg);
+        md_api_send_validation(r, field, msg);
         return false;
     }
     return true;
@@ -214,103 +195,16 @@ static bool
 check_metadata(md_http_request_t *r, json_t *v, char **out)
 {
     if (!json_is_object(v)) {
-        send_validation(r, "/metadata", "must be an object");
+        md_api_send_validation(r, "/metadata", "must be an object");
         return false;
     }
     char *s = json_dumps(v, JSON_COMPACT);
     if (s == NULL || strlen(s) > METADATA_MAX_SIZE) {
         free(s);
-        send_validation(r, "/metadata", "must be at most 16384 bytes of JSON");
+        md_api_send_validation(r, "/metadata", "must be at most 16384 bytes of JSON");
         return false;
     }
     *out = s;
-    return true;
-}
-
-/* Refuses members other than the allowed ones (a typo must not be ignored). */
-static bool
-check_known(md_http_request_t *r, json_t *obj, const char *const *allowed)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach(obj, k, v)
-    {
-        bool ok = false;
-        for (const char *const *a = allowed; *a; a++)
-            if (strcmp(k, *a) == 0)
-                ok = true;
-        if (!ok) {
-            /* A JSON pointer escapes '~' and '/'; keep the field bounded, cutting
-             * only between whole UTF-8 characters so the answer stays valid JSON. */
-            char field[80];
-            size_t j = 0;
-            field[j++] = '/';
-            for (const char *p = k; *p;) {
-                size_t n = 1;
-                unsigned char c = (unsigned char)*p;
-                if (c == '~' || c == '/')
-                    n = 2;
-                else if (c >= 0xF0)
-                    n = 4;
-                else if (c >= 0xE0)
-                    n = 3;
-                else if (c >= 0xC0)
-                    n = 2;
-                if (j + n >= sizeof(field))
-                    break;
-                if (c == '~' || c == '/') {
-                    field[j++] = '~';
-                    field[j++] = c == '~' ? '0' : '1';
-                    p++;
-                } else {
-                    for (size_t i = 0; i < n && *p; i++)
-                        field[j++] = *p++;
-                }
-            }
-            field[j] = '\0';
-            send_validation(r, field, "unknown field");
-            return false;
-        }
-    }
-    return true;
-}
-
-/* ?limit=&cursor=; answers 400 and returns false when either is bad. */
-static bool
-page_args(md_http_request_t *r, int *limit, char *cursor, bool *has_cursor)
-{
-    *limit = PAGE_DEFAULT;
-    *has_cursor = false;
-    const char *p = r->query.data, *end = r->query.data + r->query.len;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *e = amp ? amp : end;
-        const char *eq = memchr(p, '=', (size_t)(e - p));
-        md_str_t name = {(size_t)((eq ? eq : e) - p), p};
-        md_str_t val = {eq ? (size_t)(e - eq - 1) : 0, eq ? eq + 1 : e};
-        if (md_str_eq(name, "limit")) {
-            long n = 0;
-            bool ok = val.len > 0 && val.len <= 4;
-            for (size_t i = 0; ok && i < val.len; i++) {
-                ok = val.data[i] >= '0' && val.data[i] <= '9';
-                n = n * 10 + (val.data[i] - '0');
-            }
-            if (!ok || n < 1 || n > MD_TENANTS_PAGE_MAX) {
-                md_http_send_error(r, 400, "invalid_parameter",
-                                   "limit must be an integer from 1 to %d", MD_TENANTS_PAGE_MAX);
-                return false;
-            }
-            *limit = (int)n;
-        } else if (md_str_eq(name, "cursor")) {
-            if (!md_uuid_parse(val, cursor)) {
-                md_http_send_error(r, 400, "invalid_parameter",
-                                   "cursor must be a next_cursor value from a previous page");
-                return false;
-            }
-            *has_cursor = true;
-        }
-        p = amp ? amp + 1 : end;
-    }
     return true;
 }
 
@@ -366,10 +260,10 @@ api_tenant_create(md_http_request_t *r)
     static const char *const known[] = {"name", "metadata", NULL};
     char *meta = NULL;
     json_t *name = json_object_get(b, "name"), *m = json_object_get(b, "metadata");
-    if (!check_known(r, b, known))
+    if (!md_api_check_known(r, b, known))
         goto done;
     if (name == NULL) {
-        send_validation(r, "/name", "is required");
+        md_api_send_validation(r, "/name", "is required");
         goto done;
     }
     if (!check_name(r, name, "/name", 1, MD_TENANT_NAME_MAX))
@@ -382,7 +276,7 @@ api_tenant_create(md_http_request_t *r)
     int rc = md_tenants_create(md_app->pg, id, json_string_value(name), meta, tenant_created, q);
     free(meta);
     json_decref(b);
-    return queued(r, rc);
+    return md_api_queued(r, rc);
 done:
     free(meta);
     json_decref(b);
@@ -405,10 +299,10 @@ api_tenant_list(md_http_request_t *r)
     id_req_t *q = req_ctx(r);
     char cursor[MD_UUID_STRLEN + 1];
     bool has_cursor;
-    if (!page_args(r, &q->limit, cursor, &has_cursor))
+    if (!md_api_page_args(r, MD_TENANTS_PAGE_MAX, PAGE_DEFAULT, &q->limit, cursor, &has_cursor))
         return MD_OK;
-    return queued(r, md_tenants_list(md_app->pg, has_cursor ? cursor : NULL, q->limit + 1,
-                                     tenants_listed, q));
+    return md_api_queued(r, md_tenants_list(md_app->pg, has_cursor ? cursor : NULL, q->limit + 1,
+                                            tenants_listed, q));
 }
 
 static void
@@ -425,7 +319,7 @@ api_tenant_get(md_http_request_t *r)
     char id[MD_UUID_STRLEN + 1];
     if (md_auth_admin(r) != MD_OK || !path_id(r, id, "tenant") || !store_ready(r))
         return MD_OK;
-    return queued(r, md_tenants_get(md_app->pg, id, tenant_got, req_ctx(r)));
+    return md_api_queued(r, md_tenants_get(md_app->pg, id, tenant_got, req_ctx(r)));
 }
 
 /* PATCH and DELETE: the row, and the hashes of keys to drop from caches in column 1. */
@@ -457,14 +351,14 @@ api_tenant_patch(md_http_request_t *r)
     const char *status = NULL;
     json_t *name = json_object_get(b, "name"), *st = json_object_get(b, "status"),
            *m = json_object_get(b, "metadata");
-    if (!check_known(r, b, known))
+    if (!md_api_check_known(r, b, known))
         goto done;
     if (name && !check_name(r, name, "/name", 1, MD_TENANT_NAME_MAX))
         goto done;
     if (st) {
         status = json_string_value(st);
         if (status == NULL || (strcmp(status, "active") != 0 && strcmp(status, "suspended") != 0)) {
-            send_validation(r, "/status", "must be \"active\" or \"suspended\"");
+            md_api_send_validation(r, "/status", "must be \"active\" or \"suspended\"");
             goto done;
         }
     }
@@ -474,7 +368,7 @@ api_tenant_patch(md_http_request_t *r)
                                tenant_changed, req_ctx(r));
     free(meta);
     json_decref(b);
-    return queued(r, rc);
+    return md_api_queued(r, rc);
 done:
     free(meta);
     json_decref(b);
@@ -487,7 +381,7 @@ api_tenant_delete(md_http_request_t *r)
     char id[MD_UUID_STRLEN + 1];
     if (md_auth_admin(r) != MD_OK || !path_id(r, id, "tenant") || !store_ready(r))
         return MD_OK;
-    return queued(r, md_tenants_delete(md_app->pg, id, tenant_changed, req_ctx(r)));
+    return md_api_queued(r, md_tenants_delete(md_app->pg, id, tenant_changed, req_ctx(r)));
 }
 
 /* --- keys (admin) ------------------------------------------------------------------- */
@@ -521,7 +415,8 @@ api_key_create(md_http_request_t *r)
         return MD_OK;
     static const char *const known[] = {"name", NULL};
     json_t *name = json_object_get(b, "name");
-    if (!check_known(r, b, known) || (name && !check_name(r, name, "/name", 0, MD_KEY_NAME_MAX))) {
+    if (!md_api_check_known(r, b, known) ||
+        (name && !check_name(r, name, "/name", 0, MD_KEY_NAME_MAX))) {
         json_decref(b);
         return MD_OK;
     }
@@ -540,7 +435,7 @@ api_key_create(md_http_request_t *r)
     json_decref(b);
     if (rc != MD_OK)
         OPENSSL_cleanse(q->secret, sizeof(q->secret));
-    return queued(r, rc);
+    return md_api_queued(r, rc);
 }
 
 static void
@@ -562,10 +457,10 @@ keys_list(md_http_request_t *r, const char *tenant_id)
     id_req_t *q = req_ctx(r);
     char cursor[MD_UUID_STRLEN + 1];
     bool has_cursor;
-    if (!page_args(r, &q->limit, cursor, &has_cursor))
+    if (!md_api_page_args(r, MD_TENANTS_PAGE_MAX, PAGE_DEFAULT, &q->limit, cursor, &has_cursor))
         return MD_OK;
-    return queued(r, md_keys_list(md_app->pg, tenant_id, has_cursor ? cursor : NULL, q->limit + 1,
-                                  keys_listed, q));
+    return md_api_queued(r, md_keys_list(md_app->pg, tenant_id, has_cursor ? cursor : NULL,
+                                         q->limit + 1, keys_listed, q));
 }
 
 static int
@@ -596,7 +491,7 @@ api_key_revoke_admin(md_http_request_t *r)
     char kid[MD_UUID_STRLEN + 1];
     if (md_auth_admin(r) != MD_OK || !path_id(r, kid, "key") || !store_ready(r))
         return MD_OK;
-    return queued(r, md_keys_revoke_any(md_app->pg, kid, key_revoked, req_ctx(r)));
+    return md_api_queued(r, md_keys_revoke_any(md_app->pg, kid, key_revoked, req_ctx(r)));
 }
 
 /* --- tenant routes -------------------------------------------------------------------- */
@@ -622,7 +517,8 @@ me_next(md_http_request_t *r, const md_identity_t *who)
 {
     if (!store_ready(r))
         return MD_OK;
-    return queued(r, md_keys_me(md_app->pg, who->tenant_id, who->key_id, me_got, req_ctx(r)));
+    return md_api_queued(r,
+                         md_keys_me(md_app->pg, who->tenant_id, who->key_id, me_got, req_ctx(r)));
 }
 
 static int
@@ -651,7 +547,8 @@ my_key_revoke_next(md_http_request_t *r, const md_identity_t *who)
     char kid[MD_UUID_STRLEN + 1];
     if (!path_id(r, kid, "key") || !store_ready(r))
         return MD_OK;
-    return queued(r, md_keys_revoke(md_app->pg, who->tenant_id, kid, key_revoked, req_ctx(r)));
+    return md_api_queued(r,
+                         md_keys_revoke(md_app->pg, who->tenant_id, kid, key_revoked, req_ctx(r)));
 }
 
 static int

@@ -44,6 +44,7 @@
  * request stores nothing, its key included.
  */
 #include "md_router.h"
+#include "md_api_util.h"
 #include "md_auth.h"
 #include "md_log.h"
 #include "md_metrics.h"
@@ -657,18 +658,6 @@ store_ready(md_http_request_t *r)
         return true;
     md_app_send_store_unavailable(r, "postgres");
     return false;
-}
-
-/* After a store call returned rc: MD_AGAIN while waiting, else answered. */
-static int
-queued(md_http_request_t *r, int rc)
-{
-    if (rc == MD_OK)
-        return MD_AGAIN;
-    if (rc == MD_AGAIN)
-        return md_app_send_store_unavailable(r, "postgres");
-    md_http_send_error(r, 500, "internal_error", "internal error");
-    return MD_OK;
 }
 
 /* --- request body ---------------------------------------------------------------------- */
@@ -1353,7 +1342,7 @@ proceed(send_t *q)
         return accept_all(q);
     if (q->batch && q->nrejected == q->nrc)
         return accept_all(q); /* all rejected already: no template needed for the 422 */
-    return queued(q->r, md_templates_get(q->tenant_id, q->template_id, template_got, q));
+    return md_api_queued(q->r, md_templates_get(q->tenant_id, q->template_id, template_got, q));
 }
 
 /* Parses and validates the body, then goes on to render and accept. Returns like
@@ -1412,7 +1401,7 @@ send_common(md_http_request_t *r, const md_identity_t *who, bool batch)
     if (!idem_header(q) || !store_ready(r))
         return MD_OK;
     if (q->has_idem)
-        return queued(r, md_idempotency_get(q->tenant_id, q->idem_key, idem_got, q));
+        return md_api_queued(r, md_idempotency_get(q->tenant_id, q->idem_key, idem_got, q));
     return validate_and_proceed(q);
 }
 
@@ -1509,7 +1498,7 @@ get_next(md_http_request_t *r, const md_identity_t *who)
     char id[MD_UUID_STRLEN + 1];
     if (!path_id(r, id, "message") || !store_ready(r))
         return MD_OK;
-    return queued(r, md_messages_get(who->tenant_id, id, read_done, read_ctx(r, "message")));
+    return md_api_queued(r, md_messages_get(who->tenant_id, id, read_done, read_ctx(r, "message")));
 }
 
 static int
@@ -1524,7 +1513,8 @@ cancel_next(md_http_request_t *r, const md_identity_t *who)
     char id[MD_UUID_STRLEN + 1];
     if (!path_id(r, id, "message") || !store_ready(r))
         return MD_OK;
-    return queued(r, md_messages_cancel(who->tenant_id, id, read_done, read_ctx(r, "message")));
+    return md_api_queued(r,
+                         md_messages_cancel(who->tenant_id, id, read_done, read_ctx(r, "message")));
 }
 
 static int
@@ -1539,7 +1529,7 @@ batch_get_next(md_http_request_t *r, const md_identity_t *who)
     char id[MD_UUID_STRLEN + 1];
     if (!path_id(r, id, "batch") || !store_ready(r))
         return MD_OK;
-    return queued(r, md_batches_get(who->tenant_id, id, read_done, read_ctx(r, "batch")));
+    return md_api_queued(r, md_batches_get(who->tenant_id, id, read_done, read_ctx(r, "batch")));
 }
 
 static int
@@ -1671,7 +1661,8 @@ list_next(md_http_request_t *r, const md_identity_t *who)
     }
     if (!store_ready(r))
         return MD_OK;
-    return queued(r, md_messages_list(who->tenant_id, &f, read_done, read_ctx(r, "message")));
+    return md_api_queued(r,
+                         md_messages_list(who->tenant_id, &f, read_done, read_ctx(r, "message")));
 }
 
 static int

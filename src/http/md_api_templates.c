@@ -24,6 +24,7 @@
  * renders the new version.
  */
 #include "md_router.h"
+#include "md_api_util.h"
 #include "md_auth.h"
 #include "md_log.h"
 #include "md_pg.h"
@@ -59,14 +60,6 @@ req_ctx(md_http_request_t *r, const md_identity_t *who)
 }
 
 /* --- answers ------------------------------------------------------------------------ */
-
-static int
-send_validation(md_http_request_t *r, const char *field, const char *msg)
-{
-    json_t *e = json_pack("{s:{s:s,s:s,s:s}}", "error", "code", "validation_failed", "message", msg,
-                          "field", field);
-    return md_http_send_json(r, 422, e), MD_OK;
-}
 
 static int
 send_not_found(md_http_request_t *r)
@@ -105,18 +98,6 @@ pg_ok(md_http_request_t *r, const md_pg_result_t *res)
             "template query failed");
     md_http_send_error(r, 500, "internal_error", "internal error");
     return false;
-}
-
-/* After an md_templates_* call returned rc: MD_AGAIN while waiting, else answered. */
-static int
-queued(md_http_request_t *r, int rc)
-{
-    if (rc == MD_OK)
-        return MD_AGAIN;
-    if (rc == MD_AGAIN)
-        return md_app_send_store_unavailable(r, "postgres");
-    md_http_send_error(r, 500, "internal_error", "internal error");
-    return MD_OK;
 }
 
 static bool
@@ -184,54 +165,10 @@ body_object(md_http_request_t *r, bool empty_ok)
     }
     md_pool_cleanup_add(r->pool, json_decref_cleanup, j);
     if (!json_is_object(j)) {
-        send_validation(r, "", "the body must be a JSON object");
+        md_api_send_validation(r, "", "the body must be a JSON object");
         return NULL;
     }
     return j;
-}
-
-/* Refuses members other than the allowed ones (a typo must not be ignored). */
-static bool
-check_known(md_http_request_t *r, json_t *obj, const char *const *allowed)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach(obj, k, v)
-    {
-        bool ok = false;
-        for (const char *const *a = allowed; *a; a++)
-            if (strcmp(k, *a) == 0)
-                ok = true;
-        if (ok)
-            continue;
-        /* A JSON pointer escapes '~' and '/'; keep the field bounded, cutting only
-         * between whole UTF-8 characters so the answer stays valid JSON. */
-        char field[80];
-        size_t j = 0;
-        field[j++] = '/';
-        for (const char *p = k; *p;) {
-            unsigned char c = (unsigned char)*p;
-            size_t n = (c == '~' || c == '/') ? 2
-                       : c >= 0xF0            ? 4
-                       : c >= 0xE0            ? 3
-                       : c >= 0xC0            ? 2
-                                              : 1;
-            if (j + n >= sizeof(field))
-                break;
-            if (c == '~' || c == '/') {
-                field[j++] = '~';
-                field[j++] = c == '~' ? '0' : '1';
-                p++;
-            } else {
-                for (size_t i = 0; i < n && *p; i++)
-                    field[j++] = *p++;
-            }
-        }
-        field[j] = '\0';
-        send_validation(r, field, "unknown field");
-        return false;
-    }
-    return true;
 }
 
 /* A template's fields as validated, pointing into the body. */
@@ -276,13 +213,13 @@ check_part(md_http_request_t *r, json_t *b, const char *key, const char *field, 
         return true;
     char msg[96];
     if (!json_is_string(v)) {
-        send_validation(r, field, "must be a string or null");
+        md_api_send_validation(r, field, "must be a string or null");
         return false;
     }
     size_t len = json_string_length(v);
     if (len > max) {
         snprintf(msg, sizeof(msg), "must be at most %zu bytes", max);
-        send_validation(r, field, msg);
+        md_api_send_validation(r, field, msg);
         return false;
     }
     if (!check_syntax(r, field, json_string_value(v), len))
@@ -297,38 +234,38 @@ static bool
 check_fields(md_http_request_t *r, json_t *b, tpl_fields_t *f)
 {
     static const char *const known[] = {"name", "subject", "html", "text", NULL};
-    if (!check_known(r, b, known))
+    if (!md_api_check_known(r, b, known))
         return false;
     json_t *name = json_object_get(b, "name");
     if (name == NULL)
-        return send_validation(r, "/name", "is required"), false;
+        return md_api_send_validation(r, "/name", "is required"), false;
     if (!json_is_string(name))
-        return send_validation(r, "/name", "must be a string"), false;
+        return md_api_send_validation(r, "/name", "must be a string"), false;
     if (!md_template_name_ok(json_string_value(name), json_string_length(name))) {
         char msg[160];
         snprintf(msg, sizeof(msg),
                  "must be 1 to %d characters of A-Z a-z 0-9 _ - . : / @ + (it is what "
                  "{{> name}} refers to)",
                  MD_TEMPLATE_NAME_MAX);
-        return send_validation(r, "/name", msg), false;
+        return md_api_send_validation(r, "/name", msg), false;
     }
     f->name = json_string_value(name);
 
     json_t *subject = json_object_get(b, "subject");
     if (subject == NULL)
-        return send_validation(r, "/subject", "is required"), false;
+        return md_api_send_validation(r, "/subject", "is required"), false;
     if (!json_is_string(subject))
-        return send_validation(r, "/subject", "must be a string"), false;
+        return md_api_send_validation(r, "/subject", "must be a string"), false;
     size_t slen = json_string_length(subject);
     const char *s = json_string_value(subject);
     if (slen > MD_TEMPLATE_SUBJECT_MAX) {
         char msg[96];
         snprintf(msg, sizeof(msg), "must be at most %d bytes", MD_TEMPLATE_SUBJECT_MAX);
-        return send_validation(r, "/subject", msg), false;
+        return md_api_send_validation(r, "/subject", msg), false;
     }
     /* A header value: a line break in it would inject headers. */
     if (memchr(s, '\r', slen) || memchr(s, '\n', slen))
-        return send_validation(r, "/subject", "must not contain line breaks"), false;
+        return md_api_send_validation(r, "/subject", "must not contain line breaks"), false;
     if (!check_syntax(r, "/subject", s, slen))
         return false;
     f->subject = s;
@@ -337,46 +274,7 @@ check_fields(md_http_request_t *r, json_t *b, tpl_fields_t *f)
         !check_part(r, b, "text", "/text", MD_TEMPLATE_PART_MAX, &f->text))
         return false;
     if (f->html == NULL && f->text == NULL)
-        return send_validation(r, "/html", "html or text (or both) is required"), false;
-    return true;
-}
-
-/* ?limit=&cursor=; answers 400 and returns false when either is bad. */
-static bool
-page_args(md_http_request_t *r, int *limit, char *cursor, bool *has_cursor)
-{
-    *limit = PAGE_DEFAULT;
-    *has_cursor = false;
-    const char *p = r->query.data, *end = r->query.data + r->query.len;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *e = amp ? amp : end;
-        const char *eq = memchr(p, '=', (size_t)(e - p));
-        md_str_t name = {(size_t)((eq ? eq : e) - p), p};
-        md_str_t val = {eq ? (size_t)(e - eq - 1) : 0, eq ? eq + 1 : e};
-        if (md_str_eq(name, "limit")) {
-            long n = 0;
-            bool ok = val.len > 0 && val.len <= 4;
-            for (size_t i = 0; ok && i < val.len; i++) {
-                ok = val.data[i] >= '0' && val.data[i] <= '9';
-                n = n * 10 + (val.data[i] - '0');
-            }
-            if (!ok || n < 1 || n > MD_TEMPLATES_PAGE_MAX) {
-                md_http_send_error(r, 400, "invalid_parameter",
-                                   "limit must be an integer from 1 to %d", MD_TEMPLATES_PAGE_MAX);
-                return false;
-            }
-            *limit = (int)n;
-        } else if (md_str_eq(name, "cursor")) {
-            if (!md_uuid_parse(val, cursor)) {
-                md_http_send_error(r, 400, "invalid_parameter",
-                                   "cursor must be a next_cursor value from a previous page");
-                return false;
-            }
-            *has_cursor = true;
-        }
-        p = amp ? amp + 1 : end;
-    }
+        return md_api_send_validation(r, "/html", "html or text (or both) is required"), false;
     return true;
 }
 
@@ -420,8 +318,8 @@ create_next(md_http_request_t *r, const md_identity_t *who)
     tpl_req_t *q = req_ctx(r, who);
     md_uuid7(q->id);
     q->status = 201;
-    return queued(r, md_templates_create(q->tenant_id, q->id, f.name, f.subject, f.html, f.text,
-                                         saved_cb, q));
+    return md_api_queued(r, md_templates_create(q->tenant_id, q->id, f.name, f.subject, f.html,
+                                                f.text, saved_cb, q));
 }
 
 static int
@@ -459,9 +357,9 @@ list_next(md_http_request_t *r, const md_identity_t *who)
     tpl_req_t *q = req_ctx(r, who);
     char cursor[MD_UUID_STRLEN + 1];
     bool has_cursor;
-    if (!page_args(r, &q->limit, cursor, &has_cursor))
+    if (!md_api_page_args(r, MD_TEMPLATES_PAGE_MAX, PAGE_DEFAULT, &q->limit, cursor, &has_cursor))
         return MD_OK;
-    return queued(
+    return md_api_queued(
         r, md_templates_list(q->tenant_id, has_cursor ? cursor : NULL, q->limit + 1, listed_cb, q));
 }
 
@@ -491,7 +389,7 @@ read_next(md_http_request_t *r, const md_identity_t *who)
     char id[MD_UUID_STRLEN + 1];
     if (!path_id(r, id) || !store_ready(r))
         return MD_OK;
-    return queued(r, md_templates_read(who->tenant_id, id, read_cb, req_ctx(r, who)));
+    return md_api_queued(r, md_templates_read(who->tenant_id, id, read_cb, req_ctx(r, who)));
 }
 
 static int
@@ -513,8 +411,8 @@ update_next(md_http_request_t *r, const md_identity_t *who)
     tpl_req_t *q = req_ctx(r, who);
     memcpy(q->id, id, sizeof(q->id));
     q->status = 200;
-    return queued(r, md_templates_update(q->tenant_id, q->id, f.name, f.subject, f.html, f.text,
-                                         saved_cb, q));
+    return md_api_queued(r, md_templates_update(q->tenant_id, q->id, f.name, f.subject, f.html,
+                                                f.text, saved_cb, q));
 }
 
 static int
@@ -544,7 +442,7 @@ delete_next(md_http_request_t *r, const md_identity_t *who)
         return MD_OK;
     tpl_req_t *q = req_ctx(r, who);
     memcpy(q->id, id, sizeof(q->id));
-    return queued(r, md_templates_delete(q->tenant_id, q->id, deleted_cb, q));
+    return md_api_queued(r, md_templates_delete(q->tenant_id, q->id, deleted_cb, q));
 }
 
 static int
@@ -625,13 +523,13 @@ render_next(md_http_request_t *r, const md_identity_t *who)
     if (b == NULL)
         return MD_OK;
     static const char *const known[] = {"variables", NULL};
-    if (!check_known(r, b, known))
+    if (!md_api_check_known(r, b, known))
         return MD_OK;
     json_t *vars = json_object_get(b, "variables");
     if (vars && json_is_null(vars))
         vars = NULL;
     if (vars && !json_is_object(vars))
-        return send_validation(r, "/variables", "must be an object");
+        return md_api_send_validation(r, "/variables", "must be an object");
     tpl_req_t *q = req_ctx(r, who);
     memcpy(q->id, id, sizeof(q->id));
     q->vars = vars; /* owned by b, freed with r's pool */

@@ -45,8 +45,13 @@
 #define HTTP_POOL_BLOCK 4096
 #define HTTP_LINGER     2.0 /* seconds to wait for the client's EOF after our last response */
 #define HTTP_GRACE_MAX  1.0 /* idle keep-alive connections kept this long during shutdown */
-#define HTTP_ACCEPT_MAX 256 /* accepts per wakeup, so one busy listener cannot starve the loop */
-#define HTTP_REJECT_MAX 64  /* connections over the cap being answered 503 at once */
+/* Connections accepted per wakeup. Every worker polls the shared listener, so a
+ * worker that drained the whole backlog at once would take a burst of new
+ * connections (a client opening 100 keep-alive connections) for itself and leave
+ * the other cores idle for the life of those connections. Taking one per wakeup,
+ * like nginx without multi_accept, lets the workers woken together share them. */
+#define HTTP_ACCEPT_MAX 1
+#define HTTP_REJECT_MAX 64 /* connections over the cap being answered 503 at once */
 #define SPAN_UNSET      UINT32_MAX
 
 enum { C_IDLE, C_HEADERS, C_BODY, C_HANDLING, C_WAITING, C_CLOSING, C_LINGER };

@@ -46,43 +46,43 @@ typedef int (*md_http_handler_pt)(md_http_request_t *r);
 
 struct md_http_request_s {
     md_http_t *http;
-    md_http_conn_t *conn;         /* NULL once the connection is gone */
-    md_pool_t *pool;              /* lives as long as the request */
+    md_http_conn_t *conn; /* NULL once the connection is gone */
+    md_pool_t *pool;      /* lives as long as the request */
     struct ev_loop *loop;
 
-    int method;                   /* llhttp_method_t */
+    int method; /* llhttp_method_t */
     md_str_t method_name;
-    md_str_t target;              /* raw request-target */
-    md_str_t path;                /* target without the query, not decoded */
-    md_str_t query;               /* after '?', or empty */
-    int http_minor;               /* 0 or 1 */
+    md_str_t target; /* raw request-target */
+    md_str_t path;   /* target without the query, not decoded */
+    md_str_t query;  /* after '?', or empty */
+    int http_minor;  /* 0 or 1 */
 
-    md_http_header_t *headers;    /* in the pool */
+    md_http_header_t *headers; /* in the pool */
     unsigned nheaders;
-    md_buf_t body;                /* freed with the request */
+    md_buf_t body; /* freed with the request */
 
-    md_str_t request_id;          /* from X-Request-Id when acceptable, else generated */
-    const md_route_t *route;      /* NULL when no route matched */
+    md_str_t request_id;                 /* from X-Request-Id when acceptable, else generated */
+    const md_route_t *route;             /* NULL when no route matched */
     md_str_t params[MD_HTTP_MAX_PARAMS]; /* path parameters in route order */
     const char *param_names[MD_HTTP_MAX_PARAMS];
     unsigned nparams;
 
-    double start;                 /* ev_now at the first byte of the request */
-    int status;                   /* set when the response is sent */
+    double start; /* ev_now at the first byte of the request */
+    int status;   /* set when the response is sent */
     size_t bytes_sent;
     unsigned keepalive : 1;
-    unsigned head : 1;            /* HEAD: headers only */
+    unsigned head : 1; /* HEAD: headers only */
     unsigned responded : 1;
     unsigned aborted : 1;
     unsigned refcount;
-    void *ctx;                    /* for the handler */
+    void *ctx; /* for the handler */
 
-    md_buf_t out_headers;         /* extra response header lines added by the handler */
+    md_buf_t out_headers; /* extra response header lines added by the handler */
 };
 
 /* Lifecycle, driven by the worker. */
 md_http_t *md_http_create(struct ev_loop *loop, const md_conf_t *conf, int slot);
-int md_http_start(md_http_t *h);      /* starts watching every listener in conf (fds set) */
+int md_http_start(md_http_t *h); /* starts watching every listener in conf (fds set) */
 void md_http_stop_accepting(md_http_t *h);
 /*
  * graceful: stop accepting, let in-flight requests finish (answered with

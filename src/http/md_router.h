@@ -36,8 +36,8 @@ int md_router_add(md_router_t *rt, unsigned methods, const char *pattern, md_htt
  * matches (404). MD_AGAIN is not used. MD_ERROR: a pattern matches but not the method
  * (405); *allow gets the methods the path does take as MD_M_* bits.
  */
-int md_router_match(const md_router_t *rt, int llhttp_method, md_str_t path,
-                    md_http_request_t *r, const md_route_t **route, unsigned *allow);
+int md_router_match(const md_router_t *rt, int llhttp_method, md_str_t path, md_http_request_t *r,
+                    const md_route_t **route, unsigned *allow);
 unsigned md_router_count(const md_router_t *rt);
 const md_route_t *md_router_get(const md_router_t *rt, unsigned id);
 /* "GET, HEAD, POST" into buf. */

@@ -25,7 +25,8 @@ main(void)
     ok(memcmp(b.pos, "hello 42 world", 14) == 0, "content is kept in order");
     b.pos += 6;
     md_buf_compact(&b);
-    ok(b.pos == b.start && memcmp(b.pos, "42 world", 8) == 0, "compact moves live data to the front");
+    ok(b.pos == b.start && memcmp(b.pos, "42 world", 8) == 0,
+       "compact moves live data to the front");
 
     /* A long printf takes the second vsnprintf path. */
     md_buf_reset(&b);
