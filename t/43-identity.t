@@ -195,9 +195,13 @@ my $D = new_tenant('Delta');
     is_deeply(\@ids, \@live, 'pages list every live tenant once, in id order');
     ok($pages >= 3, "several pages ($pages)");
 }
-is_error(admin_req('GET', '/v1/admin/tenants?limit=0'), 400, 'invalid_parameter', 'limit 0');
-is_error(admin_req('GET', '/v1/admin/tenants?limit=abc'), 400, 'invalid_parameter', 'limit not a number');
-is_error(admin_req('GET', '/v1/admin/tenants?cursor=zzz'), 400, 'invalid_parameter', 'bad cursor');
+is_error(admin_req('GET', '/v1/admin/tenants?limit=0'), 422, 'invalid_parameter', 'limit 0');
+is_error(admin_req('GET', '/v1/admin/tenants?limit=abc'), 422, 'invalid_parameter', 'limit not a number');
+is_error(admin_req('GET', '/v1/admin/tenants?cursor=zzz'), 422, 'invalid_parameter', 'bad cursor');
+is(admin_req('GET', '/v1/admin/tenants?limit=0')->{json}{error}{field}, 'limit',
+   'a bad query parameter is named in "field"');
+is(admin_req('GET', '/v1/admin/tenants?cursor=zzz')->{json}{error}{field}, 'cursor',
+   '... the cursor too');
 
 # --- keys -------------------------------------------------------------------------------
 my $ka = new_key($A->{id}, 'ci');

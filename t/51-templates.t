@@ -131,9 +131,9 @@ ok($sum->{has_text} && !$sum->{has_html}, 'has_text / has_html');
     is_deeply(\@names, [qw(welcome text-only html.only)], 'cursor pages walk every template once');
     is($pages, 2, 'two pages of 2');
 }
-is_error(req($A, 'GET', '/v1/templates?limit=0'), 400, 'invalid_parameter', 'limit=0');
-is_error(req($A, 'GET', '/v1/templates?limit=101'), 400, 'invalid_parameter', 'limit over the maximum');
-is_error(req($A, 'GET', '/v1/templates?cursor=nope'), 400, 'invalid_parameter', 'a bad cursor');
+is_error(req($A, 'GET', '/v1/templates?limit=0'), 422, 'invalid_parameter', 'limit=0');
+is_error(req($A, 'GET', '/v1/templates?limit=101'), 422, 'invalid_parameter', 'limit over the maximum');
+is_error(req($A, 'GET', '/v1/templates?cursor=nope'), 422, 'invalid_parameter', 'a bad cursor');
 
 $r = req($A, 'PUT', "/v1/templates/$tx->{id}", { name => 'text-renamed', subject => 'S2', html => '<b>{{x}}</b>' });
 is($r->{status}, 200, 'PUT: 200') or diag($r->{body});

@@ -2,6 +2,7 @@
 #include "md_app.h"
 #include "md_tenants.h"
 
+#include <stdio.h>
 #include <string.h>
 
 int
@@ -13,6 +14,16 @@ md_api_queued(md_http_request_t *r, int rc)
         return md_app_send_store_unavailable(r, "postgres");
     md_http_send_error(r, 500, "internal_error", "internal error");
     return MD_OK;
+}
+
+/* A bad query parameter: 422 invalid_parameter naming it in "field", the same
+ * shape every listing (and GET /v1/messages) uses. */
+static void
+send_param_error(md_http_request_t *r, const char *name, const char *msg)
+{
+    json_t *e = json_pack("{s:{s:s,s:s,s:s}}", "error", "code", "invalid_parameter", "message", msg,
+                          "field", name);
+    md_http_send_json(r, 422, e);
 }
 
 int
@@ -92,15 +103,16 @@ md_api_page_args(md_http_request_t *r, int max, int dflt, int *limit, char *curs
                 n = n * 10 + (val.data[i] - '0');
             }
             if (!ok || n < 1 || n > max) {
-                md_http_send_error(r, 400, "invalid_parameter",
-                                   "limit must be an integer from 1 to %d", max);
+                char msg[64];
+                snprintf(msg, sizeof(msg), "limit must be an integer from 1 to %d", max);
+                send_param_error(r, "limit", msg);
                 return false;
             }
             *limit = (int)n;
         } else if (md_str_eq(name, "cursor")) {
             if (!md_uuid_parse(val, cursor)) {
-                md_http_send_error(r, 400, "invalid_parameter",
-                                   "cursor must be a next_cursor value from a previous page");
+                send_param_error(r, "cursor",
+                                 "cursor must be a next_cursor value from a previous page");
                 return false;
             }
             *has_cursor = true;

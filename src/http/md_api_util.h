@@ -25,8 +25,8 @@ bool md_api_check_known(md_http_request_t *r, json_t *obj, const char *const *al
 
 /*
  * Reads ?limit= (1..max, default dflt) and ?cursor= (a UUID, as listings use ids
- * for cursors) into cursor[MD_UUID_STRLEN + 1]. Answers 400 invalid_parameter and
- * returns false when either is bad.
+ * for cursors) into cursor[MD_UUID_STRLEN + 1]. Answers 422 invalid_parameter with
+ * the parameter's name in "field" and returns false when either is bad.
  */
 bool md_api_page_args(md_http_request_t *r, int max, int dflt, int *limit, char *cursor,
                       bool *has_cursor);
