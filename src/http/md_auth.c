@@ -9,6 +9,7 @@
  * module.
  */
 #include "md_auth.h"
+#include "md_list.h"
 #include "md_log.h"
 #include "md_pg.h"
 #include "md_redis.h"
@@ -35,8 +36,8 @@ typedef struct auth_entry_s auth_entry_t;
 
 struct auth_entry_s {
     unsigned char hash[32];
-    auth_entry_t *hnext;       /* bucket chain */
-    auth_entry_t *prev, *next; /* LRU list, most recently used first */
+    auth_entry_t *hnext; /* bucket chain */
+    md_list_t lru;       /* on md_auth_t.lru, most recently used first */
     double expires;
     char key_id[MD_UUID_STRLEN + 1];
     char tenant_id[MD_UUID_STRLEN + 1];
@@ -53,7 +54,7 @@ struct md_auth_s {
     unsigned char admin_hash[32]; /* SHA-256 of the admin token; the token is not kept */
 
     auth_entry_t *buckets[AUTH_CACHE_BUCKETS];
-    auth_entry_t *lru_head, *lru_tail;
+    md_list_t lru; /* cache entries, most recently used first */
     size_t nentries;
     /* Bumped on every invalidation: a lookup that started before one may have
      * read a row revoked since, so its answer is used but not cached. */
@@ -139,32 +140,6 @@ bucket_of(const unsigned char h[32])
 }
 
 static void
-lru_unlink(md_auth_t *a, auth_entry_t *e)
-{
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        a->lru_head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        a->lru_tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void
-lru_push_front(md_auth_t *a, auth_entry_t *e)
-{
-    e->prev = NULL;
-    e->next = a->lru_head;
-    if (a->lru_head)
-        a->lru_head->prev = e;
-    a->lru_head = e;
-    if (a->lru_tail == NULL)
-        a->lru_tail = e;
-}
-
-static void
 entry_remove(md_auth_t *a, auth_entry_t *e)
 {
     auth_entry_t **pp = &a->buckets[bucket_of(e->hash)];
@@ -172,7 +147,7 @@ entry_remove(md_auth_t *a, auth_entry_t *e)
         pp = &(*pp)->hnext;
     if (*pp)
         *pp = e->hnext;
-    lru_unlink(a, e);
+    md_list_remove(&e->lru);
     a->nentries--;
     free(e->strs);
     free(e);
@@ -189,8 +164,8 @@ cache_find(md_auth_t *a, const unsigned char h[32])
             entry_remove(a, e);
             return NULL;
         }
-        lru_unlink(a, e);
-        lru_push_front(a, e);
+        md_list_remove(&e->lru);
+        md_list_insert_head(&a->lru, &e->lru);
         return e;
     }
     return NULL;
@@ -209,16 +184,16 @@ cache_drop(md_auth_t *a, const unsigned char h[32])
 static void
 cache_flush(md_auth_t *a)
 {
-    while (a->lru_head)
-        entry_remove(a, a->lru_head);
+    for (md_list_t *n; (n = md_list_first(&a->lru)) != NULL;)
+        entry_remove(a, md_list_data(n, auth_entry_t, lru));
 }
 
 static void
 cache_put(md_auth_t *a, const unsigned char h[32], const md_identity_t *who)
 {
     cache_drop(a, h);
-    while (a->nentries >= AUTH_CACHE_MAX && a->lru_tail)
-        entry_remove(a, a->lru_tail);
+    for (md_list_t *n; a->nentries >= AUTH_CACHE_MAX && (n = md_list_last(&a->lru)) != NULL;)
+        entry_remove(a, md_list_data(n, auth_entry_t, lru));
     const char *src[4] = {who->tenant_name, who->key_name, who->key_prefix, who->key_created_at};
     size_t len[4], total = 0;
     for (int i = 0; i < 4; i++) {
@@ -226,6 +201,7 @@ cache_put(md_auth_t *a, const unsigned char h[32], const md_identity_t *who)
         total += len[i] + 1;
     }
     auth_entry_t *e = md_xcalloc(1, sizeof(*e));
+    md_list_init(&e->lru);
     e->strs = md_xmalloc(total);
     const char **dst[4] = {&e->tenant_name, &e->key_name, &e->key_prefix, &e->key_created_at};
     char *p = e->strs;
@@ -241,7 +217,7 @@ cache_put(md_auth_t *a, const unsigned char h[32], const md_identity_t *who)
     size_t b = bucket_of(h);
     e->hnext = a->buckets[b];
     a->buckets[b] = e;
-    lru_push_front(a, e);
+    md_list_insert_head(&a->lru, &e->lru);
     a->nentries++;
 }
 
@@ -758,6 +734,7 @@ md_auth_app_init(md_app_t *app)
     if (auth != NULL)
         return MD_ERROR;
     md_auth_t *a = md_xcalloc(1, sizeof(*a));
+    md_list_init(&a->lru);
     a->app = app;
     a->loop = app->loop;
     a->touch = md_xcalloc(TOUCH_SLOTS, sizeof(*a->touch));

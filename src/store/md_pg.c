@@ -31,6 +31,7 @@
  * zero-delay timer on the next loop pass; a timer is never starved by busy I/O.
  */
 #include "md_pg.h"
+#include "md_list.h"
 #include "md_log.h"
 
 #include <arpa/inet.h>
@@ -101,9 +102,6 @@ const md_conf_block_t md_pg_conf_block = {"postgres", MD_CONF_PG, md_pg_cmds};
 /* ---- types -------------------------------------------------------------------- */
 
 /* Intrusive circular doubly-linked list; an unlinked node points at itself. */
-typedef struct md_pg_link_s {
-    struct md_pg_link_s *prev, *next;
-} md_pg_link_t;
 
 enum { MD_PG_DOWN = 0, MD_PG_BACKOFF, MD_PG_CONNECTING, MD_PG_SETUP, MD_PG_READY };
 enum { MD_PG_U_NEW = 0, MD_PG_U_WAIT, MD_PG_U_SENT, MD_PG_U_DONE };
@@ -111,7 +109,7 @@ enum { MD_PG_U_NEW = 0, MD_PG_U_WAIT, MD_PG_U_SENT, MD_PG_U_DONE };
 typedef struct md_pg_conn_s md_pg_conn_t;
 
 typedef struct md_pg_unit_s {
-    md_pg_link_t link; /* in the wait queue, a connection's FIFO, or the done list */
+    md_list_t link; /* in the wait queue, a connection's FIFO, or the done list */
     md_pg_pool_t *pool;
     md_pg_conn_t *conn; /* once sent */
     int where;          /* MD_PG_U_* */
@@ -137,7 +135,7 @@ struct md_pg_conn_s {
     PGconn *pq;
     ev_io io;
     ev_timer timer;     /* connect deadline, or the backoff before the next attempt */
-    md_pg_link_t fifo;  /* sent units, oldest first */
+    md_list_t fifo;     /* sent units, oldest first */
     size_t load;        /* caller units in fifo */
     unsigned fails;     /* consecutive failed attempts; 0 once READY */
     ev_tstamp progress; /* last answer, or when the pipeline went from idle to busy */
@@ -159,11 +157,11 @@ struct md_pg_pool_s {
     size_t nstmts;
     md_pg_conn_t *conns;
     unsigned nconns;
-    md_pg_link_t waitq;
+    md_list_t waitq;
     size_t nwaiting;
-    size_t ninflight;  /* caller units in FIFOs, timed-out ones included */
-    size_t nheld;      /* caller units whose callback has not run yet */
-    md_pg_link_t done; /* failed units whose callbacks are due on the next pass */
+    size_t ninflight; /* caller units in FIFOs, timed-out ones included */
+    size_t nheld;     /* caller units whose callback has not run yet */
+    md_list_t done;   /* failed units whose callbacks are due on the next pass */
     ev_timer defer;
     bool started, closing, finished, done_due;
     md_pg_done_cb done_cb;
@@ -179,35 +177,6 @@ static void md_pg_pool_check_shutdown(md_pg_pool_t *pool);
 static void md_pg_dispatch_waiting(md_pg_pool_t *pool);
 
 /* ---- small helpers -------------------------------------------------------------- */
-
-static void
-md_pg_link_init(md_pg_link_t *l)
-{
-    l->prev = l->next = l;
-}
-
-static bool
-md_pg_link_empty(const md_pg_link_t *h)
-{
-    return h->next == h;
-}
-
-static void
-md_pg_link_append(md_pg_link_t *h, md_pg_link_t *x)
-{
-    x->prev = h->prev;
-    x->next = h;
-    h->prev->next = x;
-    h->prev = x;
-}
-
-static void
-md_pg_link_remove(md_pg_link_t *x)
-{
-    x->prev->next = x->next;
-    x->next->prev = x->prev;
-    x->prev = x->next = x;
-}
 
 #define md_pg_unit_of(l) md_container_of(l, md_pg_unit_t, link)
 
@@ -267,7 +236,7 @@ static md_pg_unit_t *
 md_pg_unit_new(md_pg_pool_t *pool, size_t n)
 {
     md_pg_unit_t *u = md_xcalloc(1, sizeof(*u) + n * sizeof(PGresult *));
-    md_pg_link_init(&u->link);
+    md_list_init(&u->link);
     u->pool = pool;
     u->n = n;
     u->failed = -1;
@@ -361,7 +330,7 @@ md_pg_unit_fail(md_pg_unit_t *u, const char *code, const char *message)
     free(u->message);
     u->message = md_xstrdup(message);
     u->where = MD_PG_U_DONE;
-    md_pg_link_append(&pool->done, &u->link);
+    md_list_insert_tail(&pool->done, &u->link);
     md_pg_defer(pool);
 }
 
@@ -455,13 +424,13 @@ static void
 md_pg_check_available(md_pg_pool_t *pool)
 {
     char msg[MD_PG_MSG_MAX + 64];
-    if (md_pg_link_empty(&pool->waitq) || md_pg_can_wait(pool))
+    if (md_list_empty(&pool->waitq) || md_pg_can_wait(pool))
         return;
     snprintf(msg, sizeof(msg), "no PostgreSQL connection: %s",
              pool->last_error[0] ? pool->last_error : "shutting down");
-    while (!md_pg_link_empty(&pool->waitq)) {
+    while (!md_list_empty(&pool->waitq)) {
         md_pg_unit_t *u = md_pg_unit_of(pool->waitq.next);
-        md_pg_link_remove(&u->link);
+        md_list_remove(&u->link);
         pool->nwaiting--;
         md_pg_unit_fail(u, md_pg_err_unavailable, msg);
     }
@@ -489,11 +458,11 @@ md_pg_unit_send(md_pg_conn_t *c, md_pg_unit_t *u, const md_pg_query_t *qs)
     }
     if (ok)
         ok = PQpipelineSync(pq);
-    if (md_pg_link_empty(&c->fifo))
+    if (md_list_empty(&c->fifo))
         c->progress = ev_now(pool->loop);
     u->where = MD_PG_U_SENT;
     u->conn = c;
-    md_pg_link_append(&c->fifo, &u->link);
+    md_list_insert_tail(&c->fifo, &u->link);
     if (!u->internal) {
         c->load++;
         pool->ninflight++;
@@ -539,9 +508,9 @@ md_pg_conn_finish(md_pg_conn_t *c)
     md_pg_pool_t *pool = c->pool;
     ev_io_stop(pool->loop, &c->io);
     ev_timer_stop(pool->loop, &c->timer);
-    while (!md_pg_link_empty(&c->fifo)) {
+    while (!md_list_empty(&c->fifo)) {
         md_pg_unit_t *u = md_pg_unit_of(c->fifo.next);
-        md_pg_link_remove(&u->link);
+        md_list_remove(&u->link);
         if (!u->internal) {
             c->load--;
             pool->ninflight--;
@@ -575,9 +544,9 @@ md_pg_conn_close(md_pg_conn_t *c, const char *why)
         PQfinish(c->pq);
         c->pq = NULL;
     }
-    while (!md_pg_link_empty(&c->fifo)) {
+    while (!md_list_empty(&c->fifo)) {
         md_pg_unit_t *u = md_pg_unit_of(c->fifo.next);
-        md_pg_link_remove(&u->link);
+        md_list_remove(&u->link);
         if (u->internal) {
             md_pg_unit_free(u);
             continue;
@@ -685,7 +654,7 @@ md_pg_conn_read_results(md_pg_conn_t *c)
 {
     md_pg_pool_t *pool = c->pool;
     PGconn *pq = c->pq;
-    while (c->pq == pq && pq != NULL && !md_pg_link_empty(&c->fifo)) {
+    while (c->pq == pq && pq != NULL && !md_list_empty(&c->fifo)) {
         md_pg_unit_t *u = md_pg_unit_of(c->fifo.next);
         if (PQisBusy(pq))
             break;
@@ -706,7 +675,7 @@ md_pg_conn_read_results(md_pg_conn_t *c)
                 md_pg_conn_close(c, "pipeline out of step (sync before the unit's results)");
                 return;
             }
-            md_pg_link_remove(&u->link);
+            md_list_remove(&u->link);
             if (!u->internal) {
                 c->load--;
                 pool->ninflight--;
@@ -758,7 +727,7 @@ md_pg_conn_established(md_pg_conn_t *c)
     c->progress = ev_now(pool->loop);
     u->where = MD_PG_U_SENT;
     u->conn = c;
-    md_pg_link_append(&c->fifo, &u->link);
+    md_list_insert_tail(&c->fifo, &u->link);
     if (!ok) {
         md_pg_conn_close(c, PQerrorMessage(pq));
         return;
@@ -868,9 +837,9 @@ static void
 md_pg_dispatch_waiting(md_pg_pool_t *pool)
 {
     md_pg_conn_t *c;
-    while (!md_pg_link_empty(&pool->waitq) && (c = md_pg_least_loaded(pool)) != NULL) {
+    while (!md_list_empty(&pool->waitq) && (c = md_pg_least_loaded(pool)) != NULL) {
         md_pg_unit_t *u = md_pg_unit_of(pool->waitq.next);
-        md_pg_link_remove(&u->link);
+        md_list_remove(&u->link);
         pool->nwaiting--;
         md_pg_unit_send(c, u, u->qs);
         free(u->qs); /* libpq copied it into its buffer */
@@ -885,7 +854,7 @@ md_pg_unit_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     md_pg_pool_t *pool = u->pool;
     md_unused(revents);
     if (u->where == MD_PG_U_WAIT) {
-        md_pg_link_remove(&u->link);
+        md_list_remove(&u->link);
         pool->nwaiting--;
         md_pg_unit_fail(u, md_pg_err_timeout, "no PostgreSQL connection within statement_timeout");
         md_pg_pool_check_shutdown(pool);
@@ -924,9 +893,9 @@ md_pg_defer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     md_pg_pool_t *pool = md_container_of(w, md_pg_pool_t, defer);
     md_unused(loop);
     md_unused(revents);
-    while (!md_pg_link_empty(&pool->done)) {
+    while (!md_list_empty(&pool->done)) {
         md_pg_unit_t *u = md_pg_unit_of(pool->done.next);
-        md_pg_link_remove(&u->link);
+        md_list_remove(&u->link);
         md_pg_unit_deliver(u);
         md_pg_unit_free(u);
     }
@@ -939,7 +908,7 @@ md_pg_defer_cb(struct ev_loop *loop, ev_timer *w, int revents)
             md_pg_conn_read_results(c);
     }
     md_pg_pool_check_shutdown(pool);
-    if (pool->done_due && md_pg_link_empty(&pool->done)) {
+    if (pool->done_due && md_list_empty(&pool->done)) {
         md_pg_done_cb cb = pool->done_cb;
         pool->done_due = false;
         pool->done_cb = NULL;
@@ -1077,12 +1046,12 @@ md_pg_pool_create(struct ev_loop *loop, const md_pg_conf_t *conf, char *err, siz
         md_pg_conn_t *c = &pool->conns[i];
         c->pool = pool;
         c->idx = i;
-        md_pg_link_init(&c->fifo);
+        md_list_init(&c->fifo);
         ev_io_init(&c->io, md_pg_conn_io_cb, -1, EV_READ);
         ev_timer_init(&c->timer, md_pg_conn_timer_cb, 0, 0);
     }
-    md_pg_link_init(&pool->waitq);
-    md_pg_link_init(&pool->done);
+    md_list_init(&pool->waitq);
+    md_list_init(&pool->done);
     ev_timer_init(&pool->defer, md_pg_defer_cb, 0, 0);
     pool->rnd = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)pool;
     if (pool->rnd == 0)
@@ -1154,7 +1123,7 @@ md_pg_exec_batch(md_pg_pool_t *pool, const md_pg_query_t *qs, size_t n, md_pg_cb
     } else {
         u->qs = md_pg_queries_copy(qs, n);
         u->where = MD_PG_U_WAIT;
-        md_pg_link_append(&pool->waitq, &u->link);
+        md_list_insert_tail(&pool->waitq, &u->link);
         pool->nwaiting++;
     }
     return MD_OK;
@@ -1166,6 +1135,36 @@ md_pg_exec(md_pg_pool_t *pool, const md_pg_query_t *q, md_pg_cb cb, void *ctx)
     return md_pg_exec_batch(pool, q, 1, cb, ctx);
 }
 
+/* Fails every unit now: waiting ones as "unavailable" (never sent), sent ones as
+ * "connection_lost" (outcome unknown), and closes every connection. The failures
+ * are delivered from the done list, never from inside this call. */
+static void
+md_pg_pool_fail_all(md_pg_pool_t *pool, const char *why)
+{
+    while (!md_list_empty(&pool->waitq)) {
+        md_pg_unit_t *u = md_pg_unit_of(pool->waitq.next);
+        md_list_remove(&u->link);
+        pool->nwaiting--;
+        md_pg_unit_fail(u, md_pg_err_unavailable, why);
+    }
+    for (unsigned i = 0; i < pool->nconns; i++) {
+        md_pg_conn_t *c = &pool->conns[i];
+        while (!md_list_empty(&c->fifo)) {
+            md_pg_unit_t *u = md_pg_unit_of(c->fifo.next);
+            md_list_remove(&u->link);
+            if (!u->internal) {
+                c->load--;
+                pool->ninflight--;
+            }
+            if (u->internal || u->abandoned)
+                md_pg_unit_free(u);
+            else
+                md_pg_unit_fail(u, md_pg_err_connection_lost, why);
+        }
+        md_pg_conn_finish(c);
+    }
+}
+
 void
 md_pg_pool_shutdown(md_pg_pool_t *pool, int graceful, md_pg_done_cb done_cb, void *data)
 {
@@ -1175,28 +1174,7 @@ md_pg_pool_shutdown(md_pg_pool_t *pool, int graceful, md_pg_done_cb done_cb, voi
     pool->done_cb = done_cb;
     pool->done_data = data;
     if (!graceful) {
-        while (!md_pg_link_empty(&pool->waitq)) {
-            md_pg_unit_t *u = md_pg_unit_of(pool->waitq.next);
-            md_pg_link_remove(&u->link);
-            pool->nwaiting--;
-            md_pg_unit_fail(u, md_pg_err_unavailable, "postgres pool shutting down");
-        }
-        for (unsigned i = 0; i < pool->nconns; i++) {
-            md_pg_conn_t *c = &pool->conns[i];
-            while (!md_pg_link_empty(&c->fifo)) {
-                md_pg_unit_t *u = md_pg_unit_of(c->fifo.next);
-                md_pg_link_remove(&u->link);
-                if (!u->internal) {
-                    c->load--;
-                    pool->ninflight--;
-                }
-                if (u->internal || u->abandoned)
-                    md_pg_unit_free(u);
-                else
-                    md_pg_unit_fail(u, md_pg_err_connection_lost, "postgres pool shutting down");
-            }
-            md_pg_conn_finish(c);
-        }
+        md_pg_pool_fail_all(pool, "postgres pool shutting down");
     } else {
         /* No new connection attempts unless a waiting caller needs one. */
         for (unsigned i = 0; i < pool->nconns; i++) {
@@ -1218,31 +1196,10 @@ md_pg_pool_destroy(md_pg_pool_t *pool)
     pool->closing = true;
     pool->done_cb = NULL;
     /* Run every callback still owed, then free. */
-    while (!md_pg_link_empty(&pool->waitq)) {
-        md_pg_unit_t *u = md_pg_unit_of(pool->waitq.next);
-        md_pg_link_remove(&u->link);
-        pool->nwaiting--;
-        md_pg_unit_fail(u, md_pg_err_unavailable, "postgres pool destroyed");
-    }
-    for (unsigned i = 0; i < pool->nconns; i++) {
-        md_pg_conn_t *c = &pool->conns[i];
-        while (!md_pg_link_empty(&c->fifo)) {
-            md_pg_unit_t *u = md_pg_unit_of(c->fifo.next);
-            md_pg_link_remove(&u->link);
-            if (!u->internal) {
-                c->load--;
-                pool->ninflight--;
-            }
-            if (u->internal || u->abandoned)
-                md_pg_unit_free(u);
-            else
-                md_pg_unit_fail(u, md_pg_err_connection_lost, "postgres pool destroyed");
-        }
-        md_pg_conn_finish(c);
-    }
-    while (!md_pg_link_empty(&pool->done)) {
+    md_pg_pool_fail_all(pool, "postgres pool destroyed");
+    while (!md_list_empty(&pool->done)) {
         md_pg_unit_t *u = md_pg_unit_of(pool->done.next);
-        md_pg_link_remove(&u->link);
+        md_list_remove(&u->link);
         md_pg_unit_deliver(u);
         md_pg_unit_free(u);
     }

@@ -21,6 +21,7 @@
  * before this module.
  */
 #include "md_templates.h"
+#include "md_list.h"
 #include "md_app.h"
 #include "md_id.h"
 #include "md_log.h"
@@ -54,7 +55,7 @@ struct tpl_entry_s {
     size_t bytes;                     /* counted against MD_TEMPLATES_CACHE_BYTES */
     double expires;                   /* ev_now after which the cache does not answer with it */
     tpl_entry_t *id_next, *name_next; /* bucket chains */
-    tpl_entry_t *prev, *next;         /* LRU, most recently used first */
+    md_list_t lru;                    /* on tpl_state_t.lru, most recently used first */
 };
 
 struct md_tmpl_s {
@@ -93,7 +94,7 @@ typedef struct tpl_state_s {
     struct ev_loop *loop;
     tpl_entry_t *by_id[TPL_BUCKETS];
     tpl_entry_t *by_name[TPL_BUCKETS];
-    tpl_entry_t *lru_head, *lru_tail;
+    md_list_t lru; /* cache entries, most recently used first */
     size_t nentries, bytes;
     /* Bumped on every invalidation and on (re)subscription. */
     uint64_t gen;
@@ -306,6 +307,7 @@ static tpl_entry_t *
 entry_from_row(const char *tenant_id, const PGresult *res, int row)
 {
     tpl_entry_t *e = md_xcalloc(1, sizeof(*e));
+    md_list_init(&e->lru);
     e->refs = 1;
     memcpy(e->tenant_id, tenant_id, MD_UUID_STRLEN + 1);
     snprintf(e->id, sizeof(e->id), "%s", PQgetvalue(res, row, 0));
@@ -339,6 +341,7 @@ static tpl_entry_t *
 entry_negative(const char *tenant_id, const char *name)
 {
     tpl_entry_t *e = md_xcalloc(1, sizeof(*e));
+    md_list_init(&e->lru);
     e->refs = 1;
     e->negative = true;
     memcpy(e->tenant_id, tenant_id, MD_UUID_STRLEN + 1);
@@ -349,32 +352,6 @@ entry_negative(const char *tenant_id, const char *name)
 }
 
 /* --- the cache ------------------------------------------------------------------------ */
-
-static void
-lru_unlink(tpl_state_t *s, tpl_entry_t *e)
-{
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        s->lru_head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        s->lru_tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void
-lru_push_front(tpl_state_t *s, tpl_entry_t *e)
-{
-    e->prev = NULL;
-    e->next = s->lru_head;
-    if (s->lru_head)
-        s->lru_head->prev = e;
-    s->lru_head = e;
-    if (s->lru_tail == NULL)
-        s->lru_tail = e;
-}
 
 static void
 chain_remove(tpl_entry_t **head, tpl_entry_t *e, bool by_id)
@@ -395,7 +372,7 @@ cache_remove(tpl_state_t *s, tpl_entry_t *e)
     if (!e->negative)
         chain_remove(&s->by_id[hash_key(e->tenant_id, e->id, MD_UUID_STRLEN)], e, true);
     chain_remove(&s->by_name[hash_key(e->tenant_id, e->name, e->name_len)], e, false);
-    lru_unlink(s, e);
+    md_list_remove(&e->lru);
     e->indexed = false;
     s->nentries--;
     s->bytes -= e->bytes;
@@ -405,8 +382,8 @@ cache_remove(tpl_state_t *s, tpl_entry_t *e)
 static void
 cache_flush(tpl_state_t *s)
 {
-    while (s->lru_head)
-        cache_remove(s, s->lru_head);
+    for (md_list_t *n; (n = md_list_first(&s->lru)) != NULL;)
+        cache_remove(s, md_list_data(n, tpl_entry_t, lru));
 }
 
 static bool
@@ -423,8 +400,8 @@ cache_hit(tpl_state_t *s, tpl_entry_t *e)
         cache_remove(s, e);
         return NULL;
     }
-    lru_unlink(s, e);
-    lru_push_front(s, e);
+    md_list_remove(&e->lru);
+    md_list_insert_head(&s->lru, &e->lru);
     return e;
 }
 
@@ -490,12 +467,13 @@ cache_put(tpl_state_t *s, tpl_entry_t *e)
     size_t b = hash_key(e->tenant_id, e->name, e->name_len);
     e->name_next = s->by_name[b];
     s->by_name[b] = e;
-    lru_push_front(s, e);
+    md_list_insert_head(&s->lru, &e->lru);
     s->nentries++;
     s->bytes += e->bytes;
-    while ((s->nentries > MD_TEMPLATES_CACHE_MAX || s->bytes > MD_TEMPLATES_CACHE_BYTES) &&
-           s->lru_tail && s->lru_tail != e)
-        cache_remove(s, s->lru_tail);
+    for (md_list_t *n;
+         (s->nentries > MD_TEMPLATES_CACHE_MAX || s->bytes > MD_TEMPLATES_CACHE_BYTES) &&
+         (n = md_list_last(&s->lru)) != NULL && n != &e->lru;)
+        cache_remove(s, md_list_data(n, tpl_entry_t, lru));
 }
 
 /* --- invalidation over pub/sub ------------------------------------------------------------ */
@@ -1045,6 +1023,7 @@ md_templates_app_init(md_app_t *app)
     if (st != NULL)
         return MD_ERROR;
     tpl_state_t *s = md_xcalloc(1, sizeof(*s));
+    md_list_init(&s->lru);
     s->app = app;
     s->loop = app->loop;
     if (app->pg) {

@@ -2,6 +2,7 @@
 #include "md_buf.h"
 #include "md_pool.h"
 #include "md_id.h"
+#include "md_list.h"
 #include "tap.h"
 
 #include <stdlib.h>
@@ -89,5 +90,26 @@ main(void)
         memcpy(u1, u2, sizeof(u1));
     }
     ok(sorted, "10000 uuids in a row are strictly increasing");
+    typedef struct {
+        int v;
+        md_list_t node;
+    } item_t;
+    md_list_t head;
+    item_t it[3] = {{1, {0}}, {2, {0}}, {3, {0}}};
+    md_list_init(&head);
+    ok(md_list_empty(&head) && md_list_first(&head) == NULL && md_list_last(&head) == NULL,
+       "a new list is empty");
+    for (int i = 0; i < 3; i++)
+        md_list_insert_head(&head, &it[i].node);
+    ok(md_list_data(md_list_first(&head), item_t, node)->v == 3 &&
+           md_list_data(md_list_last(&head), item_t, node)->v == 1,
+       "insert_head puts the newest first and keeps the oldest last");
+    md_list_remove(&it[0].node);
+    md_list_remove(&it[0].node); /* a removed node points at itself: harmless */
+    ok(md_list_data(md_list_last(&head), item_t, node)->v == 2,
+       "remove takes a node out, twice is safe");
+    md_list_remove(&it[1].node);
+    md_list_remove(&it[2].node);
+    ok(md_list_empty(&head), "removing every node empties the list");
     return done_testing();
 }
