@@ -85,12 +85,18 @@ write_all(int fd, const char *p, size_t n)
     }
 }
 
-/* Appends "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 bytes) at dst. */
+/* Appends "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 bytes) at dst for t (seconds since the
+ * epoch), or for the current time when t is 0. */
 static void
-format_time(char *dst)
+format_time_at(char *dst, double t)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    if (t > 0) {
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    } else {
+        clock_gettime(CLOCK_REALTIME, &ts);
+    }
     if (md_unlikely(ts.tv_sec != cached_sec)) {
         struct tm tm;
         gmtime_r(&ts.tv_sec, &tm);
@@ -104,6 +110,12 @@ format_time(char *dst)
     dst[21] = (char)('0' + ms / 10 % 10);
     dst[22] = (char)('0' + ms % 10);
     dst[23] = 'Z';
+}
+
+static void
+format_time(char *dst)
+{
+    format_time_at(dst, 0);
 }
 
 /* Decimal digits of v at dst; returns the count. dst needs 20 bytes. */
@@ -486,7 +498,7 @@ md_log_access(const md_access_entry_t *e)
     char *p = b->last;
 
     ACC_LIT(p, "{\"time\":\"");
-    format_time(p);
+    format_time_at(p, e->time);
     p += 24;
     ACC_LIT(p, "\",\"type\":\"access\",\"pid\":");
     p += format_i64(p, (long long)log_pid());

@@ -80,6 +80,7 @@ typedef struct md_access_entry_s {
     md_str_t request_id;
     const char *remote; /* "ip:port" */
     md_str_t route;     /* route pattern, or empty */
+    double time;        /* wall-clock time of the line (the loop's ev_now); 0: read the clock */
 } md_access_entry_t;
 
 void md_log_access(const md_access_entry_t *e);

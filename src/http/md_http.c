@@ -330,6 +330,7 @@ req_account(md_http_request_t *r, const char *remote)
         e.remote = remote;
         e.route.data = r->route ? r->route->pattern : NULL;
         e.route.len = r->route ? strlen(r->route->pattern) : 0;
+        e.time = ev_now(h->loop);
         md_log_access(&e);
     }
 }

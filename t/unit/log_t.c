@@ -334,6 +334,7 @@ test_access(void)
     e2.remote = NULL;
     md_access_entry_t e3 = entry("GET", "/health", 200, "r3", "/health");
     e3.duration = NAN;
+    e3.time = 1764110096.789; /* 2025-11-25T22:34:56.789Z: the caller's clock is used as given */
     md_log_access(&e1);
     md_log_access(&e2);
     md_log_access(&e3);
@@ -373,6 +374,8 @@ test_access(void)
            "missing request id, route and remote are null");
         ok(json_number_value(json_object_get(l[1], "duration_ms")) == 1500.0, "1.5 s is 1500 ms");
         ok(json_number_value(json_object_get(l[2], "duration_ms")) == 0.0, "NaN duration is 0");
+        is_str(jstr(l[2], "time"), "2025-11-25T22:34:56.789Z",
+               "a given time is written, not the clock");
     }
     free_lines(l, n > 0 ? md_min(n, 8) : 0);
 
