@@ -98,6 +98,10 @@ static const md_conf_bounds_t md_conf_header_size_bounds = {1024, 1024 * 1024};
 static const md_conf_bounds_t md_conf_max_attempts_bounds = {1, 100};
 static const md_conf_bounds_t md_conf_backoff_bounds = {0.001, 7 * 86400};
 static const md_conf_bounds_t md_conf_recovery_bounds = {0.1, 3600};
+static const md_conf_bounds_t md_conf_lease_bounds = {1, 86400};
+static const md_conf_bounds_t md_conf_max_age_bounds = {1, 30 * 86400};
+static const md_conf_bounds_t md_conf_retention_bounds = {60, 3650 * 86400.0};
+static const md_conf_bounds_t md_conf_dispatch_concurrency_bounds = {1, 4096};
 
 /* Directives allowed in every block. */
 static const md_conf_cmd_t md_conf_any_cmds[] = {
@@ -170,6 +174,15 @@ static const md_conf_cmd_t md_conf_main_cmds[] = {
      offsetof(md_conf_t, retry_backoff_max), &md_conf_backoff_bounds, "1h", NULL},
     {"queue_recovery_interval", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time,
      offsetof(md_conf_t, queue_recovery_interval), &md_conf_recovery_bounds, "30s", NULL},
+    {"queue_lease", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time, offsetof(md_conf_t, queue_lease),
+     &md_conf_lease_bounds, "5m", NULL},
+    {"max_message_age", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time,
+     offsetof(md_conf_t, max_message_age), &md_conf_max_age_bounds, "3d", NULL},
+    {"queue_dead_retention", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time,
+     offsetof(md_conf_t, queue_dead_retention), &md_conf_retention_bounds, "30d", NULL},
+    {"dispatch_concurrency", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_number,
+     offsetof(md_conf_t, dispatch_concurrency), &md_conf_dispatch_concurrency_bounds, "256",
+     NULL},
     {NULL, 0, 0, NULL, 0, NULL, NULL, NULL},
 };
 

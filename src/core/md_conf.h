@@ -105,7 +105,13 @@ typedef struct md_conf_s {
     int max_attempts;               /* sends of one message before it fails for good */
     double retry_backoff_base;      /* first retry delay bound; doubles per attempt */
     double retry_backoff_max;       /* cap of the retry delay bound */
-    double queue_recovery_interval; /* recovery scan period and age threshold */
+    double queue_recovery_interval; /* sweeper period, and the age before an uncovered
+                                       message is put back on the queue */
+    double queue_lease;             /* a claimed message's lease; also the idle time after
+                                       which XAUTOCLAIM takes a dead consumer's entries */
+    double max_message_age;         /* a message not sent this long after accept fails */
+    double queue_dead_retention;    /* dead-letter entries older than this are cleaned up */
+    int dispatch_concurrency;       /* messages one worker's dispatcher holds at once */
 } md_conf_t;
 
 /*

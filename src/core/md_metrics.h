@@ -80,9 +80,22 @@ enum {
     MD_METRICS_DEFERRED,
     MD_METRICS_QUEUE_PUSH_ERRORS,
     MD_METRICS_REQUEUED,
+    /* issue 5 */
+    MD_METRICS_ATTEMPTS,     /* claims that started a send attempt */
+    MD_METRICS_DEAD,         /* messages added to the dead-letter queue */
+    MD_METRICS_RECLAIMED,    /* stream entries taken over from a dead consumer (XAUTOCLAIM) */
+    MD_METRICS_HANDED_BACK,  /* messages a stopping worker gave back unsent */
     MD_METRICS_DELIVERY_N
 };
 void md_metrics_delivery(int what, uint64_t n);
 void md_metrics_delivery_latency(double seconds);
+
+/* Queue gauges (issue 5): server-wide values sampled from Redis by whichever
+ * worker last looked (the sweeper, every queue_recovery_interval or sooner),
+ * kept in the shared segment outside the per-worker slots and rendered as
+ * mailerd_queue_depth{priority="transactional|bulk"}, mailerd_queue_scheduled,
+ * mailerd_queue_in_flight, mailerd_queue_dead. */
+void md_metrics_queue_gauges(long long transactional, long long bulk, long long scheduled,
+                             long long in_flight, long long dead);
 
 #endif

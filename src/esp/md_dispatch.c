@@ -230,7 +230,7 @@ md_job_recorded(void *ctx, const md_pg_result_t *res)
         md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("message_id", job->id)),
                 "dispatch: the message left \"sending\" during the send (lease expired?)");
     }
-    md_queue_ack(job->priority, job->entry);
+    md_queue_ack(job->priority, job->entry, job->id);
     md_job_done(job, true);
 }
 
@@ -480,7 +480,7 @@ md_job_claimed(void *ctx, const md_pg_result_t *res)
     const PGresult *row = res->res;
     if (PQntuples(row) != 1) {
         /* canceled, done, or claimed by another consumer: nothing to send */
-        md_queue_ack(job->priority, job->entry);
+        md_queue_ack(job->priority, job->entry, job->id);
         md_job_done(job, true);
         return;
     }
@@ -564,7 +564,7 @@ md_dispatch_entry(md_dispatch_t *d, int priority, redisReply *entry)
         md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("entry", eid)),
                 "dispatch: stream entry without a valid message id, dropped");
         if (strlen(eid) < 64)
-            md_queue_ack(priority, eid);
+            md_queue_ack(priority, eid, NULL);
         return;
     }
     md_job_t *job = md_xcalloc(1, sizeof(*job));

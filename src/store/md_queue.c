@@ -208,8 +208,9 @@ md_queue_ack_cb(void *ctx, redisReply *reply, const char *err)
 }
 
 void
-md_queue_ack(int priority, const char *entry_id)
+md_queue_ack(int priority, const char *entry_id, const char *message_id)
 {
+    md_unused(message_id); /* issue 5: SREM from MD_QUEUE_LIVE (md_queue.h) */
     const char *argv[] = {"XACK", md_queue_stream[priority == MD_PRIORITY_BULK], MD_QUEUE_GROUP,
                           entry_id};
     md_redis_t *r = md_app ? md_app->redis : NULL;

@@ -47,8 +47,63 @@ extern const char *const md_queue_stream[2];
 /* Fire and forget on md_app->redis (failures are logged and counted; the
  * recovery scan repairs them): acknowledge a stream entry; put a message on the
  * scheduled set for unix time at. */
-void md_queue_ack(int priority, const char *entry_id);
+void md_queue_ack(int priority, const char *entry_id, const char *message_id);
 void md_queue_schedule(const char *id, int priority, double at);
+
+/* ---- issue 5: the hardened queue (contract between md_queue.c, md_dispatch.c and
+ * src/http/md_api_queue.c) ------------------------------------------------------------
+ *
+ * Coverage. A message that PostgreSQL says is waiting to be sent (queued,
+ * scheduled, deferred, or sending with an expired lease) is "covered" when Redis
+ * holds work for it: its id is a member of MD_QUEUE_LIVE (it has a stream entry
+ * not yet acknowledged) or of MD_QUEUE_SCHEDULED (as "t:<id>" / "b:<id>"). Every
+ * path that adds a stream entry adds the id to MD_QUEUE_LIVE in the same Lua
+ * script (push, the scheduled-set mover, the sweeper); acknowledging an entry
+ * removes it (md_queue_ack). The sweeper re-enqueues what is waiting and not
+ * covered, so a Redis restart without persistence, a lost XADD or a dead worker
+ * delays mail and never drops it; the conditional claim in PostgreSQL keeps a
+ * duplicate entry harmless.
+ *
+ * Pause. queue_pauses (migration 0003) is the truth. The claim statement skips
+ * a message whose tenant (or '*') is paused: the dispatcher acknowledges the
+ * entry and the message stays "queued" in PostgreSQL, uncovered; the sweeper
+ * leaves paused tenants alone; resume calls md_queue_requeue for the scope.
+ *
+ * Dead letters. A message that fails for good gets status 'failed', a
+ * dead_letters row (0003, written in the same statement as the status) and an
+ * entry on the MD_QUEUE_DEAD stream (fields id, tenant, code, reason) through
+ * md_queue_dead. The API reads dead_letters; the sweeper deletes rows and trims
+ * stream entries older than queue_dead_retention.
+ */
+#define MD_QUEUE_LIVE "mailerd:q:live" /* SET of message ids with an unacked stream entry */
+#define MD_QUEUE_DEAD "mailerd:q:dead" /* stream: id, tenant, code, reason */
+#define MD_QUEUE_DEAD_MAXLEN "100000"
+
+/* Fire and forget: XADD to MD_QUEUE_DEAD (MAXLEN ~). */
+void md_queue_dead(const char *id, const char *tenant_id, const char *code, const char *reason);
+
+/*
+ * Puts back on the queue every waiting, uncovered message of a scope now, without
+ * the sweeper's age threshold: tenant_id, or NULL for every tenant not paused
+ * (after a global resume). Also used by retry-failed after it moved messages
+ * back to 'queued' (ids given: only those; n == 0 means "by scope"). cb (may be
+ * NULL) runs once from the loop with how many were pushed, or -1 and an error
+ * when PostgreSQL or Redis could not be reached (the sweeper repairs that later).
+ */
+typedef void (*md_queue_requeue_cb)(void *ctx, long pushed, const char *err);
+int md_queue_requeue(const char *tenant_id, const char *const *ids, size_t n,
+                     md_queue_requeue_cb cb, void *ctx);
+
+/* Global queue figures from Redis, for GET /v1/admin/queue/stats and /metrics. */
+typedef struct md_queue_redis_stats_s {
+    long long stream_len[2]; /* XLEN per priority (entries not yet trimmed) */
+    long long lag[2];        /* entries not yet delivered to any consumer */
+    long long pending[2];    /* delivered to a consumer, not acknowledged (in flight) */
+    long long scheduled;     /* ZCARD of the scheduled set (scheduled sends and retries) */
+    long long dead;          /* XLEN of the dead stream */
+} md_queue_redis_stats_t;
+typedef void (*md_queue_stats_cb)(void *ctx, const md_queue_redis_stats_t *s, const char *err);
+int md_queue_redis_stats(md_queue_stats_cb cb, void *ctx);
 
 /* The dispatcher (src/esp/md_dispatch.c): one per worker. */
 int md_dispatch_start(struct md_app_s *app);
