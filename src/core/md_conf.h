@@ -58,6 +58,8 @@ typedef struct md_esp_conf_s {
     /* sink */
     char *dir; /* absolute; default <prefix>/var/sink */
     int fsync; /* flag: fsync each file before its rename (default off) */
+    char *journal; /* absolute, or NULL: append "<message id> <attempt>\n" per delivery
+                      (tests count deliveries, duplicates included, from it) */
     /* failure injection, for tests: probabilities in 0..1, decided per attempt */
     double fail_transient; /* -> retryable("sink_transient") */
     double fail_permanent; /* -> permanent("sink_rejected") */

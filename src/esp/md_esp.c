@@ -45,6 +45,8 @@ static const md_conf_cmd_t md_esp_conf_cmds[] = {
      "var/sink", md_conf_free_str},
     {"fsync", MD_CONF_ESP, MD_CONF_TAKE1, md_conf_set_flag, offsetof(md_esp_conf_t, fsync), NULL,
      "off", NULL},
+    {"journal", MD_CONF_ESP, MD_CONF_TAKE1, md_conf_set_path, offsetof(md_esp_conf_t, journal),
+     NULL, NULL, md_conf_free_str},
     {"fail_transient", MD_CONF_ESP, MD_CONF_TAKE1, md_esp_conf_set_ratio,
      offsetof(md_esp_conf_t, fail_transient), NULL, "0", NULL},
     {"fail_permanent", MD_CONF_ESP, MD_CONF_TAKE1, md_esp_conf_set_ratio,

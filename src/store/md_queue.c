@@ -526,3 +526,34 @@ md_queue_app_destroy(md_app_t *app)
     md_queue = NULL;
     free(q);
 }
+
+/* ---- issue 5 entry points: placeholders until the queue work lands ---------------- */
+
+void
+md_queue_dead(const char *id, const char *tenant_id, const char *code, const char *reason)
+{
+    md_unused(id);
+    md_unused(tenant_id);
+    md_unused(code);
+    md_unused(reason);
+}
+
+int
+md_queue_requeue(const char *tenant_id, const char *const *ids, size_t n, md_queue_requeue_cb cb,
+                 void *ctx)
+{
+    md_unused(tenant_id);
+    md_unused(ids);
+    md_unused(n);
+    md_unused(cb);
+    md_unused(ctx);
+    return MD_ERROR;
+}
+
+int
+md_queue_redis_stats(md_queue_stats_cb cb, void *ctx)
+{
+    md_unused(cb);
+    md_unused(ctx);
+    return MD_ERROR;
+}
