@@ -436,4 +436,270 @@ sub stack_tenant {
     return { id => $id, key => $r->{json}{secret} };
 }
 
+# --- helpers for queue and API tests (issue 5 on) ------------------------------------
+
+# One JSON request with a bearer token (undef: none); $body is encoded when it is
+# a reference, sent as is otherwise. Returns the response hash of request().
+sub json_request {
+    my ($self, $token, $method, $path, $body, %o) = @_;
+    require JSON::PP;
+    my %h = defined $token ? (Authorization => "Bearer $token") : ();
+    if (defined $body) {
+        $h{'Content-Type'} = 'application/json';
+        $body = JSON::PP->new->canonical->encode($body) if ref $body;
+    }
+    return $self->request($method, $path, headers => \%h, defined $body ? (body => $body) : (), %o);
+}
+
+# Rewrites the config with $edit (a sub taking and returning its text), sends
+# SIGHUP and waits until every worker has been replaced. Returns the new worker
+# pids (array ref), or undef when the workers were not all replaced in time.
+sub reload_conf {
+    my ($self, $edit, $timeout) = @_;
+    my @old = $self->worker_pids;
+    my %old = map { $_ => 1 } @old;
+    $self->write_conf($edit->(slurp($self->{conf})));
+    $self->signal('HUP');
+    return wait_for(sub {
+        my @now = $self->worker_pids;
+        return (@now && @now >= @old && !grep { $old{$_} } @now) ? \@now : undef;
+    }, $timeout // 15);
+}
+
+# A sink journal ("<message id> <attempt>" per delivery, see the sink's journal
+# directive) as { id => [attempt, ...] }; relative names are under the test dir.
+sub sink_journal {
+    my ($self, $file) = @_;
+    $file = "$self->{dir}/$file" unless $file =~ m{^/};
+    my %j;
+    for my $l (split /\n/, slurp($file)) {
+        my ($id, $n) = split ' ', $l;
+        push @{ $j{$id} }, $n if defined $id;
+    }
+    return \%j;
+}
+
+
+# --- chaos helpers (issue 5: t/53, t/55) -----------------------------------------------
+
+# MailerdTest->stack_peer($s, %o): one more mailerd on the stores of the stack $s
+# (same PostgreSQL, Redis and admin token; its own dir, port and logs; no
+# migrate). Options as stack takes them: main_extra, http_extra, main, http,
+# pool_size, workers, env. Returns the started, ready MailerdTest; keep it (and
+# $s) alive while needed.
+sub stack_peer {
+    my ($class, $s, %o) = @_;
+    my $t = $class->new;
+    {
+        open(my $fh, '>', $t->dir . '/admin.token') or die $!;
+        print $fh "$s->{admin}\n";
+        close $fh;
+        chmod 0600, $t->dir . '/admin.token';
+    }
+    my $extra = sprintf(qq{postgres {\n    dsn "%s";\n    pool_size %d;\n}\n}
+                      . qq{redis {\n    address %s;\n}\n}
+                      . qq{migrations_dir %s/migrations;\nadmin_token_file admin.token;\n},
+                        $s->{pg}->dsn, $o{pool_size} // 4, $s->{redis}->addr, src_dir());
+    $t->write_conf($t->conf_text(main => { worker_processes => $o{workers} // 2, %{ $o{main} // {} } },
+                                 http => $o{http} // {},
+                                 main_extra => $extra . ($o{main_extra} // ''),
+                                 http_extra => $o{http_extra} // ''));
+    $t->start(env => $o{env} // {});
+    wait_for(sub { (eval { $t->request('GET', '/ready')->{status} } // 0) == 200 }, 15)
+      or die "mailerd peer is not ready: " . (eval { $t->request('GET', '/ready')->{body} } // $@);
+    return $t;
+}
+
+# Like a crash of the whole host: SIGKILL to the master and every worker at
+# once (mailerd does not make a process group of its own, so the pids are
+# listed from /proc). Reaps the master; returns the pids killed.
+sub kill_all {
+    my ($self) = @_;
+    my $pid = $self->{pid} or return ();
+    my @pids = ($pid, $self->worker_pids);
+    kill 'KILL', @pids;
+    waitpid($pid, 0);
+    $self->{exit_status} = $?;
+    delete $self->{pid};
+    # The workers are not our children: wait until they are gone from /proc.
+    wait_for(sub { !grep { -e "/proc/$_" && slurp("/proc/$_/stat") !~ /^\d+ \(.*\) Z/ } @pids[1 .. $#pids] }, 10);
+    return @pids;
+}
+
+# Reads a sink journal ("<message id> <attempt>" per delivery). Returns a hash
+# ref: message id => number of lines (deliveries). A missing file reads empty;
+# a torn last line (a writer killed mid-write) is ignored.
+sub read_journal {
+    my ($file) = @_;
+    my %n;
+    open(my $fh, '<', $file) or return \%n;
+    while (my $l = <$fh>) {
+        next unless $l =~ /^([0-9a-f-]{36}) \d+\n\z/;
+        $n{$1}++;
+    }
+    close $fh;
+    return \%n;
+}
+
+# Starts a client in a child process that sends $o{total} messages through
+# POST /v1/messages/batch, $o{batch} recipients a request (default 100), at
+# about $o{rate} messages/s (0: as fast as it can), spreading the requests over
+# the ports in $o{ports} (default: this instance's). Like a real application it
+# retries a request refused with 429/5xx or lost on the connection, after
+# 100 ms, until $o{deadline} seconds (default 300) have passed. Every id
+# answered with 202 is appended to $o{file} as it comes (one a line, flushed),
+# so the parent sees the progress; at the end "$o{file}.done" gets one line of
+# counts (accepted, retried, by status). Priorities alternate between bulk and
+# transactional per request unless $o{priority} is given. Returns the child's
+# pid; reap it with sender_wait.
+sub spawn_sender {
+    my ($self, %o) = @_;
+    my $file = $o{file} or die "spawn_sender: file";
+    my @ports = @{ $o{ports} // [ $self->{port} ] };
+    my $pid = fork // die "fork: $!";
+    return $pid if $pid;
+    # The child must never run the parent's destructors (they stop the servers).
+    my $rc = eval {
+        require JSON::PP;
+        my $total = $o{total} // 1000;
+        my $bs = $o{batch} // 100;
+        my $rate = $o{rate} // 0;
+        my $deadline = time + ($o{deadline} // 300);
+        my $tag = $o{tag} // 'c';
+        open(my $out, '>>', $file) or die "$file: $!";
+        $out->autoflush(1);
+        my %st;
+        my ($retries, $accepted, $k) = (0, 0, 0);
+        my $start = time;
+        my $sent = 0;
+        while ($sent < $total && time < $deadline) {
+            my $n = $total - $sent < $bs ? $total - $sent : $bs;
+            my $prio = $o{priority} // ($k % 2 ? 'transactional' : 'bulk');
+            my $body = JSON::PP::encode_json({
+                from => 'Chaos <chaos@acme.example>', subject => "chaos $tag $k", text => "chaos $k",
+                priority => $prio,
+                recipients => [ map { { to => "$tag$k-$_\@example.com" } } 1 .. $n ] });
+            while (time < $deadline) {
+                my $port = $ports[$k % @ports];
+                my $r = eval {
+                    local $self->{port} = $port;
+                    $self->request('POST', '/v1/messages/batch', body => $body, timeout => 15,
+                                   headers => { Authorization => "Bearer $o{key}",
+                                                'Content-Type' => 'application/json' });
+                };
+                my $code = $r ? $r->{status} : 'conn';
+                $st{$code}++;
+                if ($r && $r->{status} == 202 && $r->{json}) {
+                    my @ids = map { $_->{id} } @{ $r->{json}{accepted} // [] };
+                    print $out map { "$_\n" } @ids;
+                    $accepted += @ids;
+                    last;
+                }
+                if ($r && $r->{status} != 429 && $r->{status} < 500) {
+                    $st{"body$code"} //= substr($r->{body}, 0, 200);
+                    last; # refused for good: not accepted, not retried
+                }
+                $retries++;
+                sleep 0.1;
+            }
+            $sent += $n;
+            $k++;
+            if ($rate > 0) {
+                my $due = $start + $sent / $rate;
+                sleep($due - time) if $due > time;
+            }
+        }
+        close $out;
+        open(my $d, '>', "$file.done") or die $!;
+        print $d "accepted=$accepted retries=$retries "
+          . join(' ', map { "$_=$st{$_}" } sort keys %st) . "\n";
+        close $d;
+        0;
+    };
+    if (!defined $rc) {
+        if (open(my $d, '>>', "$file.done")) { print $d "sender died: $@\n"; close $d }
+        $rc = 1;
+    }
+    POSIX::_exit($rc);
+}
+
+# Reads the ids a spawn_sender child has got 202 for so far.
+sub sender_ids {
+    my ($file) = @_;
+    open(my $fh, '<', $file) or return ();
+    my @ids;
+    while (my $l = <$fh>) {
+        push @ids, $1 if $l =~ /^([0-9a-f-]{36})\n\z/;
+    }
+    close $fh;
+    return @ids;
+}
+
+# Waits up to $timeout s for a spawn_sender child; kills it after that. Returns
+# the summary line it wrote (or what went wrong).
+sub sender_wait {
+    my ($pid, $file, $timeout) = @_;
+    my $done = wait_for(sub { waitpid($pid, WNOHANG) == $pid }, $timeout // 60);
+    unless ($done) {
+        kill 'KILL', $pid;
+        waitpid($pid, 0);
+        return "sender killed after ${\($timeout // 60)} s; " . slurp("$file.done");
+    }
+    my $s = slurp("$file.done");
+    chomp $s;
+    return $s;
+}
+
+
+# Why messages are not delivered: for a stack's $pg and $redis and some ids
+# (the first $o{max} // 15 are looked at one by one) returns text with the
+# status of all of them, each one's row, events and Redis coverage (live set,
+# scheduled set), and the consumer group's view of both streams.
+sub queue_diag {
+    my ($pg, $redis, $ids, %o) = @_;
+    my @ids = @$ids;
+    my @few = grep { defined } @ids[0 .. (($o{max} // 15) - 1)];
+    my $txt = '';
+    my $q = sub { my ($sql) = @_; my ($rc, $out) = $pg->psql($sql, may_fail => 1); $rc ? "(psql: $out)" : $out };
+    if (@few) {
+        my $in = join(',', map { "'$_'" } @few);
+        $txt .= "first " . scalar(@few) . " of " . scalar(@ids) . " ids: id|status|priority|attempts|lease_left_s|updated_ago_s|last_error|events\n";
+        $txt .= $q->("SELECT m.id, m.status, m.priority, m.attempts,"
+                     . " round(extract(epoch FROM m.lease_until - now())::numeric, 1),"
+                     . " round(extract(epoch FROM now() - m.updated_at)::numeric, 1), m.last_error,"
+                     . " (SELECT string_agg(e.type || coalesce(':' || (e.data->>'reason'), ''), ',' ORDER BY e.created_at, e.id)"
+                     . "  FROM events e WHERE e.message_id = m.id)"
+                     . " FROM messages m WHERE m.id IN ($in) ORDER BY m.id") . "\n";
+        my $found = $q->("SELECT count(*) FROM messages WHERE id IN ($in)");
+        $txt .= "rows found for them in messages: $found\n";
+        for my $id (@few) {
+            my $live = $redis->cli('SISMEMBER', 'mailerd:q:live', $id) // '?';
+            my $st = $redis->cli('ZSCORE', 'mailerd:q:scheduled', "t:$id") // '';
+            my $sb = $redis->cli('ZSCORE', 'mailerd:q:scheduled', "b:$id") // '';
+            $txt .= "  redis $id: live=$live scheduled_t=" . ($st eq '' ? '-' : $st)
+              . " scheduled_b=" . ($sb eq '' ? '-' : $sb) . "\n";
+        }
+    }
+    $txt .= "all messages by status: " . join(', ', split /\n/, $q->("SELECT status || '=' || count(*) FROM messages GROUP BY status ORDER BY 1")) . "\n";
+    for my $s (qw(mailerd:q:transactional mailerd:q:bulk)) {
+        my $g = $redis->cli('XINFO', 'GROUPS', $s) // '(none)';
+        $g =~ s/\n/ /g;
+        my $p = $redis->cli('XPENDING', $s, 'mailerd') // '(none)';
+        $p =~ s/\n/ /g;
+        $txt .= "$s: XLEN " . ($redis->cli('XLEN', $s) // '?') . "; group: $g; pending: $p\n";
+    }
+    $txt .= "scheduled ZCARD " . ($redis->cli('ZCARD', 'mailerd:q:scheduled') // '?')
+      . ", live SCARD " . ($redis->cli('SCARD', 'mailerd:q:live') // '?') . "\n";
+    return $txt;
+}
+
+# The error log lines at warn level or above (the last $max, default 30), for diagnostics.
+sub log_warnings {
+    my ($self, $max) = @_;
+    my @l = grep { /"level":"(?:warn|error|crit|alert|emerg)"/ } split /\n/, $self->error_log;
+    $max //= 30;
+    @l = @l[-$max .. -1] if @l > $max;
+    return join("\n", @l);
+}
+
 1;

@@ -1,0 +1,2 @@
+/* md_dns: placeholder, being written (issue 6). */
+#include "md_dns.h"
