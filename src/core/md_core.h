@@ -54,6 +54,19 @@ typedef struct md_str_s {
 #define md_printf_like(f, a)
 #endif
 
+/* The value of one hex digit, or -1. */
+static inline int
+md_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 static inline bool
 md_str_eq(md_str_t a, const char *lit)
 {

@@ -68,9 +68,18 @@ typedef struct {
     uint64_t delivery_latency_ns, delivery_latency_count;
 } md_metrics_slot_t;
 
+/* Queue gauges: one server-wide value, whoever sampled it last (md_metrics.h).
+ * Several workers may store at once; each field is one relaxed store, so a
+ * render may mix two samples a few seconds apart, never a torn number. */
+typedef struct {
+    uint64_t sampled; /* 0 until a first sample: the series are left out until then */
+    int64_t depth[2], scheduled, in_flight, dead;
+} md_metrics_queue_t;
+
 typedef struct {
     uint64_t worker_restarts;
     uint64_t start_time_ms;
+    md_metrics_queue_t queue;
     md_metrics_slot_t slot[MD_METRICS_MAX_SLOTS];
 } md_metrics_shm_t;
 
@@ -317,6 +326,49 @@ md_metrics_delivery_latency(double seconds)
     INC(&s->delivery_latency_count, 1);
 }
 
+void
+md_metrics_queue_gauges(long long transactional, long long bulk, long long scheduled,
+                        long long in_flight, long long dead)
+{
+    if (shm == NULL)
+        return;
+    md_metrics_queue_t *q = &shm->queue;
+    STORE(&q->depth[0], (int64_t)transactional);
+    STORE(&q->depth[1], (int64_t)bulk);
+    STORE(&q->scheduled, (int64_t)scheduled);
+    STORE(&q->in_flight, (int64_t)in_flight);
+    STORE(&q->dead, (int64_t)dead);
+    STORE(&q->sampled, 1);
+}
+
+/* The queue gauges, once something sampled them. */
+static void
+render_queue(md_buf_t *out)
+{
+    if (shm == NULL || !LOAD(&shm->queue.sampled))
+        return;
+    const md_metrics_queue_t *q = &shm->queue;
+    md_buf_printf(out,
+                  "# HELP mailerd_queue_depth Stream entries not yet read by any dispatcher, by "
+                  "priority.\n"
+                  "# TYPE mailerd_queue_depth gauge\n"
+                  "mailerd_queue_depth{priority=\"transactional\"} %lld\n"
+                  "mailerd_queue_depth{priority=\"bulk\"} %lld\n"
+                  "# HELP mailerd_queue_scheduled Scheduled sends and retries waiting for their "
+                  "time.\n"
+                  "# TYPE mailerd_queue_scheduled gauge\n"
+                  "mailerd_queue_scheduled %lld\n"
+                  "# HELP mailerd_queue_in_flight Stream entries read and not yet acknowledged.\n"
+                  "# TYPE mailerd_queue_in_flight gauge\n"
+                  "mailerd_queue_in_flight %lld\n"
+                  "# HELP mailerd_queue_dead Entries of the dead-letter stream.\n"
+                  "# TYPE mailerd_queue_dead gauge\n"
+                  "mailerd_queue_dead %lld\n",
+                  (long long)LOAD(&q->depth[0]), (long long)LOAD(&q->depth[1]),
+                  (long long)LOAD(&q->scheduled), (long long)LOAD(&q->in_flight),
+                  (long long)LOAD(&q->dead));
+}
+
 /* Delivery counters and the accept-to-sent latency, summed over the used slots. */
 static void
 render_delivery(md_buf_t *out)
@@ -332,35 +384,52 @@ render_delivery(md_buf_t *out)
         ns += LOAD(&sl->delivery_latency_ns);
         count += LOAD(&sl->delivery_latency_count);
     }
-    md_buf_printf(out,
-                  "# HELP mailerd_messages_sent_total Send attempts the ESP took (recorded).\n"
-                  "# TYPE mailerd_messages_sent_total counter\n"
-                  "mailerd_messages_sent_total %llu\n"
-                  "# HELP mailerd_messages_failed_total Messages failed for good (permanent "
-                  "error or attempts spent).\n"
-                  "# TYPE mailerd_messages_failed_total counter\n"
-                  "mailerd_messages_failed_total %llu\n"
-                  "# HELP mailerd_messages_deferred_total Send attempts failed transiently and "
-                  "scheduled again.\n"
-                  "# TYPE mailerd_messages_deferred_total counter\n"
-                  "mailerd_messages_deferred_total %llu\n"
-                  "# HELP mailerd_queue_push_errors_total Queue writes that failed after commit "
-                  "(the recovery scan requeues those messages).\n"
-                  "# TYPE mailerd_queue_push_errors_total counter\n"
-                  "mailerd_queue_push_errors_total %llu\n"
-                  "# HELP mailerd_queue_requeued_total Messages the recovery scan put back on "
-                  "the queue.\n"
-                  "# TYPE mailerd_queue_requeued_total counter\n"
-                  "mailerd_queue_requeued_total %llu\n"
-                  "# HELP mailerd_dispatch_latency_seconds Time from accept to sent.\n"
-                  "# TYPE mailerd_dispatch_latency_seconds summary\n"
-                  "mailerd_dispatch_latency_seconds_sum %llu.%09llu\n"
-                  "mailerd_dispatch_latency_seconds_count %llu\n",
-                  (unsigned long long)v[MD_METRICS_SENT], (unsigned long long)v[MD_METRICS_FAILED],
-                  (unsigned long long)v[MD_METRICS_DEFERRED],
-                  (unsigned long long)v[MD_METRICS_QUEUE_PUSH_ERRORS],
-                  (unsigned long long)v[MD_METRICS_REQUEUED], (unsigned long long)(ns / 1000000000),
-                  (unsigned long long)(ns % 1000000000), (unsigned long long)count);
+    md_buf_printf(
+        out,
+        "# HELP mailerd_messages_sent_total Send attempts the ESP took (recorded).\n"
+        "# TYPE mailerd_messages_sent_total counter\n"
+        "mailerd_messages_sent_total %llu\n"
+        "# HELP mailerd_messages_failed_total Messages failed for good (permanent "
+        "error or attempts spent).\n"
+        "# TYPE mailerd_messages_failed_total counter\n"
+        "mailerd_messages_failed_total %llu\n"
+        "# HELP mailerd_messages_deferred_total Send attempts failed transiently and "
+        "scheduled again.\n"
+        "# TYPE mailerd_messages_deferred_total counter\n"
+        "mailerd_messages_deferred_total %llu\n"
+        "# HELP mailerd_queue_push_errors_total Queue writes that failed after commit "
+        "(the sweeper requeues those messages).\n"
+        "# TYPE mailerd_queue_push_errors_total counter\n"
+        "mailerd_queue_push_errors_total %llu\n"
+        "# HELP mailerd_queue_requeued_total Messages the sweeper or a resume put back on "
+        "the queue.\n"
+        "# TYPE mailerd_queue_requeued_total counter\n"
+        "mailerd_queue_requeued_total %llu\n"
+        "# HELP mailerd_delivery_attempts_total Send attempts started (claims).\n"
+        "# TYPE mailerd_delivery_attempts_total counter\n"
+        "mailerd_delivery_attempts_total %llu\n"
+        "# HELP mailerd_dead_letters_total Messages added to the dead-letter queue.\n"
+        "# TYPE mailerd_dead_letters_total counter\n"
+        "mailerd_dead_letters_total %llu\n"
+        "# HELP mailerd_queue_reclaimed_total Stream entries taken over from a dead "
+        "consumer.\n"
+        "# TYPE mailerd_queue_reclaimed_total counter\n"
+        "mailerd_queue_reclaimed_total %llu\n"
+        "# HELP mailerd_queue_handed_back_total Messages a stopping worker gave back "
+        "unsent.\n"
+        "# TYPE mailerd_queue_handed_back_total counter\n"
+        "mailerd_queue_handed_back_total %llu\n"
+        "# HELP mailerd_dispatch_latency_seconds Time from accept to sent.\n"
+        "# TYPE mailerd_dispatch_latency_seconds summary\n"
+        "mailerd_dispatch_latency_seconds_sum %llu.%09llu\n"
+        "mailerd_dispatch_latency_seconds_count %llu\n",
+        (unsigned long long)v[MD_METRICS_SENT], (unsigned long long)v[MD_METRICS_FAILED],
+        (unsigned long long)v[MD_METRICS_DEFERRED],
+        (unsigned long long)v[MD_METRICS_QUEUE_PUSH_ERRORS],
+        (unsigned long long)v[MD_METRICS_REQUEUED], (unsigned long long)v[MD_METRICS_ATTEMPTS],
+        (unsigned long long)v[MD_METRICS_DEAD], (unsigned long long)v[MD_METRICS_RECLAIMED],
+        (unsigned long long)v[MD_METRICS_HANDED_BACK], (unsigned long long)(ns / 1000000000),
+        (unsigned long long)(ns % 1000000000), (unsigned long long)count);
 }
 
 /* The send API's counters, summed over the used slots. */
@@ -597,4 +666,5 @@ md_metrics_render(md_buf_t *out, const md_router_t *rt)
     render_messages(out);
     render_group_commit(out);
     render_delivery(out);
+    render_queue(out);
 }

@@ -1,33 +1,94 @@
 /*
  * The dispatcher: one per worker. It reads message ids from the queue streams
- * (consumer group "mailerd", consumer "host:pid"), claims each message in
- * PostgreSQL, hands it to its ESP account's driver, records the outcome, and
- * acknowledges the stream entry.
+ * (consumer group "mailerd", consumer "host:pid"), claims them in PostgreSQL,
+ * hands each to its ESP account's driver, records the outcomes and
+ * acknowledges the stream entries. Everything after the read works on a batch:
+ * the entries of one read.
  *
  * Reading: on its own Redis connection, because a blocking XREADGROUP holds the
  * connection for up to a second and the worker's shared connection must keep
  * serving requests meanwhile (its command_timeout is raised above the BLOCK
  * time). Priority is strict: transactional entries are read first (no BLOCK);
- * only when that stream has no more does a read take bulk entries; only when
- * both are empty does a read block on both. At most MD_DISPATCH_MAX_JOBS messages
- * are held at once; a read asks only for the free places.
+ * only when that stream has no more does a read take bulk entries, and after
+ * every bulk read the next read looks at the transactional stream again; only
+ * when both are empty does a read block on both. At most dispatch_concurrency
+ * messages are held at once, in reads of at most half of it (so one batch is
+ * being claimed or recorded while the next one is read and sent), which keeps a
+ * transactional message behind at most one batch cycle even with a bulk backlog.
  *
- * One message, at least once, never twice at the same time:
- *   claim:  UPDATE ... SET status 'sending', attempts+1, lease 5 min WHERE the
- *           status is claimable, with its 'sending' event (one statement). No row:
- *           already taken, canceled or done -> acknowledge and skip.
- *   send:   the account's driver (the sink writes its file here).
- *   record: one statement: sent (+ delivered for the sink) | deferred with
- *           next_attempt_at from exponential backoff with full jitter (and ZADD
- *           to the scheduled set) | failed; each with its event.
- *   ack:    XACK (and the deferred message's ZADD) on the worker's connection.
- * A failure between steps leaves the entry pending and the message either
- * "queued" or "sending" under its lease; the recovery scan (md_queue.c) brings
- * both back, and the conditional claim keeps a duplicate entry harmless.
+ * One batch, at least once, never twice at the same time:
+ *   claim:  one statement for the whole read (UPDATE ... FROM unnest of the ids
+ *           and event ids, joined by ordinality) where the message is claimable (queued; scheduled
+ * or deferred and due; sending under an expired lease) and its tenant is not paused; status
+ *           'sending', attempts + 1, a lease of queue_lease, with the 'sending'
+ *           events. A message past max_message_age is failed there instead
+ *           (code "expired", a dead_letters row, a 'failed' event). An entry whose
+ *           message was not claimed (done, canceled, paused, not due, held by
+ *           another consumer) is acknowledged.
+ *   send:   each claimed message through its account's driver (the sink writes
+ *           its file here, synchronously).
+ *   record: as the sends go, in chunks (MD_DISPATCH_RECORD_MAX messages or
+ *           MD_DISPATCH_RECORD_SPAN of sending): one unit of at most two
+ *           statements, the sent rows (+ delivered for the sink) and the failed
+ *           or deferred ones, each with their events; failures for good write
+ *           their dead_letters rows in the same statement. Both are guarded by
+ *           status 'sending' and the attempt number, so a worker that lost its
+ *           lease cannot overwrite the next attempt's outcome, and a record can
+ *           be tried again: one PostgreSQL lost (a restart) is, every
+ *           MD_DISPATCH_RECORD_RETRY, while the lease holds. Chunks bound what a
+ *           crash sends twice to one chunk per batch in flight, and they are
+ *           what keeps a SIGKILLed worker from duplicating a whole batch.
+ *   ack:    XACK (md_queue_ack), the deferred messages' ZADD (md_queue_schedule)
+ *           and the dead-letter stream entries (md_queue_dead), all after COMMIT.
+ * A claim PostgreSQL refuses or fails hands its entries back (acknowledged and
+ * pushed again). A record that cannot be made leaves them pending and the
+ * messages "sending" under their lease; XAUTOCLAIM (below) or the sweeper
+ * brings them back (at least once), and the conditional claim keeps a
+ * duplicate entry harmless.
+ *
+ * Plans: every statement tests the status as "(...) IS TRUE", which no index
+ * can serve, so the planner (generic plans included) looks each row up by
+ * primary key from the array. With a plain "status = 'sending'" (or the
+ * claim's "status = 'queued' OR ...") it may scan messages_pending_idx for
+ * those statuses and join: cheap on a quiet table or with fresh statistics, but
+ * after a burst the claim would walk every queued message per batch, and every
+ * status change is a non-HOT update that leaves a dead entry in that index
+ * until VACUUM. (An extra "id = ANY($1)" does not help: the planner then joins
+ * the array to the index scan's result row by row, 128 x 128 comparisons.)
+ *
+ * Lock order: a batch is sorted by message id before its claim, and every
+ * statement takes its rows in the order of its arrays (a nested loop over
+ * unnest and the primary key), so two workers holding duplicate entries of the
+ * same messages mostly wait for each other rather than deadlock. Not a
+ * guarantee (the planner chooses the join): a deadlock, should one happen,
+ * fails one claim, whose entries are handed back. An explicit SELECT ...
+ * ORDER BY id FOR UPDATE would guarantee it, but writes a lock record for every
+ * row before its update (measured: it doubled the claim's time), for a case
+ * that needs duplicate entries claimed at the same moment.
+ *
+ * Dead consumers: every MD_DISPATCH_RECLAIM_EVERY seconds, and when the streams
+ * are idle, XAUTOCLAIM takes over the entries pending for longer than
+ * queue_lease (plus a second, so the lease taken by the dead consumer's claim
+ * has certainly expired by then) from any consumer, and they are claimed like
+ * fresh ones.
+ *
+ * Stopping (md_dispatch_shutdown, called while the PostgreSQL pool still takes
+ * statements): no more reads; batches already sent finish their record (one
+ * waiting to be tried again gets its last try now); the
+ * messages of claims still in flight are released in one statement (back to
+ * "queued", attempts - 1, a 'queued' event with reason handed_back) and
+ * requeued. The release recognises our own claims by a lease token (the
+ * sub-millisecond digits of lease_until, random per batch), so it never takes a
+ * message another worker holds. A claim that PostgreSQL runs only after the
+ * release keeps its message "sending" under the lease, and its entry pending
+ * for XAUTOCLAIM: delayed by queue_lease, never lost. Entries that a read still
+ * in flight brings after the stop are acknowledged and pushed again.
  */
 #include "md_app.h"
+#include "md_buf.h"
 #include "md_esp.h"
 #include "md_id.h"
+#include "md_list.h"
 #include "md_log.h"
 #include "md_messages.h"
 #include "md_metrics.h"
@@ -43,33 +104,77 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MD_DISPATCH_MAX_JOBS 64
-#define MD_DISPATCH_MIN_READ                                                                       \
-    16 /* read when at least this many places are free (or none is held)                           \
-        */
-#define MD_DISPATCH_BLOCK_MS "1000"
-#define MD_DISPATCH_RETRY    0.25 /* seconds before reading again after a refusal */
-#define MD_ADDRESS_BUF       512  /* an addr-spec in A-label form (254) with room */
+#define MD_DISPATCH_BATCH_MAX     256   /* entries per read (and per claim statement) */
+#define MD_DISPATCH_RECORD_MAX    32    /* outcomes per record unit at most ... */
+#define MD_DISPATCH_RECORD_SPAN   0.001 /* ... or what one millisecond of sending produced */
+#define MD_DISPATCH_RECORD_RETRY  0.5   /* seconds between tries of a record PostgreSQL lost */
+#define MD_DISPATCH_BLOCK_MS      "1000"
+#define MD_DISPATCH_RETRY         0.25 /* seconds before reading again after a refusal */
+#define MD_DISPATCH_RECLAIM_EVERY 5.0  /* seconds between XAUTOCLAIM rounds */
+#define MD_DISPATCH_RECLAIM_CALLS 64   /* XAUTOCLAIM calls per stream per round at most */
+#define MD_ADDRESS_BUF            512  /* an addr-spec in A-label form (254) with room */
 
-/* Claimable: queued; scheduled or deferred when due (5 s of tolerance for clock
- * differences between the workers that scheduled and PostgreSQL); an entry that
- * comes early finds nothing to claim, and the message waits for its own. */
+/*
+ * The claim. $1 message ids (in id order: see "Lock order" above), $2 event ids
+ * (same order; joined by ordinality), $3 lease (seconds), $4 max_message_age
+ * (seconds), $5 lease token (1..999, the microseconds of lease_until below the
+ * millisecond: see md_dispatch_release_sql). Scheduled or deferred messages are
+ * due with 5 s of tolerance for clock differences between the worker that
+ * scheduled them and PostgreSQL; an entry that comes early finds nothing to
+ * claim and the message waits for its own. A message's age counts from when it
+ * was first due (send_at for a scheduled send), so a send scheduled days ahead
+ * does not expire on arrival. Only a claimable message becomes 'failed' here, so
+ * the new status tells which rows expired.
+ */
+#define MD_DISPATCH_EXPIRED                                                                        \
+    "(greatest(m.created_at, coalesce(m.send_at, m.created_at))"                                   \
+    " < now() - make_interval(secs => $4::float8))"
 static const char md_dispatch_claim_sql[] =
-    "WITH m AS ("
-    " UPDATE messages SET status = 'sending', attempts = attempts + 1,"
-    "  lease_until = now() + interval '5 minutes', updated_at = now()"
-    " WHERE id = $1 AND (status = 'queued'"
-    "  OR (status = 'scheduled' AND (send_at IS NULL OR send_at <= now() + interval '5 seconds'))"
-    "  OR (status = 'deferred' AND (next_attempt_at IS NULL"
-    "                               OR next_attempt_at <= now() + interval '5 seconds')))"
-    " RETURNING *),"
+    "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(id, eid, n)),"
+    " u AS ("
+    "  UPDATE messages m SET"
+    "   status = CASE WHEN " MD_DISPATCH_EXPIRED " THEN 'failed' ELSE 'sending' END,"
+    "   attempts = m.attempts + CASE WHEN " MD_DISPATCH_EXPIRED " THEN 0 ELSE 1 END,"
+    "   lease_until = CASE WHEN " MD_DISPATCH_EXPIRED " THEN NULL"
+    "    ELSE date_trunc('milliseconds', now() + make_interval(secs => $3::float8))"
+    "         + $5::int * interval '1 microsecond' END,"
+    "   last_error = CASE WHEN " MD_DISPATCH_EXPIRED
+    "    THEN 'expired: not sent within max_message_age'"
+    "         || coalesce(' (last error: ' || m.last_error || ')', '')"
+    "    ELSE m.last_error END,"
+    "   next_attempt_at = CASE WHEN " MD_DISPATCH_EXPIRED " THEN NULL ELSE m.next_attempt_at END,"
+    "   updated_at = now()"
+    "  FROM r WHERE m.id = r.id"
+    "   AND (m.status = 'queued'"
+    "    OR (m.status = 'scheduled' AND (m.send_at IS NULL"
+    "                                    OR m.send_at <= now() + interval '5 seconds'))"
+    "    OR (m.status = 'deferred' AND (m.next_attempt_at IS NULL"
+    "                                   OR m.next_attempt_at <= now() + interval '5 seconds'))"
+    "    OR (m.status = 'sending' AND m.lease_until < now())) IS TRUE"
+    "   AND NOT EXISTS (SELECT 1 FROM queue_pauses p"
+    "                   WHERE p.scope = '*' OR p.scope = m.tenant_id::text)"
+    "  RETURNING m.*, r.eid, r.n, m.status = 'failed' AS expired),"
     " e AS (INSERT INTO events (id, tenant_id, message_id, type, data)"
-    "  SELECT $2, m.tenant_id, m.id, 'sending', jsonb_build_object('attempt', m.attempts) FROM m)"
-    " SELECT m.id::text, m.tenant_id::text, m.attempts, m.priority, m.from_addr, m.from_name,"
-    "  m.to_addr, m.to_name, m.cc::text, m.bcc::text, m.reply_to, m.subject, m.text_body,"
-    "  m.html_body, m.headers::text, m.esp_route, extract(epoch FROM m.created_at)::float8"
-    " FROM m";
+    "  SELECT u.eid, u.tenant_id, u.id, u.status,"
+    "   CASE WHEN u.expired THEN jsonb_build_object('code', 'expired', 'error', u.last_error,"
+    "                                               'attempt', u.attempts)"
+    "   ELSE jsonb_build_object('attempt', u.attempts) END FROM u),"
+    " dl AS (INSERT INTO dead_letters (message_id, tenant_id, batch_id, code, reason, attempts, "
+    "esp)"
+    "  SELECT u.id, u.tenant_id, u.batch_id, 'expired', u.last_error, u.attempts, u.esp"
+    "  FROM u WHERE u.expired"
+    "  ON CONFLICT (message_id) DO UPDATE SET code = EXCLUDED.code, reason = EXCLUDED.reason,"
+    "   attempts = EXCLUDED.attempts, esp = EXCLUDED.esp, created_at = now())"
+    " SELECT u.n, u.expired, u.id::text, u.tenant_id::text, u.attempts, u.priority, u.from_addr,"
+    "  u.from_name, u.to_addr, u.to_name, u.cc::text, u.bcc::text, u.reply_to, u.subject,"
+    "  u.text_body, u.html_body, u.headers::text, u.esp_route,"
+    "  extract(epoch FROM u.created_at)::float8,"
+    "  extract(epoch FROM greatest(u.created_at, coalesce(u.send_at, u.created_at)))::float8,"
+    "  u.last_error"
+    " FROM u";
 enum {
+    C_N,
+    C_EXPIRED,
     C_ID,
     C_TENANT,
     C_ATTEMPTS,
@@ -86,58 +191,126 @@ enum {
     C_HTML,
     C_HEADERS,
     C_ESP_ROUTE,
-    C_CREATED
+    C_CREATED,
+    C_AGE_BASE,
+    C_LAST_ERROR
 };
 
-/* $1 id, $2 esp, $3 provider id, $4 'sent' event id, $5 delivered too, $6 its
- * event id. The delivery is stamped a microsecond after the send so the events
- * sort in the order they happened whatever the reader's tie-break. */
+/*
+ * The sent rows of a batch. $1 ids (in id order), $2 entry indexes, $3 attempts
+ * (the claim's), $4 esp, $5 provider ids, $6 delivered too, $7 'sent' event ids,
+ * $8 'delivered' event ids. The delivery is stamped a microsecond after the send
+ * so the events sort in the order they happened whatever the reader's
+ * tie-break. Returns the entry index of each row recorded.
+ */
 static const char md_dispatch_sent_sql[] =
-    "WITH m AS ("
-    " UPDATE messages SET status = CASE WHEN $5::boolean THEN 'delivered' ELSE 'sent' END,"
-    "  esp = $2::text, esp_message_id = $3::text, sent_at = now(),"
-    "  delivered_at = CASE WHEN $5::boolean THEN now() + interval '1 microsecond' END,"
-    "  lease_until = NULL, next_attempt_at = NULL, last_error = NULL, updated_at = now()"
-    " WHERE id = $1 AND status = 'sending'"
-    " RETURNING id, tenant_id, attempts),"
+    "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[], $5::text[],"
+    "                                $6::boolean[], $7::uuid[], $8::uuid[])"
+    "           AS r(id, n, attempt, esp, pid, delivered, eid1, eid2)),"
+    " u AS ("
+    "  UPDATE messages m SET status = CASE WHEN r.delivered THEN 'delivered' ELSE 'sent' END,"
+    "   esp = r.esp, esp_message_id = r.pid, sent_at = now(),"
+    "   delivered_at = CASE WHEN r.delivered THEN now() + interval '1 microsecond' END,"
+    "   lease_until = NULL, next_attempt_at = NULL, last_error = NULL, updated_at = now()"
+    "  FROM r WHERE m.id = r.id AND (m.status = 'sending') IS TRUE AND m.attempts "
+    "= r.attempt"
+    "  RETURNING m.id, m.tenant_id, m.attempts, r.n, r.esp, r.pid, r.delivered, r.eid1, r.eid2),"
     " e AS (INSERT INTO events (id, tenant_id, message_id, type, data, created_at)"
-    "  SELECT v.eid, m.tenant_id, m.id, v.type,"
-    "   jsonb_build_object('esp', $2::text, 'esp_message_id', $3::text, 'attempt', m.attempts),"
+    "  SELECT v.eid, u.tenant_id, u.id, v.type,"
+    "   jsonb_build_object('esp', u.esp, 'esp_message_id', u.pid, 'attempt', u.attempts),"
     "   now() + v.off"
-    "  FROM m, (VALUES ($4::uuid, 'sent', interval '0'),"
-    "                  ($6::uuid, 'delivered', interval '1 microsecond')) AS v(eid, type, off)"
-    "  WHERE v.type = 'sent' OR $5::boolean)"
-    " SELECT id::text FROM m";
+    "  FROM u CROSS JOIN LATERAL (VALUES (u.eid1, 'sent', interval '0'),"
+    "   (u.eid2, 'delivered', interval '1 microsecond')) AS v(eid, type, off)"
+    "  WHERE v.type = 'sent' OR u.delivered)"
+    " SELECT n FROM u";
 
-/* $1 id, $2 'deferred' | 'failed', $3 delay (seconds, deferred), $4 last_error,
- * $5 esp, $6 event id, $7 code. Returns next_attempt_at as unix time. */
+/*
+ * The failed and deferred rows of a batch. $1 ids (in id order), $2 entry
+ * indexes, $3 attempts, $4 status ('deferred' | 'failed'), $5 delay (seconds,
+ * deferred), $6 last_error, $7 esp, $8 event ids, $9 codes. A failed row gets
+ * its dead_letters row here. Returns (entry index, next_attempt_at as unix time
+ * or 0).
+ */
 static const char md_dispatch_fail_sql[] =
-    "WITH m AS ("
-    " UPDATE messages SET status = $2::text, esp = $5::text, last_error = $4::text,"
-    "  lease_until = NULL, updated_at = now(),"
-    "  next_attempt_at = CASE WHEN $2::text = 'deferred'"
-    "                    THEN now() + make_interval(secs => $3::float8) END"
-    " WHERE id = $1 AND status = 'sending'"
-    " RETURNING id, tenant_id, attempts, next_attempt_at),"
+    "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[], $5::float8[],"
+    "                                $6::text[], $7::text[], $8::uuid[], $9::text[])"
+    "           AS r(id, n, attempt, st, delay, err, esp, eid, code)),"
+    " u AS ("
+    "  UPDATE messages m SET status = r.st, esp = r.esp, last_error = r.err,"
+    "   lease_until = NULL, updated_at = now(),"
+    "   next_attempt_at = CASE WHEN r.st = 'deferred' THEN now() + make_interval(secs => r.delay) "
+    "END"
+    "  FROM r WHERE m.id = r.id AND (m.status = 'sending') IS TRUE AND m.attempts "
+    "= r.attempt"
+    "  RETURNING m.id, m.tenant_id, m.batch_id, m.attempts, m.next_attempt_at, r.n, r.st, r.err,"
+    "   r.esp, r.eid, r.code),"
     " e AS (INSERT INTO events (id, tenant_id, message_id, type, data)"
-    "  SELECT $6, m.tenant_id, m.id, $2::text, jsonb_strip_nulls(jsonb_build_object("
-    "   'esp', $5::text, 'code', $7::text, 'error', $4::text, 'attempt', m.attempts,"
-    "   'next_attempt_at', m.next_attempt_at)) FROM m)"
-    " SELECT coalesce(extract(epoch FROM next_attempt_at)::float8, 0) FROM m";
+    "  SELECT u.eid, u.tenant_id, u.id, u.st, jsonb_strip_nulls(jsonb_build_object("
+    "   'esp', u.esp, 'code', u.code, 'error', u.err, 'attempt', u.attempts,"
+    "   'next_attempt_at', u.next_attempt_at)) FROM u),"
+    " dl AS (INSERT INTO dead_letters (message_id, tenant_id, batch_id, code, reason, attempts, "
+    "esp)"
+    "  SELECT u.id, u.tenant_id, u.batch_id, u.code, u.err, u.attempts, u.esp"
+    "  FROM u WHERE u.st = 'failed'"
+    "  ON CONFLICT (message_id) DO UPDATE SET code = EXCLUDED.code, reason = EXCLUDED.reason,"
+    "   attempts = EXCLUDED.attempts, esp = EXCLUDED.esp, created_at = now())"
+    " SELECT n, coalesce(extract(epoch FROM next_attempt_at)::float8, 0) FROM u";
+
+/*
+ * Hands back the messages of claims still in flight when the worker stops. $1
+ * ids, $2 lease tokens of their claims, $3 event ids. Only a message still
+ * "sending" under a lease that carries our token is ours: the release cannot
+ * take a message another worker holds (its claim wrote another token), and a
+ * claim that commits meanwhile is re-checked on the row itself once its lock
+ * is released. Returns the ids released.
+ */
+static const char md_dispatch_release_sql[] =
+    "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::uuid[]) AS r(id, token, eid)),"
+    " u AS ("
+    "  UPDATE messages m SET status = 'queued', attempts = greatest(m.attempts - 1, 0),"
+    "   lease_until = NULL, updated_at = now()"
+    "  FROM r WHERE m.id = r.id AND (m.status = 'sending') IS TRUE"
+    "   AND (extract(microseconds FROM m.lease_until)::bigint % 1000) = r.token"
+    "  RETURNING m.id, m.tenant_id, m.priority, r.eid),"
+    " e AS (INSERT INTO events (id, tenant_id, message_id, type, data)"
+    "  SELECT u.eid, u.tenant_id, u.id, 'queued', '{\"reason\":\"handed_back\"}'::jsonb FROM u)"
+    " SELECT id::text, priority FROM u";
 
 typedef struct md_dispatch_s md_dispatch_t;
 
-typedef struct md_job_s {
-    md_dispatch_t *d;
-    int priority;       /* the stream it came from */
-    int final_priority; /* the message's own (for a retry's set member) */
-    char entry[64];     /* stream entry id, for XACK */
+/* One stream entry of a batch and, once claimed, its attempt. */
+enum { E_READ = 0, E_SENT, E_FAIL, E_DONE };
+
+typedef struct md_entry_s {
+    char entry[64]; /* stream entry id, for XACK */
     char id[MD_UUID_STRLEN + 1];
-    char esp[72];      /* account that took the attempt */
-    int deferred;      /* the outcome: 1 deferred, 0 otherwise */
-    int outcome;       /* MD_METRICS_SENT... counted once recorded */
-    double created_at; /* accept time, for the latency metric */
-} md_job_t;
+    char eid[MD_UUID_STRLEN + 1]; /* the claim's event */
+    int state;                    /* E_* */
+    int final_priority;           /* the message's own (for a retry's set member) */
+    int attempts;                 /* the claim's attempt number */
+    double created_at;            /* accept time, for the latency metric */
+    char tenant[MD_UUID_STRLEN + 1];
+    char esp[72]; /* account that took the attempt */
+    char provider_id[128];
+    int delivered;
+    const char *status; /* E_FAIL: "deferred" | "failed" */
+    double wait;        /* deferred: seconds */
+    char code[64];
+    char last_error[400];
+} md_entry_t;
+
+/* The entries of one read, from the claim to the last acknowledgement. */
+typedef struct md_batch_s {
+    md_dispatch_t *d;
+    md_list_t link; /* on d->claiming while its claim is in flight */
+    int priority;   /* the stream it came from */
+    int token;      /* lease token of its claim (1..999) */
+    int claiming;
+    int records;     /* record units in flight or waiting to retry (+1 while its sends run) */
+    double deadline; /* monotonic: retrying a record after this could race the lease */
+    size_t n;
+    md_entry_t e[];
+} md_batch_t;
 
 enum { PHASE_TRANSACTIONAL, PHASE_BULK, PHASE_BLOCK };
 
@@ -149,9 +322,23 @@ struct md_dispatch_s {
     int groups_ok;      /* XGROUP CREATE answered on this process's connection */
     int reading;        /* a read (or the group creation) is in flight */
     int phase;
-    int held; /* jobs alive */
+    int concurrency; /* messages held at most */
+    int batch;       /* entries per read at most */
+    int min_read;    /* read when this many places are free (or nothing is held) */
+    int held;        /* entries of live batches */
     int shutting, destroying;
+    /* XAUTOCLAIM round: due, which stream, its cursor, calls made on it */
+    int reclaim_due;
+    int reclaim_stream;
+    int reclaim_calls;
+    char reclaim_cursor[64];
+    double last_reclaim;
+    char min_idle[32];
+    md_list_t claiming; /* batches whose claim is in flight */
+    md_list_t retrying; /* record chunks waiting to be sent again */
+    uint64_t rng;
     ev_timer retry;
+    ev_timer reclaim;
 };
 
 static md_dispatch_t *md_dispatch;
@@ -180,6 +367,29 @@ md_dispatch_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
     md_dispatch_pump(t->data);
 }
 
+static void
+md_dispatch_reclaim_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    md_unused(loop);
+    md_unused(revents);
+    md_dispatch_t *d = t->data;
+    if (!d->reclaim_due) {
+        d->reclaim_due = 1;
+        d->reclaim_stream = 0;
+        d->reclaim_calls = 0;
+        snprintf(d->reclaim_cursor, sizeof(d->reclaim_cursor), "0-0");
+    }
+    md_dispatch_pump(d);
+}
+
+static double
+md_dispatch_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static double
 md_dispatch_wall(void)
 {
@@ -188,50 +398,147 @@ md_dispatch_wall(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Ends a job. pump: read more now (only from callbacks that run while the loop
- * serves, never from an error that may come from a client's destroy). */
-static void
-md_job_done(md_job_t *job, bool pump)
+/* xorshift64: lease tokens (no need for more). */
+static unsigned
+md_dispatch_random(md_dispatch_t *d)
 {
-    md_dispatch_t *d = job->d;
-    d->held--;
-    free(job);
+    uint64_t x = d->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    d->rng = x;
+    return (unsigned)(x >> 11);
+}
+
+/* ---- PostgreSQL array literals -------------------------------------------------- */
+
+/* Appends one element to an array literal being built in b ("{" is written by
+ * the first call); quoted: a text element, escaped; NULL s: SQL NULL. */
+static void
+md_arr_add(md_buf_t *b, const char *s, bool quoted)
+{
+    md_buf_append(b, md_buf_len(b) == 0 ? "{" : ",", 1);
+    if (s == NULL) {
+        md_buf_append(b, "NULL", 4);
+        return;
+    }
+    if (!quoted) {
+        md_buf_append_str(b, s);
+        return;
+    }
+    md_buf_append(b, "\"", 1);
+    for (const char *p = s; *p;) {
+        size_t run = strcspn(p, "\"\\");
+        md_buf_append(b, p, run);
+        p += run;
+        if (*p) {
+            char esc[2] = {'\\', *p++};
+            md_buf_append(b, esc, 2);
+        }
+    }
+    md_buf_append(b, "\"", 1);
+}
+
+static void
+md_arr_addf(md_buf_t *b, const char *fmt, double v)
+{
+    char num[64];
+    snprintf(num, sizeof(num), fmt, v);
+    md_arr_add(b, num, false);
+}
+
+/* Closes the literal ("{}" when empty) and NUL-terminates it; returns its text. */
+static const char *
+md_arr_end(md_buf_t *b)
+{
+    if (md_buf_len(b) == 0)
+        md_buf_append(b, "{", 1);
+    md_buf_append(b, "}", 2); /* with the NUL */
+    return b->pos;
+}
+
+static void
+md_arrs_init(md_buf_t *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        md_buf_init(&a[i]);
+}
+
+static void
+md_arrs_free(md_buf_t *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        md_buf_free(&a[i]);
+}
+
+/* ---- handing back ----------------------------------------------------------------- */
+
+/* Acknowledges entries and puts their messages back on the queue at once (ack
+ * first: both go out in order on the worker's connection, so the push's
+ * coverage mark outlives the ack's removal). For entries this worker will not
+ * claim (stopping, or PostgreSQL refused or failed the claim): the push goes
+ * straight to the stream, without asking PostgreSQL (which may be closing or
+ * down); a message that was not waiting any more only costs the next reader a
+ * claim that finds nothing. stopping: count them as handed back (the metric is
+ * about stopping workers). */
+static void
+md_dispatch_hand_back(int priority, const char *const *entries, const char *const *ids, size_t n,
+                      bool stopping)
+{
+    if (n == 0)
+        return;
+    int *prio = md_xmalloc(n * sizeof(*prio));
+    for (size_t i = 0; i < n; i++) {
+        md_queue_ack(priority, entries[i], ids[i]);
+        prio[i] = priority;
+    }
+    md_queue_push(ids, prio, NULL, n);
+    free(prio);
+    if (stopping)
+        md_metrics_delivery(MD_METRICS_HANDED_BACK, n);
+}
+
+/* ---- batches ------------------------------------------------------------------------ */
+
+/* Hands back every entry of a batch not yet claimed (see md_dispatch_hand_back). */
+static void
+md_batch_hand_back(md_batch_t *b, bool stopping)
+{
+    const char **ents = md_xmalloc(b->n * sizeof(*ents));
+    const char **mids = md_xmalloc(b->n * sizeof(*mids));
+    for (size_t i = 0; i < b->n; i++) {
+        ents[i] = b->e[i].entry;
+        mids[i] = b->e[i].id;
+        b->e[i].state = E_DONE;
+    }
+    md_dispatch_hand_back(b->priority, ents, mids, b->n, stopping);
+    free(ents);
+    free(mids);
+}
+
+/* Ends a batch: its entries no longer count as held. pump: read more now (only
+ * from callbacks that run while the loop serves, never from an error that may
+ * come from a client's destroy). */
+static void
+md_batch_end(md_batch_t *b, bool pump)
+{
+    md_dispatch_t *d = b->d;
+    d->held -= (int)b->n;
+    if (b->claiming)
+        md_list_remove(&b->link);
+    free(b);
     if (pump)
         md_dispatch_pump(d);
     else
         md_dispatch_later(d, MD_DISPATCH_RETRY);
 }
 
-/* ---- the result ------------------------------------------------------------------ */
-
 static void
-md_job_recorded(void *ctx, const md_pg_result_t *res)
+md_entry_ack(md_batch_t *b, md_entry_t *e)
 {
-    md_job_t *job = ctx;
-    if (res->error) {
-        /* Unknown outcome: the entry stays pending and the lease runs out; the
-         * recovery scan requeues it, which may send it again (at least once). */
-        md_logf(MD_LOG_ERROR, 0,
-                MD_LOG_FIELDS(MD_LS("message_id", job->id), MD_LS("error", res->error),
-                              MD_LS("detail", res->message ? res->message : "")),
-                "dispatch: the result of a send could not be recorded");
-        md_job_done(job, false);
-        return;
-    }
-    if (PQntuples(res->res) == 1) {
-        md_metrics_delivery(job->outcome, 1);
-        if (job->outcome == MD_METRICS_SENT && job->created_at > 0)
-            md_metrics_delivery_latency(md_dispatch_wall() - job->created_at);
-        if (job->deferred) {
-            double at = strtod(PQgetvalue(res->res, 0, 0), NULL);
-            md_queue_schedule(job->id, job->final_priority, at > 0 ? at : md_dispatch_wall());
-        }
-    } else {
-        md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("message_id", job->id)),
-                "dispatch: the message left \"sending\" during the send (lease expired?)");
-    }
-    md_queue_ack(job->priority, job->entry, job->id);
-    md_job_done(job, true);
+    if (e->state != E_DONE)
+        md_queue_ack(b->priority, e->entry, e->id);
+    e->state = E_DONE;
 }
 
 /* Exponential backoff with full jitter: uniform in [0, min(max, base * 2^(n-1))]. */
@@ -244,56 +551,232 @@ md_dispatch_backoff(md_esp_t *esp, int attempts, const md_conf_t *conf)
     return (esp ? md_esp_random(esp) : 0.5) * cap;
 }
 
-static void
-md_job_record(md_job_t *job, md_esp_t *esp, int attempts, const md_esp_result_t *r)
-{
-    md_dispatch_t *d = job->d;
-    const md_conf_t *conf = d->app->conf;
-    char ev1[MD_UUID_STRLEN + 1], ev2[MD_UUID_STRLEN + 1];
-    md_uuid7(ev1);
-    md_uuid7(ev2);
-    md_pg_query_t q;
-    memset(&q, 0, sizeof(q));
-    int rc;
+/* The entries [from, to) of a batch whose outcomes one record unit carries.
+ * It holds the batch (one of b->records) until it is answered or given up. */
+typedef struct md_chunk_s {
+    md_batch_t *b;
+    size_t from, to;
+    md_list_t link; /* on d->retrying while its timer runs */
+    ev_timer retry;
+} md_chunk_t;
 
-    if (r->outcome == MD_ESP_SENT) {
-        job->outcome = MD_METRICS_SENT;
-        const char *values[] = {job->id, job->esp, r->provider_id, ev1, r->delivered ? "t" : "f",
-                                ev2};
-        q.stmt = "md_dispatch_sent";
-        q.nparams = 6;
-        q.values = values;
-        rc = md_pg_exec(d->app->pg, &q, md_job_recorded, job);
-    } else {
-        char last_error[400], delay[32];
-        const char *status = "failed";
-        double wait = 0;
-        if (r->outcome == MD_ESP_RETRYABLE && attempts < conf->max_attempts) {
-            status = "deferred";
-            wait = md_max(md_dispatch_backoff(esp, attempts, conf), r->retry_after);
-            job->deferred = 1;
-            job->outcome = MD_METRICS_DEFERRED;
-        } else {
-            job->outcome = MD_METRICS_FAILED;
+static int md_chunk_send(md_chunk_t *ch);
+
+/* Tries the chunk's record again in MD_DISPATCH_RECORD_RETRY (set each time: a
+ * libev timer that has fired keeps no relative timeout to start from). */
+static void
+md_chunk_later(md_chunk_t *ch)
+{
+    md_dispatch_t *d = ch->b->d;
+    md_list_insert_tail(&d->retrying, &ch->link);
+    ev_timer_set(&ch->retry, MD_DISPATCH_RECORD_RETRY, 0.);
+    ev_timer_start(d->loop, &ch->retry);
+}
+
+/* One record unit (or the sends' hold) is done: a batch ends with its last. */
+static void
+md_batch_record_done(md_batch_t *b, bool pump)
+{
+    if (--b->records == 0)
+        md_batch_end(b, pump && !b->d->shutting);
+}
+
+/* A record unit's answer (ctx is the chunk, freed here unless it is tried
+ * again): acknowledges its entries, schedules the retries, announces the dead
+ * letters and counts the outcomes. */
+static void
+md_batch_recorded(void *ctx, const md_pg_result_t *res)
+{
+    md_chunk_t *ch = ctx;
+    md_batch_t *b = ch->b;
+    md_dispatch_t *d = b->d;
+    if (res->error) {
+        /* PostgreSQL went away (a restart, a lost connection): the outcome is
+         * unknown, and the messages were sent. The record is idempotent (it
+         * only moves rows still "sending" at our attempt), so it is tried
+         * again while the lease holds: a restart then costs no second send.
+         * Past that, or on an SQL error, the entries stay pending and the
+         * leases run out; XAUTOCLAIM or the sweeper takes them again, which
+         * may send a message twice (at least once). */
+        bool again = md_app_store_down(res->error) && !d->shutting && !d->destroying &&
+                     md_dispatch_mono() + MD_DISPATCH_RECORD_RETRY < b->deadline;
+        md_logf(again ? MD_LOG_WARN : MD_LOG_ERROR, 0,
+                MD_LOG_FIELDS(MD_LI("messages", (long)(ch->to - ch->from)),
+                              MD_LS("error", res->error),
+                              MD_LS("detail", res->message ? res->message : "")),
+                again ? "dispatch: recording sends failed; trying again"
+                      : "dispatch: the results of a batch could not be recorded");
+        if (again) {
+            md_chunk_later(ch);
+            return;
         }
-        if (r->outcome == MD_ESP_RETRYABLE && !job->deferred)
-            snprintf(last_error, sizeof(last_error), "%s (after %d attempts): %s", r->code,
-                     attempts, r->text[0] ? r->text : r->code);
-        else
-            snprintf(last_error, sizeof(last_error), "%s: %s", r->code,
-                     r->text[0] ? r->text : r->code);
-        snprintf(delay, sizeof(delay), "%.3f", wait);
-        const char *values[] = {job->id, status, delay, last_error, job->esp, ev1, r->code};
-        q.stmt = "md_dispatch_fail";
-        q.nparams = 7;
-        q.values = values;
-        rc = md_pg_exec(d->app->pg, &q, md_job_recorded, job);
+        free(ch);
+        md_batch_record_done(b, false);
+        return;
     }
-    if (rc != MD_OK) {
-        md_logf(MD_LOG_ERROR, 0, MD_LOG_FIELDS(MD_LS("message_id", job->id)),
-                "dispatch: postgres refused the result of a send; the lease will expire");
-        md_job_done(job, false);
+    double now = md_dispatch_wall();
+    uint64_t sent = 0, deferred = 0, failed = 0;
+    for (size_t k = 0; k < res->n; k++) {
+        const PGresult *r = res->results[k];
+        int rows = PQntuples(r);
+        for (int i = 0; i < rows; i++) {
+            long n = strtol(PQgetvalue(r, i, 0), NULL, 10);
+            if (n < 1 || (size_t)n - 1 < ch->from || (size_t)n - 1 >= ch->to)
+                continue;
+            md_entry_t *e = &b->e[n - 1];
+            if (e->state == E_SENT) {
+                sent++;
+                if (e->created_at > 0)
+                    md_metrics_delivery_latency(now - e->created_at);
+            } else if (e->state == E_FAIL && strcmp(e->status, "deferred") == 0) {
+                deferred++;
+                double at = strtod(PQgetvalue(r, i, 1), NULL);
+                md_queue_schedule(e->id, e->final_priority, at > 0 ? at : now);
+            } else if (e->state == E_FAIL) {
+                failed++;
+                md_queue_dead(e->id, e->tenant, e->code, e->last_error);
+            }
+            md_entry_ack(b, e);
+        }
     }
+    md_metrics_delivery(MD_METRICS_SENT, sent);
+    md_metrics_delivery(MD_METRICS_DEFERRED, deferred);
+    md_metrics_delivery(MD_METRICS_FAILED, failed);
+    md_metrics_delivery(MD_METRICS_DEAD, failed);
+    for (size_t i = ch->from; i < ch->to; i++) {
+        md_entry_t *e = &b->e[i];
+        if (e->state != E_SENT && e->state != E_FAIL)
+            continue;
+        md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("message_id", e->id)),
+                "dispatch: the message was no longer \"sending\" at this attempt when its outcome "
+                "was recorded (recorded already, or its lease expired)");
+        md_entry_ack(b, e);
+    }
+    free(ch);
+    md_batch_record_done(b, true);
+}
+
+/* Sends the record unit of a chunk: the sent rows, then the failed and
+ * deferred ones (each statement only when it has rows). MD_OK: the callback
+ * will run; MD_AGAIN: PostgreSQL did not take it; MD_DONE: nothing to record. */
+static int
+md_chunk_send(md_chunk_t *ch)
+{
+    md_batch_t *b = ch->b;
+    md_dispatch_t *d = b->d;
+    enum { S_ID, S_N, S_ATT, S_ESP, S_PID, S_DLV, S_EV1, S_EV2, S_NARR };
+    enum { F_ID, F_N, F_ATT, F_ST, F_DELAY, F_ERR, F_ESP, F_EV, F_CODE, F_NARR };
+    md_buf_t sa[S_NARR], fa[F_NARR];
+    md_arrs_init(sa, S_NARR);
+    md_arrs_init(fa, F_NARR);
+    size_t nsent = 0, nfail = 0;
+    for (size_t i = ch->from; i < ch->to; i++) {
+        md_entry_t *e = &b->e[i];
+        char ev[MD_UUID_STRLEN + 1];
+        if (e->state == E_SENT) {
+            char ev2[MD_UUID_STRLEN + 1];
+            md_uuid7(ev);
+            md_uuid7(ev2);
+            md_arr_add(&sa[S_ID], e->id, false);
+            md_arr_addf(&sa[S_N], "%.0f", (double)(i + 1));
+            md_arr_addf(&sa[S_ATT], "%.0f", e->attempts);
+            md_arr_add(&sa[S_ESP], e->esp, true);
+            md_arr_add(&sa[S_PID], e->provider_id, true);
+            md_arr_add(&sa[S_DLV], e->delivered ? "t" : "f", false);
+            md_arr_add(&sa[S_EV1], ev, false);
+            md_arr_add(&sa[S_EV2], ev2, false);
+            nsent++;
+        } else if (e->state == E_FAIL) {
+            md_uuid7(ev);
+            md_arr_add(&fa[F_ID], e->id, false);
+            md_arr_addf(&fa[F_N], "%.0f", (double)(i + 1));
+            md_arr_addf(&fa[F_ATT], "%.0f", e->attempts);
+            md_arr_add(&fa[F_ST], e->status, false);
+            md_arr_addf(&fa[F_DELAY], "%.3f", e->wait);
+            md_arr_add(&fa[F_ERR], e->last_error, true);
+            md_arr_add(&fa[F_ESP], e->esp, true);
+            md_arr_add(&fa[F_EV], ev, false);
+            md_arr_add(&fa[F_CODE], e->code, true);
+            nfail++;
+        }
+    }
+    int rc = MD_DONE;
+    if (nsent + nfail > 0) {
+        const char *sv[S_NARR], *fv[F_NARR];
+        for (int i = 0; i < S_NARR; i++)
+            sv[i] = md_arr_end(&sa[i]);
+        for (int i = 0; i < F_NARR; i++)
+            fv[i] = md_arr_end(&fa[i]);
+        md_pg_query_t q[2];
+        memset(q, 0, sizeof(q));
+        size_t nq = 0;
+        if (nsent > 0) {
+            q[nq].stmt = "md_dispatch_sent";
+            q[nq].nparams = S_NARR;
+            q[nq].values = sv;
+            nq++;
+        }
+        if (nfail > 0) {
+            q[nq].stmt = "md_dispatch_fail";
+            q[nq].nparams = F_NARR;
+            q[nq].values = fv;
+            nq++;
+        }
+        rc = md_pg_exec_batch(d->app->pg, q, nq, md_batch_recorded, ch) == MD_OK ? MD_OK : MD_AGAIN;
+    }
+    md_arrs_free(sa, S_NARR);
+    md_arrs_free(fa, F_NARR);
+    return rc;
+}
+
+static void
+md_chunk_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    md_unused(revents);
+    md_chunk_t *ch = t->data;
+    md_batch_t *b = ch->b;
+    ev_timer_stop(loop, t);
+    md_list_remove(&ch->link);
+    int rc = md_chunk_send(ch);
+    if (rc == MD_OK)
+        return;
+    if (rc == MD_AGAIN && !b->d->shutting &&
+        md_dispatch_mono() + MD_DISPATCH_RECORD_RETRY < b->deadline) {
+        md_chunk_later(ch);
+        return;
+    }
+    if (rc == MD_AGAIN)
+        md_logf(MD_LOG_ERROR, 0, MD_LOG_FIELDS(MD_LI("messages", (long)(ch->to - ch->from))),
+                "dispatch: the results of a batch could not be recorded");
+    free(ch);
+    md_batch_record_done(b, false);
+}
+
+/* Records the outcomes of entries [from, to) (a unit that holds the batch
+ * until it is answered). */
+static void
+md_batch_record(md_batch_t *b, size_t from, size_t to)
+{
+    md_chunk_t *ch = md_xcalloc(1, sizeof(*ch));
+    ch->b = b;
+    ch->from = from;
+    ch->to = to;
+    md_list_init(&ch->link);
+    ev_timer_init(&ch->retry, md_chunk_retry_cb, MD_DISPATCH_RECORD_RETRY, 0.);
+    ch->retry.data = ch;
+    b->records++;
+    int rc = md_chunk_send(ch);
+    if (rc == MD_OK)
+        return;
+    if (rc == MD_AGAIN) {
+        /* Sent but PostgreSQL cannot take the record now: try again soon. */
+        md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LI("messages", (long)(to - from))),
+                "dispatch: postgres refused the results of a batch; trying again");
+        md_chunk_later(ch);
+        return;
+    }
+    free(ch);
+    b->records--;
 }
 
 /* ---- the message ------------------------------------------------------------------ */
@@ -325,9 +808,9 @@ md_job_build_free(md_job_build_t *b)
 }
 
 static const char *
-md_pg_text(const PGresult *res, int col)
+md_pg_text(const PGresult *res, int row, int col)
 {
-    return PQgetisnull(res, 0, col) ? NULL : PQgetvalue(res, 0, col);
+    return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
 }
 
 /* [{"address": "...", "name": "..."}] into ASCII mailboxes. MD_ERROR names the
@@ -369,33 +852,33 @@ md_job_addr_list(const char *text, json_t **keep, md_mime_addr_t **out,
 /* Builds m from the claimed row (valid during the claim callback). MD_ERROR with
  * why: the stored message cannot be sent (a permanent failure). */
 static int
-md_job_build(const PGresult *row, md_job_build_t *b, md_esp_msg_t *m, const char **why)
+md_job_build(const PGresult *res, int row, md_job_build_t *b, md_esp_msg_t *m, const char **why)
 {
-    m->id = md_pg_text(row, C_ID);
-    m->tenant_id = md_pg_text(row, C_TENANT);
-    m->attempt = atoi(PQgetvalue(row, 0, C_ATTEMPTS));
-    if (md_esp_addr_ascii(md_pg_text(row, C_FROM), b->from, sizeof(b->from)) != MD_OK) {
+    m->id = md_pg_text(res, row, C_ID);
+    m->tenant_id = md_pg_text(res, row, C_TENANT);
+    m->attempt = atoi(PQgetvalue(res, row, C_ATTEMPTS));
+    if (md_esp_addr_ascii(md_pg_text(res, row, C_FROM), b->from, sizeof(b->from)) != MD_OK) {
         *why = "invalid from address";
         return MD_ERROR;
     }
-    if (md_esp_addr_ascii(md_pg_text(row, C_TO), b->to, sizeof(b->to)) != MD_OK) {
+    if (md_esp_addr_ascii(md_pg_text(res, row, C_TO), b->to, sizeof(b->to)) != MD_OK) {
         *why = "invalid to address";
         return MD_ERROR;
     }
     m->from.addr = b->from;
-    m->from.name = md_pg_text(row, C_FROM_NAME);
+    m->from.name = md_pg_text(res, row, C_FROM_NAME);
     m->to.addr = b->to;
-    m->to.name = md_pg_text(row, C_TO_NAME);
-    if (md_job_addr_list(md_pg_text(row, C_CC), &b->cc_json, &b->cc, &b->cc_buf, &m->ncc, why) !=
-            MD_OK ||
-        md_job_addr_list(md_pg_text(row, C_BCC), &b->bcc_json, &b->bcc, &b->bcc_buf, &m->nbcc,
+    m->to.name = md_pg_text(res, row, C_TO_NAME);
+    if (md_job_addr_list(md_pg_text(res, row, C_CC), &b->cc_json, &b->cc, &b->cc_buf, &m->ncc,
+                         why) != MD_OK ||
+        md_job_addr_list(md_pg_text(res, row, C_BCC), &b->bcc_json, &b->bcc, &b->bcc_buf, &m->nbcc,
                          why) != MD_OK)
         return MD_ERROR;
     m->cc = b->cc;
     m->bcc = b->bcc;
 
     /* reply_to: an address, or "Name <address>" */
-    const char *rt = md_pg_text(row, C_REPLY_TO);
+    const char *rt = md_pg_text(res, row, C_REPLY_TO);
     if (rt && rt[0]) {
         const char *lt = strrchr(rt, '<');
         size_t len = strlen(rt);
@@ -424,14 +907,14 @@ md_job_build(const PGresult *row, md_job_build_t *b, md_esp_msg_t *m, const char
         m->nreply_to = 1;
     }
 
-    m->subject = md_pg_text(row, C_SUBJECT);
-    const char *text = md_pg_text(row, C_TEXT), *html = md_pg_text(row, C_HTML);
+    m->subject = md_pg_text(res, row, C_SUBJECT);
+    const char *text = md_pg_text(res, row, C_TEXT), *html = md_pg_text(res, row, C_HTML);
     m->text.data = text;
-    m->text.len = text ? (size_t)PQgetlength(row, 0, C_TEXT) : 0;
+    m->text.len = text ? (size_t)PQgetlength(res, row, C_TEXT) : 0;
     m->html.data = html;
-    m->html.len = html ? (size_t)PQgetlength(row, 0, C_HTML) : 0;
+    m->html.len = html ? (size_t)PQgetlength(res, row, C_HTML) : 0;
 
-    const char *hj = md_pg_text(row, C_HEADERS);
+    const char *hj = md_pg_text(res, row, C_HEADERS);
     if (hj) {
         b->headers_json = json_loads(hj, 0, NULL);
         if (!json_is_object(b->headers_json)) {
@@ -461,59 +944,34 @@ md_job_build(const PGresult *row, md_job_build_t *b, md_esp_msg_t *m, const char
     return MD_OK;
 }
 
+/* Sends the message of claimed row `row` (entry e) through its account and
+ * keeps the outcome in e for the record. */
 static void
-md_job_claimed(void *ctx, const md_pg_result_t *res)
+md_entry_send(md_batch_t *b, md_entry_t *e, const PGresult *res, int row)
 {
-    md_job_t *job = ctx;
-    md_dispatch_t *d = job->d;
-    if (res->error) {
-        /* Not claimed, or unknown (a lost connection after COMMIT leaves it
-         * "sending" under its lease): the entry stays pending either way. */
-        if (!d->destroying)
-            md_logf(MD_LOG_WARN, 0,
-                    MD_LOG_FIELDS(MD_LS("message_id", job->id), MD_LS("error", res->error),
-                                  MD_LS("detail", res->message ? res->message : "")),
-                    "dispatch: claim failed");
-        md_job_done(job, false);
-        return;
-    }
-    const PGresult *row = res->res;
-    if (PQntuples(row) != 1) {
-        /* canceled, done, or claimed by another consumer: nothing to send */
-        md_queue_ack(job->priority, job->entry, job->id);
-        md_job_done(job, true);
-        return;
-    }
-    if (d->shutting) {
-        /* The pool takes no more statements now, so the result of a send could
-         * not be recorded: do not send; the lease runs out and the recovery
-         * scan requeues the message (see md_queue_app_shutdown). */
-        md_logf(MD_LOG_INFO, 0, MD_LOG_FIELDS(MD_LS("message_id", job->id)),
-                "dispatch: stopping; message left to its lease");
-        md_job_done(job, false);
-        return;
-    }
-
-    int attempts = atoi(PQgetvalue(row, 0, C_ATTEMPTS));
-    job->final_priority = strcmp(PQgetvalue(row, 0, C_PRIORITY), "bulk") == 0
-                              ? MD_PRIORITY_BULK
-                              : MD_PRIORITY_TRANSACTIONAL;
-    job->created_at = strtod(PQgetvalue(row, 0, C_CREATED), NULL);
+    const md_conf_t *conf = b->d->app->conf;
+    e->attempts = atoi(PQgetvalue(res, row, C_ATTEMPTS));
+    e->final_priority = strcmp(PQgetvalue(res, row, C_PRIORITY), "bulk") == 0
+                            ? MD_PRIORITY_BULK
+                            : MD_PRIORITY_TRANSACTIONAL;
+    e->created_at = strtod(PQgetvalue(res, row, C_CREATED), NULL);
+    double age_base = strtod(PQgetvalue(res, row, C_AGE_BASE), NULL);
+    snprintf(e->tenant, sizeof(e->tenant), "%s", PQgetvalue(res, row, C_TENANT));
 
     md_esp_result_t r;
     memset(&r, 0, sizeof(r));
-    const char *route = md_pg_text(row, C_ESP_ROUTE);
+    const char *route = md_pg_text(res, row, C_ESP_ROUTE);
     md_esp_t *esp = route && route[0] ? md_esp_get(route) : md_esp_default();
-    snprintf(job->esp, sizeof(job->esp), "%s", esp ? esp->conf->name : (route ? route : ""));
+    snprintf(e->esp, sizeof(e->esp), "%s", esp ? esp->conf->name : (route ? route : ""));
 
-    md_job_build_t b;
-    memset(&b, 0, sizeof(b));
+    md_job_build_t jb;
+    memset(&jb, 0, sizeof(jb));
     md_esp_msg_t m;
     memset(&m, 0, sizeof(m));
     const char *why = NULL;
     if (esp == NULL) {
         md_esp_result_permanent(&r, "unknown_esp", "no esp account of that name is configured");
-    } else if (md_job_build(row, &b, &m, &why) != MD_OK) {
+    } else if (md_job_build(res, row, &jb, &m, &why) != MD_OK) {
         md_esp_result_permanent(&r, "invalid_message", why);
     } else if (esp->driver->deliver) {
         esp->driver->deliver(esp, &m, &r);
@@ -521,24 +979,191 @@ md_job_claimed(void *ctx, const md_pg_result_t *res)
         /* remote drivers run through the HTTP client (issue 6) */
         md_esp_result_retryable(&r, "driver_unavailable", 0, "this driver cannot send yet");
     }
-    md_job_build_free(&b);
+    md_job_build_free(&jb);
 
-    if (r.outcome != MD_ESP_SENT)
-        md_logf(r.outcome == MD_ESP_PERMANENT ? MD_LOG_NOTICE : MD_LOG_INFO, 0,
-                MD_LOG_FIELDS(MD_LS("message_id", job->id), MD_LS("esp", job->esp),
-                              MD_LS("code", r.code), MD_LI("attempt", attempts)),
-                r.outcome == MD_ESP_PERMANENT ? "send failed permanently"
-                                              : "send failed, will retry");
-    md_job_record(job, esp, attempts, &r);
+    if (r.outcome == MD_ESP_SENT) {
+        e->state = E_SENT;
+        snprintf(e->provider_id, sizeof(e->provider_id), "%s", r.provider_id);
+        e->delivered = r.delivered;
+        return;
+    }
+    e->state = E_FAIL;
+    e->status = "failed";
+    snprintf(e->code, sizeof(e->code), "%s", r.code);
+    const char *text = r.text[0] ? r.text : r.code;
+    if (r.outcome == MD_ESP_RETRYABLE) {
+        double wait = md_max(md_dispatch_backoff(esp, e->attempts, conf), r.retry_after);
+        double now = md_dispatch_wall();
+        if (e->attempts >= conf->max_attempts) {
+            snprintf(e->code, sizeof(e->code), "attempts_exhausted");
+            snprintf(e->last_error, sizeof(e->last_error), "%s (after %d attempts): %s", r.code,
+                     e->attempts, text);
+        } else if (age_base > 0 && now + wait - age_base > conf->max_message_age) {
+            /* The retry would come after the message's deadline: fail it now
+             * rather than keep it deferred for nothing. */
+            snprintf(e->code, sizeof(e->code), "expired");
+            snprintf(e->last_error, sizeof(e->last_error),
+                     "expired: not sent within max_message_age (last error: %s: %s)", r.code, text);
+        } else {
+            e->status = "deferred";
+            e->wait = wait;
+            snprintf(e->last_error, sizeof(e->last_error), "%s: %s", r.code, text);
+        }
+    } else {
+        snprintf(e->last_error, sizeof(e->last_error), "%s: %s", r.code, text);
+    }
+    md_logf(r.outcome == MD_ESP_PERMANENT ? MD_LOG_NOTICE : MD_LOG_INFO, 0,
+            MD_LOG_FIELDS(MD_LS("message_id", e->id), MD_LS("esp", e->esp), MD_LS("code", r.code),
+                          MD_LI("attempt", e->attempts)),
+            strcmp(e->status, "deferred") == 0 ? "send failed, will retry"
+                                               : "send failed for good");
 }
 
-/* A stream entry: its message id is the field "id". */
+/* The claim's answer (the batch is ctx; it ends here, or with its last
+ * record): acknowledges what was not claimed, fails what expired, sends the
+ * rest and records their outcomes. */
 static void
-md_dispatch_entry(md_dispatch_t *d, int priority, redisReply *entry)
+md_batch_claimed(void *ctx, const md_pg_result_t *res)
+{
+    md_batch_t *b = ctx;
+    md_dispatch_t *d = b->d;
+    md_list_remove(&b->link);
+    b->claiming = 0;
+    if (res->error) {
+        /* Not claimed, or unknown (a lost connection after COMMIT). Handed back
+         * rather than left pending, where only XAUTOCLAIM (a lease later) would
+         * find them while the sweeper counts them covered: a message still
+         * queued goes again at once; one the claim did take stays "sending"
+         * under its lease, the new entry's claim finds nothing and acknowledges
+         * it, and the sweeper requeues the message when the lease expires. */
+        if (!d->destroying)
+            md_logf(MD_LOG_WARN, 0,
+                    MD_LOG_FIELDS(MD_LI("messages", (long)b->n), MD_LS("error", res->error),
+                                  MD_LS("detail", res->message ? res->message : "")),
+                    "dispatch: claim failed; entries handed back");
+        md_batch_hand_back(b, d->shutting);
+        md_batch_end(b, false);
+        return;
+    }
+    const PGresult *r = res->res;
+    int rows = PQntuples(r);
+    /* Claimed rows first (by entry index); the others are acknowledged below. */
+    int *row_of = md_xmalloc(b->n * sizeof(*row_of));
+    for (size_t i = 0; i < b->n; i++)
+        row_of[i] = -1;
+    for (int i = 0; i < rows; i++) {
+        long n = strtol(PQgetvalue(r, i, C_N), NULL, 10);
+        if (n >= 1 && (size_t)n <= b->n)
+            row_of[n - 1] = i;
+    }
+    if (d->shutting) {
+        /* The pool takes no more statements, so a send could not be recorded:
+         * claimed messages are not sent. md_dispatch_shutdown's release gives
+         * back those it could see; the others stay "sending" under the lease
+         * and their entries pending, for XAUTOCLAIM. */
+        for (size_t i = 0; i < b->n; i++) {
+            if (row_of[i] < 0)
+                md_entry_ack(b, &b->e[i]);
+        }
+        if (rows > 0)
+            md_logf(MD_LOG_INFO, 0, MD_LOG_FIELDS(MD_LI("messages", rows)),
+                    "dispatch: stopping; claimed messages left to the release or their lease");
+        free(row_of);
+        md_batch_end(b, false);
+        return;
+    }
+    /* The sends run here, synchronously; their outcomes go to PostgreSQL in
+     * chunks as they happen (MD_DISPATCH_RECORD_MAX messages or
+     * MD_DISPATCH_RECORD_SPAN seconds of sending, whichever comes first): a
+     * worker killed in the middle of a batch has sent at most one chunk that
+     * no record reached PostgreSQL for, and those are the only messages a
+     * crash makes go twice. */
+    uint64_t attempts = 0, expired = 0;
+    size_t from = 0, chunk = 0;
+    double t0 = md_dispatch_mono();
+    b->records = 1; /* the sends' own hold: the batch outlives early answers */
+    /* A second of margin: PostgreSQL's clock started the lease a little earlier. */
+    b->deadline = t0 + d->app->conf->queue_lease - 1.0;
+    for (size_t i = 0; i < b->n; i++) {
+        md_entry_t *e = &b->e[i];
+        int row = row_of[i];
+        if (row < 0) {
+            /* canceled, done, paused, not due, or held by another consumer */
+            md_entry_ack(b, e);
+        } else if (PQgetvalue(r, row, C_EXPIRED)[0] == 't') {
+            expired++;
+            md_queue_dead(e->id, PQgetvalue(r, row, C_TENANT), "expired",
+                          PQgetvalue(r, row, C_LAST_ERROR));
+            md_logf(MD_LOG_NOTICE, 0, MD_LOG_FIELDS(MD_LS("message_id", e->id)),
+                    "message expired before it could be sent");
+            md_entry_ack(b, e);
+        } else {
+            attempts++;
+            md_entry_send(b, e, r, row);
+            if (++chunk >= MD_DISPATCH_RECORD_MAX ||
+                md_dispatch_mono() - t0 >= MD_DISPATCH_RECORD_SPAN) {
+                md_batch_record(b, from, i + 1);
+                from = i + 1;
+                chunk = 0;
+                t0 = md_dispatch_mono();
+            }
+        }
+    }
+    free(row_of);
+    if (chunk > 0)
+        md_batch_record(b, from, b->n);
+    md_metrics_delivery(MD_METRICS_ATTEMPTS, attempts);
+    md_metrics_delivery(MD_METRICS_FAILED, expired);
+    md_metrics_delivery(MD_METRICS_DEAD, expired);
+    md_batch_record_done(b, true);
+}
+
+/* Claims the batch's messages in one statement. On a refusal the entries go
+ * back to the queue (the pool is full or down; reading pauses a little). */
+static void
+md_batch_claim(md_batch_t *b)
+{
+    md_dispatch_t *d = b->d;
+    const md_conf_t *conf = d->app->conf;
+    md_buf_t ids, eids;
+    md_buf_init(&ids);
+    md_buf_init(&eids);
+    for (size_t i = 0; i < b->n; i++) {
+        md_uuid7(b->e[i].eid);
+        md_arr_add(&ids, b->e[i].id, false);
+        md_arr_add(&eids, b->e[i].eid, false);
+    }
+    char lease[32], age[32], token[16];
+    snprintf(lease, sizeof(lease), "%.3f", conf->queue_lease);
+    snprintf(age, sizeof(age), "%.3f", conf->max_message_age);
+    b->token = 1 + (int)(md_dispatch_random(d) % 999);
+    snprintf(token, sizeof(token), "%d", b->token);
+    const char *values[] = {md_arr_end(&ids), md_arr_end(&eids), lease, age, token};
+    md_pg_query_t q = {.stmt = "md_dispatch_claim", .nparams = 5, .values = values};
+    int rc = md_pg_exec(d->app->pg, &q, md_batch_claimed, b);
+    md_buf_free(&ids);
+    md_buf_free(&eids);
+    if (rc == MD_OK) {
+        b->claiming = 1;
+        md_list_insert_tail(&d->claiming, &b->link);
+        return;
+    }
+    md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LI("messages", (long)b->n)),
+            "dispatch: postgres cannot take a claim now; entries handed back");
+    md_batch_hand_back(b, false);
+    md_batch_end(b, false);
+}
+
+/* ---- stream entries ------------------------------------------------------------------ */
+
+/* The message id of a stream entry (its field "id"), or NULL when the entry is
+ * not ours (then it is acknowledged and dropped). */
+static const char *
+md_entry_parse(int priority, redisReply *entry)
 {
     if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2 ||
         entry->element[0]->type != REDIS_REPLY_STRING)
-        return;
+        return NULL;
     const char *eid = entry->element[0]->str;
     redisReply *fields = entry->element[1];
     const char *id = NULL;
@@ -565,29 +1190,61 @@ md_dispatch_entry(md_dispatch_t *d, int priority, redisReply *entry)
                 "dispatch: stream entry without a valid message id, dropped");
         if (strlen(eid) < 64)
             md_queue_ack(priority, eid, NULL);
-        return;
+        return NULL;
     }
-    md_job_t *job = md_xcalloc(1, sizeof(*job));
-    job->d = d;
-    job->priority = priority;
-    memcpy(job->entry, eid, strlen(eid) + 1);
-    memcpy(job->id, id, MD_UUID_STRLEN);
-    char ev[MD_UUID_STRLEN + 1];
-    md_uuid7(ev);
-    const char *values[] = {job->id, ev};
-    md_pg_query_t q = {.stmt = "md_dispatch_claim", .nparams = 2, .values = values};
-    d->held++;
-    if (md_pg_exec(d->app->pg, &q, md_job_claimed, job) != MD_OK) {
-        /* The entry stays pending; its message stays queued for the scan. */
-        md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("message_id", job->id)),
-                "dispatch: postgres cannot take the claim now");
-        md_job_done(job, false);
+    return id;
+}
+
+static int
+md_entry_cmp(const void *a, const void *b)
+{
+    return strcmp(((const md_entry_t *)a)->id, ((const md_entry_t *)b)->id);
+}
+
+/* Takes the entries of one stream's answer (an array of [id, fields]): as a
+ * batch to claim, or, when stopping, handed straight back. Returns how many
+ * entries there were. */
+static size_t
+md_dispatch_take(md_dispatch_t *d, int priority, redisReply *list, bool reclaimed)
+{
+    if (list->type != REDIS_REPLY_ARRAY || list->elements == 0)
+        return 0;
+    md_batch_t *b = md_xcalloc(1, sizeof(*b) + list->elements * sizeof(md_entry_t));
+    b->d = d;
+    b->priority = priority;
+    md_list_init(&b->link);
+    for (size_t i = 0; i < list->elements; i++) {
+        redisReply *ent = list->element[i];
+        const char *id = md_entry_parse(priority, ent);
+        if (id == NULL)
+            continue;
+        md_entry_t *e = &b->e[b->n++];
+        snprintf(e->entry, sizeof(e->entry), "%s", ent->element[0]->str);
+        memcpy(e->id, id, MD_UUID_STRLEN);
+        e->id[MD_UUID_STRLEN] = '\0';
     }
+    if (reclaimed)
+        md_metrics_delivery(MD_METRICS_RECLAIMED, b->n);
+    if (b->n == 0) {
+        free(b);
+        return list->elements;
+    }
+    d->held += (int)b->n;
+    /* In id order: the statements take their rows in array order (lock order). */
+    qsort(b->e, b->n, sizeof(b->e[0]), md_entry_cmp);
+    if (d->shutting) {
+        md_batch_hand_back(b, true);
+        md_batch_end(b, false);
+    } else {
+        md_batch_claim(b);
+    }
+    return list->elements;
 }
 
 /* ---- reading ------------------------------------------------------------------------ */
 
-/* Returns how many entries the reply held; transactional ones are taken first. */
+/* XREADGROUP's answer: [[stream, [entries]], ...]. Returns how many entries it
+ * held; transactional ones are taken first. */
 static size_t
 md_dispatch_entries(md_dispatch_t *d, redisReply *reply)
 {
@@ -599,18 +1256,36 @@ md_dispatch_entries(md_dispatch_t *d, redisReply *reply)
             redisReply *st = reply->element[s];
             if (st->type != REDIS_REPLY_ARRAY || st->elements < 2 ||
                 st->element[0]->type != REDIS_REPLY_STRING ||
-                strcmp(st->element[0]->str, md_queue_stream[prio]) != 0 ||
-                st->element[1]->type != REDIS_REPLY_ARRAY)
+                strcmp(st->element[0]->str, md_queue_stream[prio]) != 0)
                 continue;
-            for (size_t i = 0; i < st->element[1]->elements; i++) {
-                md_dispatch_entry(d, prio, st->element[1]->element[i]);
-                n++;
-            }
+            n += md_dispatch_take(d, prio, st->element[1], false);
         }
     }
     return n;
 }
 
+/* A Redis error reply to a read: NOGROUP means Redis lost the streams (a
+ * restart without persistence): make the group again. */
+static void
+md_dispatch_read_error(md_dispatch_t *d, const char *err, redisReply *reply)
+{
+    if (err) {
+        /* a timeout or a lost connection: the client reconnects by itself */
+        md_dispatch_later(d, MD_DISPATCH_RETRY);
+        return;
+    }
+    if (strncmp(reply->str, "NOGROUP", 7) == 0) {
+        d->groups_ok = 0;
+        md_dispatch_later(d, 0.01);
+        return;
+    }
+    md_logf(MD_LOG_ERROR, 0, MD_LOG_FIELDS(MD_LS("error", reply->str)),
+            "dispatch: reading the queue failed");
+    md_dispatch_later(d, 1.0);
+}
+
+/* XREADGROUP's answer: the entries become batches; then the next read (the
+ * transactional stream first again), or an XAUTOCLAIM round when idle. */
 static void
 md_dispatch_read_cb(void *ctx, redisReply *reply, const char *err)
 {
@@ -618,34 +1293,69 @@ md_dispatch_read_cb(void *ctx, redisReply *reply, const char *err)
     d->reading = 0;
     if (d->destroying)
         return;
-    if (err) {
-        /* a timeout or a lost connection: the client reconnects by itself */
-        md_dispatch_later(d, MD_DISPATCH_RETRY);
-        return;
-    }
-    if (reply->type == REDIS_REPLY_ERROR) {
-        if (strncmp(reply->str, "NOGROUP", 7) == 0) {
-            /* Redis lost the streams (a restart without persistence) */
-            d->groups_ok = 0;
-            md_dispatch_later(d, 0.01);
-            return;
-        }
-        md_logf(MD_LOG_ERROR, 0, MD_LOG_FIELDS(MD_LS("error", reply->str)),
-                "dispatch: reading the queue failed");
-        md_dispatch_later(d, 1.0);
-        return;
-    }
-    if (d->shutting) {
-        /* What came is pending in the group; its messages are still queued. */
+    if (err || reply->type == REDIS_REPLY_ERROR) {
+        md_dispatch_read_error(d, err, reply);
         return;
     }
     size_t n = md_dispatch_entries(d, reply);
+    if (d->shutting)
+        return;
+    if (n == 0 && d->phase == PHASE_BLOCK && ev_now(d->loop) - d->last_reclaim >= 1.0 &&
+        !d->reclaim_due) {
+        /* Idle: a good moment to look for a dead consumer's entries. */
+        md_dispatch_reclaim_cb(d->loop, &d->reclaim, 0);
+        return;
+    }
     if (n > 0 || d->phase == PHASE_BLOCK)
         d->phase = PHASE_TRANSACTIONAL;
     else
         d->phase = d->phase == PHASE_TRANSACTIONAL ? PHASE_BULK : PHASE_BLOCK;
-    /* After a transactional read that found some, look again at once: only a
-     * drained transactional stream lets bulk mail in. */
+    /* After any read that found some, look at the transactional stream again
+     * at once: only a drained transactional stream lets bulk mail in. */
+    md_dispatch_pump(d);
+}
+
+/* XAUTOCLAIM's answer: [next cursor, [entries], [deleted ids] (Redis 7)]. */
+static void
+md_dispatch_reclaim_reply(void *ctx, redisReply *reply, const char *err)
+{
+    md_dispatch_t *d = ctx;
+    d->reading = 0;
+    if (d->destroying)
+        return;
+    if (err || reply->type == REDIS_REPLY_ERROR) {
+        d->reclaim_due = 0;
+        md_dispatch_read_error(d, err, reply);
+        return;
+    }
+    const char *next = "0-0";
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2) {
+        if (reply->element[0]->type == REDIS_REPLY_STRING)
+            next = reply->element[0]->str;
+        size_t n = md_dispatch_take(d, d->reclaim_stream, reply->element[1], true);
+        if (n > 0)
+            md_logf(MD_LOG_NOTICE, 0,
+                    MD_LOG_FIELDS(MD_LS("stream", md_queue_stream[d->reclaim_stream]),
+                                  MD_LI("entries", (long)n)),
+                    "dispatch: took over entries pending longer than the lease");
+    }
+    if (d->shutting)
+        return;
+    d->reclaim_calls++;
+    if (strcmp(next, "0-0") == 0 || strlen(next) >= sizeof(d->reclaim_cursor) ||
+        d->reclaim_calls >= MD_DISPATCH_RECLAIM_CALLS) {
+        /* This stream is done: the next one, or the round is over. */
+        d->reclaim_stream++;
+        d->reclaim_calls = 0;
+        snprintf(d->reclaim_cursor, sizeof(d->reclaim_cursor), "0-0");
+        if (d->reclaim_stream >= 2) {
+            d->reclaim_due = 0;
+            d->last_reclaim = ev_now(d->loop);
+        }
+    } else {
+        snprintf(d->reclaim_cursor, sizeof(d->reclaim_cursor), "%s", next);
+    }
+    d->phase = PHASE_TRANSACTIONAL;
     md_dispatch_pump(d);
 }
 
@@ -694,7 +1404,8 @@ md_dispatch_create_groups(md_dispatch_t *d)
         md_dispatch_later(d, MD_DISPATCH_RETRY);
 }
 
-/* Reads when there is room, the stores are up, and no read is in flight. */
+/* Reads (or reclaims) when there is room, the stores are up, and no read is in
+ * flight. */
 static void
 md_dispatch_pump(md_dispatch_t *d)
 {
@@ -708,47 +1419,164 @@ md_dispatch_pump(md_dispatch_t *d)
         md_dispatch_create_groups(d);
         return;
     }
-    int room = MD_DISPATCH_MAX_JOBS - d->held;
-    if (room <= 0 || (room < MD_DISPATCH_MIN_READ && d->held > 0))
-        return; /* the next finished job pumps again */
+    int room = d->concurrency - d->held;
+    if (room <= 0 || (room < d->min_read && d->held > 0))
+        return; /* the next finished batch pumps again */
     char count[16];
-    snprintf(count, sizeof(count), "%d", room);
+    snprintf(count, sizeof(count), "%d", md_min(room, d->batch));
     const char *argv[16];
     int argc = 0;
-    argv[argc++] = "XREADGROUP";
-    argv[argc++] = "GROUP";
-    argv[argc++] = MD_QUEUE_GROUP;
-    argv[argc++] = d->consumer;
-    argv[argc++] = "COUNT";
-    argv[argc++] = count;
-    if (d->phase == PHASE_BLOCK) {
-        argv[argc++] = "BLOCK";
-        argv[argc++] = MD_DISPATCH_BLOCK_MS;
-    }
-    argv[argc++] = "STREAMS";
-    if (d->phase == PHASE_BLOCK) {
-        argv[argc++] = md_queue_stream[0];
-        argv[argc++] = md_queue_stream[1];
-        argv[argc++] = ">";
-        argv[argc++] = ">";
+    md_redis_cb cb = md_dispatch_read_cb;
+    if (d->reclaim_due) {
+        argv[argc++] = "XAUTOCLAIM";
+        argv[argc++] = md_queue_stream[d->reclaim_stream];
+        argv[argc++] = MD_QUEUE_GROUP;
+        argv[argc++] = d->consumer;
+        argv[argc++] = d->min_idle;
+        argv[argc++] = d->reclaim_cursor;
+        argv[argc++] = "COUNT";
+        argv[argc++] = count;
+        cb = md_dispatch_reclaim_reply;
     } else {
-        argv[argc++] = md_queue_stream[d->phase == PHASE_BULK];
-        argv[argc++] = ">";
+        argv[argc++] = "XREADGROUP";
+        argv[argc++] = "GROUP";
+        argv[argc++] = MD_QUEUE_GROUP;
+        argv[argc++] = d->consumer;
+        argv[argc++] = "COUNT";
+        argv[argc++] = count;
+        if (d->phase == PHASE_BLOCK) {
+            argv[argc++] = "BLOCK";
+            argv[argc++] = MD_DISPATCH_BLOCK_MS;
+        }
+        argv[argc++] = "STREAMS";
+        if (d->phase == PHASE_BLOCK) {
+            argv[argc++] = md_queue_stream[0];
+            argv[argc++] = md_queue_stream[1];
+            argv[argc++] = ">";
+            argv[argc++] = ">";
+        } else {
+            argv[argc++] = md_queue_stream[d->phase == PHASE_BULK];
+            argv[argc++] = ">";
+        }
     }
-    if (md_redis_cmd(d->redis, md_dispatch_read_cb, d, argc, argv, NULL) == MD_OK)
+    if (md_redis_cmd(d->redis, cb, d, argc, argv, NULL) == MD_OK)
         d->reading = 1;
     else
         md_dispatch_later(d, MD_DISPATCH_RETRY);
 }
 
+/* ---- stopping --------------------------------------------------------------------- */
+
+/* What the release needs after the batches are gone: each message's stream
+ * entry, for the acknowledgement and the push. */
+typedef struct md_release_s {
+    size_t n;
+    struct {
+        int priority;
+        char entry[64];
+        char id[MD_UUID_STRLEN + 1];
+    } e[];
+} md_release_t;
+
+/* The release's answer (ctx is the md_release_t, freed here): the messages it
+ * put back to "queued" get their entries acknowledged and pushed again. */
+static void
+md_dispatch_released(void *ctx, const md_pg_result_t *res)
+{
+    md_release_t *rel = ctx;
+    if (res->error) {
+        md_logf(MD_LOG_WARN, 0,
+                MD_LOG_FIELDS(MD_LS("error", res->error),
+                              MD_LS("detail", res->message ? res->message : "")),
+                "dispatch: releasing claimed messages failed; they wait for their lease");
+        free(rel);
+        return;
+    }
+    int rows = PQntuples(res->res);
+    for (int i = 0; i < rows; i++) {
+        const char *id = PQgetvalue(res->res, i, 0);
+        for (size_t k = 0; k < rel->n; k++) {
+            if (rel->e[k].id[0] == '\0' || strcmp(rel->e[k].id, id) != 0)
+                continue;
+            const char *ent = rel->e[k].entry, *mid = rel->e[k].id;
+            md_dispatch_hand_back(rel->e[k].priority, &ent, &mid, 1, true);
+            rel->e[k].id[0] = '\0'; /* a duplicate entry of the same message stays pending */
+            break;
+        }
+    }
+    if (rows > 0)
+        md_logf(MD_LOG_INFO, 0, MD_LOG_FIELDS(MD_LI("messages", rows)),
+                "dispatch: stopping; claimed messages handed back");
+    free(rel);
+}
+
+/* One statement for every message whose claim is in flight (see the top). */
+static void
+md_dispatch_release(md_dispatch_t *d)
+{
+    size_t n = 0;
+    for (md_list_t *l = d->claiming.next; l != &d->claiming; l = l->next)
+        n += md_list_data(l, md_batch_t, link)->n;
+    if (n == 0)
+        return;
+    md_release_t *rel = md_xcalloc(1, sizeof(*rel) + n * sizeof(rel->e[0]));
+    md_buf_t ids, tokens, eids;
+    md_buf_init(&ids);
+    md_buf_init(&tokens);
+    md_buf_init(&eids);
+    for (md_list_t *l = d->claiming.next; l != &d->claiming; l = l->next) {
+        md_batch_t *b = md_list_data(l, md_batch_t, link);
+        for (size_t i = 0; i < b->n; i++) {
+            char ev[MD_UUID_STRLEN + 1];
+            md_uuid7(ev);
+            md_arr_add(&ids, b->e[i].id, false);
+            md_arr_addf(&tokens, "%.0f", b->token);
+            md_arr_add(&eids, ev, false);
+            rel->e[rel->n].priority = b->priority;
+            memcpy(rel->e[rel->n].entry, b->e[i].entry, sizeof(rel->e[0].entry));
+            memcpy(rel->e[rel->n].id, b->e[i].id, sizeof(rel->e[0].id));
+            rel->n++;
+        }
+    }
+    const char *values[] = {md_arr_end(&ids), md_arr_end(&tokens), md_arr_end(&eids)};
+    md_pg_query_t q = {.stmt = "md_dispatch_release", .nparams = 3, .values = values};
+    int rc = md_pg_exec(d->app->pg, &q, md_dispatch_released, rel);
+    md_buf_free(&ids);
+    md_buf_free(&tokens);
+    md_buf_free(&eids);
+    if (rc != MD_OK) {
+        md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LI("messages", (long)n)),
+                "dispatch: cannot release claims in flight; they wait for their lease");
+        free(rel);
+    }
+}
+
 /* ---- lifetime ------------------------------------------------------------------------- */
+
+/* Empties d->retrying: each chunk is sent once more (last_try) or given up; a
+ * chunk given up leaves its entries pending and its messages under their lease. */
+static void
+md_dispatch_drop_retries(md_dispatch_t *d, bool last_try)
+{
+    while (!md_list_empty(&d->retrying)) {
+        md_chunk_t *ch = md_list_data(d->retrying.next, md_chunk_t, link);
+        md_list_remove(&ch->link);
+        ev_timer_stop(d->loop, &ch->retry);
+        if (last_try && md_chunk_send(ch) == MD_OK)
+            continue;
+        md_batch_t *b = ch->b;
+        free(ch);
+        md_batch_record_done(b, false);
+    }
+}
 
 int
 md_dispatch_prepare(md_pg_pool_t *pool)
 {
-    if (md_pg_prepare(pool, "md_dispatch_claim", md_dispatch_claim_sql, 2) != MD_OK ||
-        md_pg_prepare(pool, "md_dispatch_sent", md_dispatch_sent_sql, 6) != MD_OK ||
-        md_pg_prepare(pool, "md_dispatch_fail", md_dispatch_fail_sql, 7) != MD_OK)
+    if (md_pg_prepare(pool, "md_dispatch_claim", md_dispatch_claim_sql, 5) != MD_OK ||
+        md_pg_prepare(pool, "md_dispatch_sent", md_dispatch_sent_sql, 8) != MD_OK ||
+        md_pg_prepare(pool, "md_dispatch_fail", md_dispatch_fail_sql, 9) != MD_OK ||
+        md_pg_prepare(pool, "md_dispatch_release", md_dispatch_release_sql, 3) != MD_OK)
         return MD_ERROR;
     return MD_OK;
 }
@@ -776,16 +1604,37 @@ md_dispatch_start(md_app_t *app)
     d->loop = app->loop;
     d->redis = r;
     d->phase = PHASE_TRANSACTIONAL;
+    d->concurrency = md_max(app->conf->dispatch_concurrency, 1);
+    /* Two batches in flight: one is claimed or recorded while the next is read
+     * and sent. */
+    d->batch = md_max(md_min(d->concurrency / 2, MD_DISPATCH_BATCH_MAX), 1);
+    d->min_read = md_max(d->batch / 2, 1);
+    /* A second beyond the lease: the claim that leased a dead consumer's
+     * message came after its read, so by then the lease has surely expired. */
+    snprintf(d->min_idle, sizeof(d->min_idle), "%.0f", (app->conf->queue_lease + 1.0) * 1000.0);
+    md_list_init(&d->claiming);
+    md_list_init(&d->retrying);
     char host[256];
     if (gethostname(host, sizeof(host)) != 0)
         snprintf(host, sizeof(host), "localhost");
     host[sizeof(host) - 1] = '\0';
     snprintf(d->consumer, sizeof(d->consumer), "%s:%ld", host, (long)getpid());
+    d->rng =
+        ((uint64_t)getpid() << 32) ^ (uint64_t)(md_dispatch_wall() * 1e6) ^ 0x9e3779b97f4a7c15ull;
+    if (d->rng == 0)
+        d->rng = 1;
     ev_init(&d->retry, md_dispatch_retry_cb);
     d->retry.data = d;
+    ev_timer_init(&d->reclaim, md_dispatch_reclaim_cb, MD_DISPATCH_RECLAIM_EVERY,
+                  MD_DISPATCH_RECLAIM_EVERY);
+    d->reclaim.data = d;
+    ev_timer_start(d->loop, &d->reclaim);
     md_redis_start(r);
     md_dispatch = d;
-    /* The first read once the stores are up. */
+    /* The first read once the stores are up; the first reclaim round soon
+     * after, for what a worker that died before this one left behind. */
+    d->reclaim_due = 1;
+    snprintf(d->reclaim_cursor, sizeof(d->reclaim_cursor), "0-0");
     md_dispatch_later(d, 0.05);
     return MD_OK;
 }
@@ -794,11 +1643,16 @@ void
 md_dispatch_shutdown(void)
 {
     md_dispatch_t *d = md_dispatch;
-    if (d == NULL)
+    if (d == NULL || d->shutting)
         return;
     d->shutting = 1;
     ev_timer_stop(d->loop, &d->retry);
+    ev_timer_stop(d->loop, &d->reclaim);
     md_logf(MD_LOG_DEBUG, 0, MD_LOG_FIELDS(MD_LI("held", d->held)), "dispatch: stopping");
+    md_dispatch_release(d);
+    /* Records waiting to be tried again get their last try while the pool
+     * still takes statements. */
+    md_dispatch_drop_retries(d, true);
 }
 
 void
@@ -809,12 +1663,15 @@ md_dispatch_destroy(void)
         return;
     d->destroying = 1;
     ev_timer_stop(d->loop, &d->retry);
-    /* A read still in flight runs its callback now, with "unavailable". */
+    ev_timer_stop(d->loop, &d->reclaim);
+    /* A read still in flight runs its callback now, with "unavailable"; what
+     * Redis gave it stays pending in the group, for XAUTOCLAIM. */
     md_redis_destroy(d->redis);
     d->redis = NULL;
+    md_dispatch_drop_retries(d, false);
     if (d->held > 0)
         md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LI("held", d->held)),
-                "dispatch: jobs still held at exit");
+                "dispatch: batches still held at exit");
     md_dispatch = NULL;
     free(d);
 }

@@ -8,6 +8,12 @@
  * A file appears whole or not at all: it is written under a temporary name in
  * the same directory and renamed, so a reader (a test, a developer's tail)
  * never sees half a message. A retry after a lost result rewrites the same name.
+ *
+ * With `journal PATH`, every delivery also appends "<message id> <attempt>\n" to
+ * PATH after the rename: one write() on an O_APPEND descriptor per line, so the
+ * lines of every worker (and of every mailerd sharing the file) never mix, and
+ * a message delivered twice shows up twice (the tests and bench/drain count
+ * duplicates from it, which the file names cannot show).
  */
 #include "md_esp.h"
 #include "md_buf.h"
@@ -19,6 +25,12 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Per account and worker. */
+typedef struct md_sink_s {
+    int journal; /* O_APPEND descriptor, or -1 */
+    time_t last_error_log;
+} md_sink_t;
 
 /* mkdir -p; errno is set on failure. */
 static int
@@ -50,8 +62,21 @@ md_sink_mkdirs(const char *path)
 static int
 md_sink_init(md_esp_t *esp, char *err, size_t errlen)
 {
-    md_unused(err);
-    md_unused(errlen);
+    md_sink_t *s = md_xcalloc(1, sizeof(*s));
+    s->journal = -1;
+    esp->data = s;
+    if (esp->conf->journal) {
+        /* A journal that cannot be opened is a test or benchmark set up wrong:
+         * refuse to start rather than count deliveries that are not written. */
+        s->journal = open(esp->conf->journal, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        if (s->journal < 0) {
+            snprintf(err, errlen, "esp \"%s\": cannot open the journal %s: %s", esp->conf->name,
+                     esp->conf->journal, strerror(errno));
+            free(s);
+            esp->data = NULL;
+            return MD_ERROR;
+        }
+    }
     if (esp->conf->dir == NULL)
         return MD_OK;
     if (md_sink_mkdirs(esp->conf->dir) != 0)
@@ -59,6 +84,46 @@ md_sink_init(md_esp_t *esp, char *err, size_t errlen)
                 MD_LOG_FIELDS(MD_LS("esp", esp->conf->name), MD_LS("dir", esp->conf->dir)),
                 "sink directory cannot be created");
     return MD_OK;
+}
+
+static void
+md_sink_destroy(md_esp_t *esp)
+{
+    md_sink_t *s = esp->data;
+    if (s == NULL)
+        return;
+    if (s->journal >= 0)
+        close(s->journal);
+    free(s);
+    esp->data = NULL;
+}
+
+/* One journal line, in one write(): O_APPEND makes each write land whole at
+ * the end of the file whoever else appends. A failure is logged (at most once
+ * a second) and does not fail the delivery: the message is written. */
+static void
+md_sink_journal(md_esp_t *esp, const md_esp_msg_t *m)
+{
+    md_sink_t *s = esp->data;
+    if (s == NULL || s->journal < 0)
+        return;
+    char line[128];
+    int n = snprintf(line, sizeof(line), "%s %d\n", m->id, m->attempt);
+    if (n < 0 || (size_t)n >= sizeof(line))
+        return;
+    ssize_t w;
+    do {
+        w = write(s->journal, line, (size_t)n);
+    } while (w < 0 && errno == EINTR);
+    if (w == n)
+        return;
+    time_t now = time(NULL);
+    if (now != s->last_error_log) {
+        s->last_error_log = now;
+        md_logf(MD_LOG_ERROR, w < 0 ? errno : 0,
+                MD_LOG_FIELDS(MD_LS("esp", esp->conf->name), MD_LS("journal", esp->conf->journal)),
+                "sink: cannot append to the journal");
+    }
 }
 
 /* The right-hand side of our Message-ID: the sender's domain when it is a plain
@@ -187,6 +252,7 @@ md_sink_deliver(md_esp_t *esp, const md_esp_msg_t *m, md_esp_result_t *res)
         return;
     }
     md_buf_free(&out);
+    md_sink_journal(esp, m);
     /* The sink is the recipient's mailbox too: delivered the moment it is written. */
     md_esp_result_sent(res, m->id, 1);
 }
@@ -195,7 +261,7 @@ const md_esp_driver_t md_esp_sink_driver = {
     .name = "sink",
     .kind = MD_ESP_DRIVER_SINK,
     .init = md_sink_init,
-    .destroy = NULL,
+    .destroy = md_sink_destroy,
     .build_request = NULL,
     .read_response = NULL,
     .deliver = md_sink_deliver,

@@ -50,18 +50,6 @@ hex_encode(const unsigned char *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int
-hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static unsigned char
 lower(unsigned char c)
 {
@@ -142,7 +130,7 @@ is_hex64(md_str_t s)
     if (s.len != MD_SIGV4_HEX_LEN)
         return false;
     for (size_t i = 0; i < s.len; i++)
-        if (hexval((unsigned char)s.data[i]) < 0)
+        if (md_hexval((char)s.data[i]) < 0)
             return false;
     return true;
 }
@@ -324,8 +312,8 @@ reencode(md_buf_t *b, md_str_t s)
     for (size_t i = 0; i < s.len; i++) {
         unsigned char c = (unsigned char)s.data[i];
         if (c == '%') {
-            int hi = i + 2 < s.len ? hexval((unsigned char)s.data[i + 1]) : -1;
-            int lo = i + 2 < s.len ? hexval((unsigned char)s.data[i + 2]) : -1;
+            int hi = i + 2 < s.len ? md_hexval((char)s.data[i + 1]) : -1;
+            int lo = i + 2 < s.len ? md_hexval((char)s.data[i + 2]) : -1;
             if (hi < 0 || lo < 0)
                 return MD_ERROR;
             c = (unsigned char)(hi << 4 | lo);

@@ -92,15 +92,6 @@ pg_ok(md_http_request_t *r, const md_pg_result_t *res)
     return false;
 }
 
-static bool
-store_ready(md_http_request_t *r)
-{
-    if (md_app && md_app->pg)
-        return true;
-    md_app_send_store_unavailable(r, "postgres");
-    return false;
-}
-
 /* Answers with the row's JSON (column 0 of row 0), or 404 when there is no row. */
 static void
 send_row(md_http_request_t *r, const md_pg_result_t *res, int status, const char *what)
@@ -134,30 +125,6 @@ send_after_revocation(id_req_t *q, const char *hashes, int status, json_t *out)
 }
 
 /* --- input ---------------------------------------------------------------------------- */
-
-/* Parses the body as a JSON object; answers 400/422 and returns NULL otherwise.
- * empty_ok: an empty body is {}. */
-static json_t *
-body_object(md_http_request_t *r, bool empty_ok)
-{
-    size_t len = md_buf_len(&r->body);
-    if (len == 0 && empty_ok)
-        return json_object();
-    json_error_t err;
-    json_t *j = json_loadb(r->body.pos, len, JSON_REJECT_DUPLICATES, &err);
-    if (j == NULL) {
-        md_http_send_error(r, 400, "invalid_json",
-                           "the body is not valid JSON: %s (line %d, column %d)", err.text,
-                           err.line, err.column);
-        return NULL;
-    }
-    if (!json_is_object(j)) {
-        json_decref(j);
-        md_api_send_validation(r, "", "the body must be a JSON object");
-        return NULL;
-    }
-    return j;
-}
 
 /* Characters (code points) of valid UTF-8, which jansson guarantees. */
 static size_t
@@ -252,9 +219,9 @@ tenant_created(void *ctx, const md_pg_result_t *res)
 static int
 api_tenant_create(md_http_request_t *r)
 {
-    if (md_auth_admin(r) != MD_OK || !store_ready(r))
+    if (md_auth_admin(r) != MD_OK || !md_api_pg_ready(r))
         return MD_OK;
-    json_t *b = body_object(r, false);
+    json_t *b = md_api_body_object(r, false);
     if (b == NULL)
         return MD_OK;
     static const char *const known[] = {"name", "metadata", NULL};
@@ -275,11 +242,9 @@ api_tenant_create(md_http_request_t *r)
     id_req_t *q = req_ctx(r);
     int rc = md_tenants_create(md_app->pg, id, json_string_value(name), meta, tenant_created, q);
     free(meta);
-    json_decref(b);
     return md_api_queued(r, rc);
 done:
     free(meta);
-    json_decref(b);
     return MD_OK;
 }
 
@@ -294,7 +259,7 @@ tenants_listed(void *ctx, const md_pg_result_t *res)
 static int
 api_tenant_list(md_http_request_t *r)
 {
-    if (md_auth_admin(r) != MD_OK || !store_ready(r))
+    if (md_auth_admin(r) != MD_OK || !md_api_pg_ready(r))
         return MD_OK;
     id_req_t *q = req_ctx(r);
     char cursor[MD_UUID_STRLEN + 1];
@@ -317,7 +282,7 @@ static int
 api_tenant_get(md_http_request_t *r)
 {
     char id[MD_UUID_STRLEN + 1];
-    if (md_auth_admin(r) != MD_OK || !path_id(r, id, "tenant") || !store_ready(r))
+    if (md_auth_admin(r) != MD_OK || !path_id(r, id, "tenant") || !md_api_pg_ready(r))
         return MD_OK;
     return md_api_queued(r, md_tenants_get(md_app->pg, id, tenant_got, req_ctx(r)));
 }
@@ -341,9 +306,9 @@ static int
 api_tenant_patch(md_http_request_t *r)
 {
     char id[MD_UUID_STRLEN + 1];
-    if (md_auth_admin(r) != MD_OK || !path_id(r, id, "tenant") || !store_ready(r))
+    if (md_auth_admin(r) != MD_OK || !path_id(r, id, "tenant") || !md_api_pg_ready(r))
         return MD_OK;
-    json_t *b = body_object(r, false);
+    json_t *b = md_api_body_object(r, false);
     if (b == NULL)
         return MD_OK;
     static const char *const known[] = {"name", "status", "metadata", NULL};
@@ -367,11 +332,9 @@ api_tenant_patch(md_http_request_t *r)
     int rc = md_tenants_update(md_app->pg, id, name ? json_string_value(name) : NULL, status, meta,
                                tenant_changed, req_ctx(r));
     free(meta);
-    json_decref(b);
     return md_api_queued(r, rc);
 done:
     free(meta);
-    json_decref(b);
     return MD_OK;
 }
 
@@ -379,7 +342,7 @@ static int
 api_tenant_delete(md_http_request_t *r)
 {
     char id[MD_UUID_STRLEN + 1];
-    if (md_auth_admin(r) != MD_OK || !path_id(r, id, "tenant") || !store_ready(r))
+    if (md_auth_admin(r) != MD_OK || !path_id(r, id, "tenant") || !md_api_pg_ready(r))
         return MD_OK;
     return md_api_queued(r, md_tenants_delete(md_app->pg, id, tenant_changed, req_ctx(r)));
 }
@@ -408,23 +371,21 @@ static int
 api_key_create(md_http_request_t *r)
 {
     char tid[MD_UUID_STRLEN + 1];
-    if (md_auth_admin(r) != MD_OK || !path_id(r, tid, "tenant") || !store_ready(r))
+    if (md_auth_admin(r) != MD_OK || !path_id(r, tid, "tenant") || !md_api_pg_ready(r))
         return MD_OK;
-    json_t *b = body_object(r, true);
+    json_t *b = md_api_body_object(r, true);
     if (b == NULL)
         return MD_OK;
     static const char *const known[] = {"name", NULL};
     json_t *name = json_object_get(b, "name");
     if (!md_api_check_known(r, b, known) ||
         (name && !check_name(r, name, "/name", 0, MD_KEY_NAME_MAX))) {
-        json_decref(b);
         return MD_OK;
     }
     id_req_t *q = req_ctx(r);
     char kid[MD_UUID_STRLEN + 1], prefix[MD_AUTH_DISPLAY_PREFIX + 1];
     unsigned char hash[32];
     if (md_auth_new_key(q->secret, prefix, hash) != MD_OK) {
-        json_decref(b);
         md_log(MD_LOG_ERROR, 0, "no randomness for a new API key");
         md_http_send_error(r, 500, "internal_error", "cannot generate a key");
         return MD_OK;
@@ -432,7 +393,6 @@ api_key_create(md_http_request_t *r)
     md_uuid7(kid);
     int rc = md_keys_create(md_app->pg, tid, kid, name ? json_string_value(name) : "", prefix, hash,
                             key_created, q);
-    json_decref(b);
     if (rc != MD_OK)
         OPENSSL_cleanse(q->secret, sizeof(q->secret));
     return md_api_queued(r, rc);
@@ -467,7 +427,7 @@ static int
 api_key_list(md_http_request_t *r)
 {
     char tid[MD_UUID_STRLEN + 1];
-    if (md_auth_admin(r) != MD_OK || !path_id(r, tid, "tenant") || !store_ready(r))
+    if (md_auth_admin(r) != MD_OK || !path_id(r, tid, "tenant") || !md_api_pg_ready(r))
         return MD_OK;
     return keys_list(r, tid);
 }
@@ -489,7 +449,7 @@ static int
 api_key_revoke_admin(md_http_request_t *r)
 {
     char kid[MD_UUID_STRLEN + 1];
-    if (md_auth_admin(r) != MD_OK || !path_id(r, kid, "key") || !store_ready(r))
+    if (md_auth_admin(r) != MD_OK || !path_id(r, kid, "key") || !md_api_pg_ready(r))
         return MD_OK;
     return md_api_queued(r, md_keys_revoke_any(md_app->pg, kid, key_revoked, req_ctx(r)));
 }
@@ -515,7 +475,7 @@ me_got(void *ctx, const md_pg_result_t *res)
 static int
 me_next(md_http_request_t *r, const md_identity_t *who)
 {
-    if (!store_ready(r))
+    if (!md_api_pg_ready(r))
         return MD_OK;
     return md_api_queued(r,
                          md_keys_me(md_app->pg, who->tenant_id, who->key_id, me_got, req_ctx(r)));
@@ -530,7 +490,7 @@ api_me(md_http_request_t *r)
 static int
 my_keys_next(md_http_request_t *r, const md_identity_t *who)
 {
-    if (!store_ready(r))
+    if (!md_api_pg_ready(r))
         return MD_OK;
     return keys_list(r, who->tenant_id);
 }
@@ -545,7 +505,7 @@ static int
 my_key_revoke_next(md_http_request_t *r, const md_identity_t *who)
 {
     char kid[MD_UUID_STRLEN + 1];
-    if (!path_id(r, kid, "key") || !store_ready(r))
+    if (!path_id(r, kid, "key") || !md_api_pg_ready(r))
         return MD_OK;
     return md_api_queued(r,
                          md_keys_revoke(md_app->pg, who->tenant_id, kid, key_revoked, req_ctx(r)));

@@ -651,15 +651,6 @@ send_store_error(md_http_request_t *r, const char *err, const char *what)
     return MD_OK;
 }
 
-static bool
-store_ready(md_http_request_t *r)
-{
-    if (md_app && md_app->pg)
-        return true;
-    md_app_send_store_unavailable(r, "postgres");
-    return false;
-}
-
 /* --- request body ---------------------------------------------------------------------- */
 
 /* True when Content-Type is application/json (parameters such as charset allowed). */
@@ -1398,7 +1389,7 @@ send_common(md_http_request_t *r, const md_identity_t *who, bool batch)
         md_http_send_error(r, 415, "unsupported_media_type", "the body must be application/json");
         return MD_OK;
     }
-    if (!idem_header(q) || !store_ready(r))
+    if (!idem_header(q) || !md_api_pg_ready(r))
         return MD_OK;
     if (q->has_idem)
         return md_api_queued(r, md_idempotency_get(q->tenant_id, q->idem_key, idem_got, q));
@@ -1496,7 +1487,7 @@ static int
 get_next(md_http_request_t *r, const md_identity_t *who)
 {
     char id[MD_UUID_STRLEN + 1];
-    if (!path_id(r, id, "message") || !store_ready(r))
+    if (!path_id(r, id, "message") || !md_api_pg_ready(r))
         return MD_OK;
     return md_api_queued(r, md_messages_get(who->tenant_id, id, read_done, read_ctx(r, "message")));
 }
@@ -1511,7 +1502,7 @@ static int
 cancel_next(md_http_request_t *r, const md_identity_t *who)
 {
     char id[MD_UUID_STRLEN + 1];
-    if (!path_id(r, id, "message") || !store_ready(r))
+    if (!path_id(r, id, "message") || !md_api_pg_ready(r))
         return MD_OK;
     return md_api_queued(r,
                          md_messages_cancel(who->tenant_id, id, read_done, read_ctx(r, "message")));
@@ -1527,7 +1518,7 @@ static int
 batch_get_next(md_http_request_t *r, const md_identity_t *who)
 {
     char id[MD_UUID_STRLEN + 1];
-    if (!path_id(r, id, "batch") || !store_ready(r))
+    if (!path_id(r, id, "batch") || !md_api_pg_ready(r))
         return MD_OK;
     return md_api_queued(r, md_batches_get(who->tenant_id, id, read_done, read_ctx(r, "batch")));
 }
@@ -1538,128 +1529,67 @@ api_batch_get(md_http_request_t *r)
     return md_auth_tenant(r, batch_get_next);
 }
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decodes s into a NUL-terminated pool string; NULL on a bad escape, a
- * NUL byte or a control character. '+' stays '+' (an RFC 3339 offset). */
-static char *
-query_decode(md_pool_t *pool, const char *s, size_t n)
-{
-    char *out = md_palloc(pool, n + 1), *o = out;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '%') {
-            int h, l;
-            if (i + 2 >= n || (h = hexval(s[i + 1])) < 0 || (l = hexval(s[i + 2])) < 0)
-                return NULL;
-            c = (unsigned char)(h * 16 + l);
-            i += 2;
-        }
-        if (c < 0x20 || c == 0x7f)
-            return NULL;
-        *o++ = (char)c;
-    }
-    *o = '\0';
-    return out;
-}
-
 static const char *const statuses[] = {
     "accepted", "queued",     "scheduled", "sending",    "sent",     "delivered", "deferred",
     "bounced",  "complained", "failed",    "suppressed", "canceled", NULL};
-
-static int
-bad_param(md_http_request_t *r, const char *code, const char *name, const char *msg)
-{
-    json_t *e =
-        json_pack("{s:{s:s,s:s,s:s}}", "error", "code", code, "message", msg, "field", name);
-    md_http_send_json(r, 422, e);
-    return MD_OK;
-}
 
 static int
 list_next(md_http_request_t *r, const md_identity_t *who)
 {
     md_msg_filter_t f = {.limit = LIST_LIMIT_DEFAULT};
     char batch[MD_UUID_STRLEN + 1];
-    const char *p = r->query.data, *end = r->query.data + r->query.len;
-    unsigned seen = 0;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *e = amp ? amp : end;
-        const char *eq = memchr(p, '=', (size_t)(e - p));
-        md_str_t name = {(size_t)((eq ? eq : e) - p), p};
-        const char *raw = eq ? eq + 1 : e;
-        char *val = query_decode(r->pool, raw, (size_t)(e - raw));
-        p = amp ? amp + 1 : end;
-        if (name.len == 0 && e == raw)
-            continue; /* "&&" or a trailing '&' */
-        static const char *const names[] = {"status", "batch_id", "tag", "since",
-                                            "cursor", "limit",    NULL};
-        unsigned bit = 0;
-        for (unsigned i = 0; names[i]; i++)
-            if (md_str_eq(name, names[i]))
-                bit = 1u << i;
-        char nm[64];
-        snprintf(nm, sizeof(nm), "%.*s", (int)md_min(name.len, 40), name.data);
-        for (char *c = nm; *c; c++)
-            if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
-                *c = '?';
-        if (bit == 0)
-            return bad_param(r, "unknown_parameter", nm, "unknown query parameter");
-        if (seen & bit)
-            return bad_param(r, "invalid_parameter", nm, "given more than once");
-        seen |= bit;
-        if (val == NULL)
-            return bad_param(r, "invalid_parameter", nm, "bad percent-encoding");
+    static const char *const names[] = {"status", "batch_id", "tag", "since",
+                                        "cursor", "limit",    NULL};
+    md_api_query_t qs;
+    md_api_query_init(&qs, r);
+    unsigned bit;
+    char *val;
+    const char *nm;
+    int more;
+    while ((more = md_api_query_next(&qs, names, &bit, &val)) > 0) {
+        nm = qs.name;
         if (bit == 1) {
             bool ok = false;
             for (const char *const *s = statuses; *s && !ok; s++)
                 ok = strcmp(val, *s) == 0;
             if (!ok)
-                return bad_param(r, "invalid_parameter", nm, "not a message status");
+                return md_api_bad_param(r, "invalid_parameter", nm, "not a message status");
             f.status = val;
         } else if (bit == 2) {
             md_str_t s = {strlen(val), val};
             if (!md_uuid_parse(s, batch))
-                return bad_param(r, "invalid_parameter", nm, "must be a batch id");
+                return md_api_bad_param(r, "invalid_parameter", nm, "must be a batch id");
             f.batch_id = batch;
         } else if (bit == 4) {
             if (!tag_ok(val, strlen(val)))
-                return bad_param(r, "invalid_parameter", nm,
-                                 "a tag is 1 to 64 characters of [A-Za-z0-9_.:-]");
+                return md_api_bad_param(r, "invalid_parameter", nm,
+                                        "a tag is 1 to 64 characters of [A-Za-z0-9_.:-]");
             f.tag = val;
         } else if (bit == 8) {
             if (!parse_rfc3339(val, strlen(val), &f.since) || f.since <= 0)
-                return bad_param(r, "invalid_parameter", nm,
-                                 "must be an RFC 3339 date-time (encode '+' as %2B)");
+                return md_api_bad_param(r, "invalid_parameter", nm,
+                                        "must be an RFC 3339 date-time (encode '+' as %2B)");
         } else if (bit == 16) {
             size_t n = strlen(val);
             bool ok = n >= 1 && n <= 200;
             for (size_t i = 0; ok && i < n; i++)
                 ok = (unsigned char)val[i] > 0x20 && (unsigned char)val[i] < 0x7f;
             if (!ok)
-                return bad_param(r, "invalid_parameter", nm,
-                                 "must be a next_cursor value from a previous page");
+                return md_api_bad_param(r, "invalid_parameter", nm,
+                                        "must be a next_cursor value from a previous page");
             f.cursor = val;
         } else {
             unsigned v;
             size_t n = strlen(val);
             if (n < 1 || n > 3 || !digits(val, n, &v) || v < 1 || v > LIST_LIMIT_MAX)
-                return bad_param(r, "invalid_parameter", nm, "must be an integer from 1 to 100");
+                return md_api_bad_param(r, "invalid_parameter", nm,
+                                        "must be an integer from 1 to 100");
             f.limit = (int)v;
         }
     }
-    if (!store_ready(r))
+    if (more < 0)
+        return MD_OK;
+    if (!md_api_pg_ready(r))
         return MD_OK;
     return md_api_queued(r,
                          md_messages_list(who->tenant_id, &f, read_done, read_ctx(r, "message")));

@@ -100,15 +100,6 @@ pg_ok(md_http_request_t *r, const md_pg_result_t *res)
     return false;
 }
 
-static bool
-store_ready(md_http_request_t *r)
-{
-    if (md_app && md_app->pg)
-        return true;
-    md_app_send_store_unavailable(r, "postgres");
-    return false;
-}
-
 static json_t *
 row_json(const PGresult *res, int row, int col)
 {
@@ -137,39 +128,6 @@ send_after_change(tpl_req_t *q, const char *name, int status, json_t *out)
 }
 
 /* --- input ---------------------------------------------------------------------------- */
-
-static void
-json_decref_cleanup(void *data)
-{
-    json_decref(data);
-}
-
-/* Parses the body as a JSON object; answers 400/422 and returns NULL otherwise.
- * empty_ok: an empty body is {}. The object is freed with r's pool. */
-static json_t *
-body_object(md_http_request_t *r, bool empty_ok)
-{
-    size_t len = md_buf_len(&r->body);
-    json_t *j;
-    if (len == 0 && empty_ok) {
-        j = json_object();
-    } else {
-        json_error_t err;
-        j = json_loadb(r->body.pos, len, JSON_REJECT_DUPLICATES, &err);
-        if (j == NULL) {
-            md_http_send_error(r, 400, "invalid_json",
-                               "the body is not valid JSON: %s (line %d, column %d)", err.text,
-                               err.line, err.column);
-            return NULL;
-        }
-    }
-    md_pool_cleanup_add(r->pool, json_decref_cleanup, j);
-    if (!json_is_object(j)) {
-        md_api_send_validation(r, "", "the body must be a JSON object");
-        return NULL;
-    }
-    return j;
-}
 
 /* A template's fields as validated, pointing into the body. */
 typedef struct tpl_fields_s {
@@ -309,9 +267,9 @@ saved_cb(void *ctx, const md_pg_result_t *res)
 static int
 create_next(md_http_request_t *r, const md_identity_t *who)
 {
-    if (!store_ready(r))
+    if (!md_api_pg_ready(r))
         return MD_OK;
-    json_t *b = body_object(r, false);
+    json_t *b = md_api_body_object(r, false);
     tpl_fields_t f;
     if (b == NULL || !check_fields(r, b, &f))
         return MD_OK;
@@ -352,7 +310,7 @@ listed_cb(void *ctx, const md_pg_result_t *res)
 static int
 list_next(md_http_request_t *r, const md_identity_t *who)
 {
-    if (!store_ready(r))
+    if (!md_api_pg_ready(r))
         return MD_OK;
     tpl_req_t *q = req_ctx(r, who);
     char cursor[MD_UUID_STRLEN + 1];
@@ -387,7 +345,7 @@ static int
 read_next(md_http_request_t *r, const md_identity_t *who)
 {
     char id[MD_UUID_STRLEN + 1];
-    if (!path_id(r, id) || !store_ready(r))
+    if (!path_id(r, id) || !md_api_pg_ready(r))
         return MD_OK;
     return md_api_queued(r, md_templates_read(who->tenant_id, id, read_cb, req_ctx(r, who)));
 }
@@ -402,9 +360,9 @@ static int
 update_next(md_http_request_t *r, const md_identity_t *who)
 {
     char id[MD_UUID_STRLEN + 1];
-    if (!path_id(r, id) || !store_ready(r))
+    if (!path_id(r, id) || !md_api_pg_ready(r))
         return MD_OK;
-    json_t *b = body_object(r, false);
+    json_t *b = md_api_body_object(r, false);
     tpl_fields_t f;
     if (b == NULL || !check_fields(r, b, &f))
         return MD_OK;
@@ -438,7 +396,7 @@ static int
 delete_next(md_http_request_t *r, const md_identity_t *who)
 {
     char id[MD_UUID_STRLEN + 1];
-    if (!path_id(r, id) || !store_ready(r))
+    if (!path_id(r, id) || !md_api_pg_ready(r))
         return MD_OK;
     tpl_req_t *q = req_ctx(r, who);
     memcpy(q->id, id, sizeof(q->id));
@@ -517,9 +475,9 @@ static int
 render_next(md_http_request_t *r, const md_identity_t *who)
 {
     char id[MD_UUID_STRLEN + 1];
-    if (!path_id(r, id) || !store_ready(r))
+    if (!path_id(r, id) || !md_api_pg_ready(r))
         return MD_OK;
-    json_t *b = body_object(r, true);
+    json_t *b = md_api_body_object(r, true);
     if (b == NULL)
         return MD_OK;
     static const char *const known[] = {"variables", NULL};

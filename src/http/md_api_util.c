@@ -121,3 +121,119 @@ md_api_page_args(md_http_request_t *r, int max, int dflt, int *limit, char *curs
     }
     return true;
 }
+
+/* Percent-decodes s into a NUL-terminated pool string; NULL on a bad escape, a
+ * NUL byte or a control character. '+' stays '+' (an RFC 3339 offset). */
+char *
+md_api_query_decode(md_pool_t *pool, const char *s, size_t n)
+{
+    char *out = md_palloc(pool, n + 1), *o = out;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '%') {
+            int h, l;
+            if (i + 2 >= n || (h = md_hexval(s[i + 1])) < 0 || (l = md_hexval(s[i + 2])) < 0)
+                return NULL;
+            c = (unsigned char)(h * 16 + l);
+            i += 2;
+        }
+        if (c < 0x20 || c == 0x7f)
+            return NULL;
+        *o++ = (char)c;
+    }
+    *o = '\0';
+    return out;
+}
+
+int
+md_api_bad_param(md_http_request_t *r, const char *code, const char *name, const char *msg)
+{
+    json_t *e =
+        json_pack("{s:{s:s,s:s,s:s}}", "error", "code", code, "message", msg, "field", name);
+    md_http_send_json(r, 422, e);
+    return MD_OK;
+}
+
+void
+md_api_query_init(md_api_query_t *q, md_http_request_t *r)
+{
+    q->r = r;
+    q->p = r->query.data;
+    q->end = r->query.data + r->query.len;
+    q->seen = 0;
+    q->name[0] = '\0';
+}
+
+int
+md_api_query_next(md_api_query_t *q, const char *const *names, unsigned *bit, char **value)
+{
+    while (q->p < q->end) {
+        const char *amp = memchr(q->p, '&', (size_t)(q->end - q->p));
+        const char *e = amp ? amp : q->end;
+        const char *eq = memchr(q->p, '=', (size_t)(e - q->p));
+        md_str_t name = {(size_t)((eq ? eq : e) - q->p), q->p};
+        const char *raw = eq ? eq + 1 : e;
+        q->p = amp ? amp + 1 : q->end;
+        if (name.len == 0 && e == raw)
+            continue; /* "&&" or a trailing '&' */
+        *value = md_api_query_decode(q->r->pool, raw, (size_t)(e - raw));
+        *bit = 0;
+        for (unsigned i = 0; names[i] && i < 31; i++)
+            if (md_str_eq(name, names[i]))
+                *bit = 1u << i;
+        snprintf(q->name, sizeof(q->name), "%.*s", (int)md_min(name.len, 40), name.data);
+        for (char *c = q->name; *c; c++)
+            if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+                *c = '?';
+        if (*bit == 0)
+            return md_api_bad_param(q->r, "unknown_parameter", q->name, "unknown query parameter"),
+                   -1;
+        if (q->seen & *bit)
+            return md_api_bad_param(q->r, "invalid_parameter", q->name, "given more than once"), -1;
+        q->seen |= *bit;
+        if (*value == NULL)
+            return md_api_bad_param(q->r, "invalid_parameter", q->name, "bad percent-encoding"), -1;
+        return 1;
+    }
+    return 0;
+}
+
+bool
+md_api_pg_ready(md_http_request_t *r)
+{
+    if (md_app && md_app->pg)
+        return true;
+    md_app_send_store_unavailable(r, "postgres");
+    return false;
+}
+
+void
+md_api_json_decref_cleanup(void *data)
+{
+    json_decref(data);
+}
+
+json_t *
+md_api_body_object(md_http_request_t *r, bool empty_ok)
+{
+    size_t len = md_buf_len(&r->body);
+    json_t *j;
+    if (len == 0 && empty_ok) {
+        j = json_object();
+    } else {
+        json_error_t err;
+        j = json_loadb(r->body.pos, len, JSON_REJECT_DUPLICATES, &err);
+        if (j == NULL) {
+            md_http_send_error(r, 400, "invalid_json",
+                               "the body is not valid JSON: %s (line %d, column %d)", err.text,
+                               err.line, err.column);
+            return NULL;
+        }
+    }
+    md_pool_cleanup_add(r->pool, md_api_json_decref_cleanup, j);
+    if (!json_is_object(j)) {
+        md_api_send_validation(r, "", "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}

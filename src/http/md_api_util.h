@@ -31,4 +31,40 @@ bool md_api_check_known(md_http_request_t *r, json_t *obj, const char *const *al
 bool md_api_page_args(md_http_request_t *r, int max, int dflt, int *limit, char *cursor,
                       bool *has_cursor);
 
+/* Percent-decodes a query value into a NUL-terminated string from pool; NULL on a
+ * bad escape, a NUL byte or a control character. '+' stays '+' (an RFC 3339
+ * offset in "since"). */
+char *md_api_query_decode(md_pool_t *pool, const char *s, size_t n);
+
+/* Answers 422 {"error":{"code":code,"message":msg,"field":name}} for a query
+ * parameter; returns MD_OK so a handler can return it. */
+int md_api_bad_param(md_http_request_t *r, const char *code, const char *name, const char *msg);
+
+/*
+ * Walks r's query string one parameter at a time against names (NULL-ended, at
+ * most 31). md_api_query_next returns 1 with *bit (1 << position in names) and
+ * *value (percent-decoded, from r's pool) and q->name (the parameter's name,
+ * printable, for error fields); 0 at the end; -1 after it answered 422 itself:
+ * unknown_parameter, or invalid_parameter for a repeated or badly encoded one.
+ */
+typedef struct md_api_query_s {
+    md_http_request_t *r;
+    const char *p, *end;
+    unsigned seen;
+    char name[64];
+} md_api_query_t;
+void md_api_query_init(md_api_query_t *q, md_http_request_t *r);
+int md_api_query_next(md_api_query_t *q, const char *const *names, unsigned *bit, char **value);
+
+/* True when the PostgreSQL pool exists; otherwise answers 503 store_unavailable. */
+bool md_api_pg_ready(md_http_request_t *r);
+
+/* The body as a JSON object, owned by r's pool (freed with the request); an empty
+ * body is {} when empty_ok. Otherwise answers 400 invalid_json or 422 and
+ * returns NULL. */
+json_t *md_api_body_object(md_http_request_t *r, bool empty_ok);
+
+/* A pool cleanup that drops one JSON reference (data is the json_t *). */
+void md_api_json_decref_cleanup(void *data);
+
 #endif

@@ -369,18 +369,6 @@ uuid_ok(const char *s)
     return s[MD_UUID_STRLEN] == '\0';
 }
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static void
 hex_encode(char *out, const unsigned char *in, size_t n)
 {
@@ -399,7 +387,7 @@ bytea32_decode(const char *s, unsigned char *out)
     if (s == NULL || s[0] != '\\' || s[1] != 'x' || strlen(s) != 66)
         return false;
     for (size_t i = 0; i < 32; i++) {
-        int hi = hexval(s[2 + 2 * i]), lo = hexval(s[3 + 2 * i]);
+        int hi = md_hexval(s[2 + 2 * i]), lo = md_hexval(s[3 + 2 * i]);
         if (hi < 0 || lo < 0)
             return false;
         out[i] = (unsigned char)(hi << 4 | lo);
@@ -418,7 +406,7 @@ cursor_encode(const char *uuid, char out[23])
     for (size_t i = 0; i < MD_UUID_STRLEN && j < 16; i++) {
         if (uuid[i] == '-')
             continue;
-        b[j++] = (unsigned char)(hexval(uuid[i]) << 4 | hexval(uuid[i + 1]));
+        b[j++] = (unsigned char)(md_hexval(uuid[i]) << 4 | md_hexval(uuid[i + 1]));
         i++;
     }
     size_t o = 0;

@@ -2,17 +2,19 @@
  * The queue between accepting and sending (see md_queue.h).
  *
  * Redis holds an index of the work, PostgreSQL holds the work:
- *   - md_queue_push (after COMMIT) XADDs each message id to the stream of its
- *     priority, or ZADDs it to the scheduled set when send_at is ahead;
+ *   - md_queue_push (after COMMIT) runs one Lua script per batch that XADDs
+ *     each message id to the stream of its priority and SADDs it to the live
+ *     set, or ZADDs it to the scheduled set when send_at is ahead;
  *   - a Lua script, run every 250 ms by a timer in every worker (it is atomic,
  *     so running it everywhere is safe), moves the due members of the scheduled
- *     set into the streams; retries come back the same way;
- *   - the recovery scan (every queue_recovery_interval, one worker at a time
- *     through a PostgreSQL advisory lock) requeues what Redis lost: messages
- *     "queued" for longer than the interval while no stream has a backlog, leases
- *     that expired ("sending" whose worker died or stopped), and scheduled or
- *     deferred messages overdue by more than the interval. Issue 5 replaces it
- *     with the full sweeper (and XAUTOCLAIM).
+ *     set into the streams (and the live set); retries come back the same way;
+ *   - the sweeper (every queue_recovery_interval, one worker at a time across
+ *     hosts) turns expired leases back to queued, pages through what PostgreSQL
+ *     says is waiting, and pushes, in one Lua script per page, only the ids no
+ *     queue entry covers; then it does the housekeeping (old dead letters, idle
+ *     consumers of dead workers, the queue gauges);
+ *   - md_queue_requeue does the sweeper's paging for one scope, without the age
+ *     threshold, for resume and retry-failed.
  * Scheduled-set members are "t:<id>" or "b:<id>" so the script knows the
  * stream; ZADD of the same member is idempotent, which makes re-adding safe.
  */
@@ -31,78 +33,267 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MD_QUEUE_TICK         0.25 /* scheduler period */
 #define MD_QUEUE_MOVE_LIMIT   "1000"
 #define MD_QUEUE_MOVE_LIMIT_N 1000
-#define MD_QUEUE_SCAN_LIMIT   500
-/* pg_try_advisory_xact_lock key of the recovery scan: any constant no other
- * module uses ("mailerdQ" in ASCII). */
-#define MD_QUEUE_SCAN_LOCK "7885629153624052049"
+#define MD_QUEUE_PUSH_CHUNK   500  /* messages per push script call */
+#define MD_QUEUE_PAGE         2000 /* candidates per sweeper or requeue step */
+#define MD_QUEUE_LEASE_PAGE   200  /* expired leases turned back per statement */
+#define MD_QUEUE_DEAD_PAGE    10000
+#define MD_QUEUE_LOCK         "mailerd:q:sweeper"
+#define MD_QUEUE_ZERO_UUID    "00000000-0000-0000-0000-000000000000"
 
 const char *const md_queue_stream[2] = {"mailerd:q:transactional", "mailerd:q:bulk"};
 
-/* KEYS: scheduled set, transactional stream, bulk stream. ARGV: now, limit, maxlen.
- * Returns how many members moved (== limit: call again, more are due). */
+/* KEYS: transactional stream, bulk stream, scheduled set, live set.
+ * ARGV: maxlen, then (priority 't' | 'b', id, at) per message; at "0" means now.
+ * One call per batch keeps the accept path at one round trip; entry and live
+ * membership are written together, so coverage never lags the stream. */
+static const char md_queue_push_lua[] = "for i = 2, #ARGV, 3 do\n"
+                                        "  local p, id, at = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
+                                        "  if at == '0' then\n"
+                                        "    redis.call('XADD', p == 'b' and KEYS[2] or KEYS[1], "
+                                        "'MAXLEN', '~', ARGV[1], '*', 'id', id)\n"
+                                        "    redis.call('SADD', KEYS[4], id)\n"
+                                        "  else\n"
+                                        "    redis.call('ZADD', KEYS[3], at, p .. ':' .. id)\n"
+                                        "  end\n"
+                                        "end\n"
+                                        "return (#ARGV - 1) / 3\n";
+
+/* KEYS: scheduled set, transactional stream, bulk stream, live set. ARGV: now,
+ * limit, maxlen. Returns how many members moved (== limit: call again). */
 static const char md_queue_move_lua[] =
     "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])\n"
     "for _, m in ipairs(due) do\n"
     "  local key = KEYS[2]\n"
     "  if string.sub(m, 1, 2) == 'b:' then key = KEYS[3] end\n"
-    "  redis.call('XADD', key, 'MAXLEN', '~', ARGV[3], '*', 'id', string.sub(m, 3))\n"
+    "  local id = string.sub(m, 3)\n"
+    "  redis.call('XADD', key, 'MAXLEN', '~', ARGV[3], '*', 'id', id)\n"
+    "  redis.call('SADD', KEYS[4], id)\n"
     "  redis.call('ZREM', KEYS[1], m)\n"
     "end\n"
     "return #due\n";
 
 /*
- * The recovery scan. $1 interval (seconds), $2/$3 skip transactional/bulk
- * messages (their stream has undelivered entries, so they are probably still in
- * it, or a moved scheduled entry is), $4 limit, $5 uuid[] of event ids for leases turned back to
- * queued. Returns (id, priority, kind 'q' push to the stream | 's' add to the set, at).
+ * Coverage check and push in one atomic step, so nothing can cover or uncover
+ * an id between the check and the push. KEYS: transactional stream, bulk
+ * stream, scheduled set, live set, sweeper lock. ARGV: maxlen, lock token ("" for
+ * no lock), lock ttl (ms), then (priority 't' | 'b', id) per message. Returns
+ * how many were pushed, or -1 when another process holds the sweeper lock (the
+ * lock is refreshed, or taken again after a Redis restart lost it).
+ * A live member whose stream does not exist at all (the keys were deleted, not
+ * the set) is not trusted: without an entry it would hide its message forever.
  */
-static const char md_queue_scan_sql[] =
-    "WITH lk AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(" MD_QUEUE_SCAN_LOCK ") AS ok),"
-    " stale AS ("
-    "  SELECT m.id, m.status AS was FROM messages m, lk"
-    "  WHERE lk.ok AND ((m.status = 'queued' AND m.updated_at < now() - make_interval(secs => $1)"
-    "                    AND NOT (CASE m.priority WHEN 'bulk' THEN $3::boolean ELSE $2::boolean "
-    "END))"
-    "               OR (m.status = 'sending' AND m.lease_until < now()))"
-    "  ORDER BY m.updated_at LIMIT $4 FOR UPDATE OF m SKIP LOCKED),"
+static const char md_queue_cover_lua[] =
+    "if ARGV[2] ~= '' then\n"
+    "  local holder = redis.call('GET', KEYS[5])\n"
+    "  if holder == ARGV[2] then redis.call('PEXPIRE', KEYS[5], ARGV[3])\n"
+    "  elseif not holder then redis.call('SET', KEYS[5], ARGV[2], 'PX', ARGV[3])\n"
+    "  else return -1 end\n"
+    "end\n"
+    "local live_ok = {t = redis.call('XLEN', KEYS[1]) > 0, b = redis.call('XLEN', KEYS[2]) > 0}\n"
+    "local n = 0\n"
+    "for i = 4, #ARGV, 2 do\n"
+    "  local p, id = ARGV[i], ARGV[i + 1]\n"
+    "  local covered = (live_ok[p] and redis.call('SISMEMBER', KEYS[4], id) == 1)\n"
+    "    or redis.call('ZSCORE', KEYS[3], 't:' .. id) or redis.call('ZSCORE', KEYS[3], 'b:' .. "
+    "id)\n"
+    "  if not covered then\n"
+    "    redis.call('XADD', p == 'b' and KEYS[2] or KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'id', "
+    "id)\n"
+    "    redis.call('SADD', KEYS[4], id)\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "return n\n";
+
+/* KEYS: lock. ARGV: token, ttl (ms). 1 when this process holds it now (taken or
+ * renewed: a turn cut short by an error takes it back), 0 when another does. */
+static const char md_queue_lock_lua[] =
+    "local holder = redis.call('GET', KEYS[1])\n"
+    "if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end\n"
+    "if holder then return 0 end\n"
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "return 1\n";
+
+/* KEYS: lock. ARGV: token. Deletes the lock only if it is still ours. */
+static const char md_queue_unlock_lua[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
+    "return 0\n";
+
+/* KEYS: transactional stream, bulk stream, scheduled set, dead stream. ARGV: group.
+ * Returns {len, lag, pending} per stream, then ZCARD scheduled and XLEN dead. lag
+ * is -1 when Redis cannot tell (entries deleted inside the unread range); a
+ * stream without our group has lag = its length (nothing was read). */
+static const char md_queue_stats_lua[] =
+    "local out = {}\n"
+    "for i = 1, 2 do\n"
+    "  local len, lag, pend = redis.call('XLEN', KEYS[i]), 0, 0\n"
+    "  if len > 0 then\n"
+    "    lag = len\n"
+    "    local g = redis.pcall('XINFO', 'GROUPS', KEYS[i])\n"
+    "    if type(g) == 'table' and not g.err then\n"
+    "      for _, grp in ipairs(g) do\n"
+    "        local f = {}\n"
+    "        for k = 1, #grp, 2 do f[grp[k]] = grp[k + 1] end\n"
+    "        if f['name'] == ARGV[1] then\n"
+    "          pend = f['pending'] or 0\n"
+    "          if type(f['lag']) == 'number' then lag = f['lag'] else lag = -1 end\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  out[#out + 1] = len\n"
+    "  out[#out + 1] = lag\n"
+    "  out[#out + 1] = pend\n"
+    "end\n"
+    "out[#out + 1] = redis.call('ZCARD', KEYS[3])\n"
+    "out[#out + 1] = redis.call('XLEN', KEYS[4])\n"
+    "return out\n";
+
+/* KEYS: transactional stream, bulk stream. ARGV: group, idle (ms). Deletes the
+ * consumers idle that long that hold no pending entry: each dead worker leaves a
+ * "host:pid" consumer behind, and XAUTOCLAIM moved its entries away already.
+ * A live dispatcher reads every second, so it is never that idle; if one were,
+ * its next XREADGROUP simply creates it again. Returns how many went. */
+static const char md_queue_reap_lua[] =
+    "local n = 0\n"
+    "for i = 1, 2 do\n"
+    "  local cs = redis.pcall('XINFO', 'CONSUMERS', KEYS[i], ARGV[1])\n"
+    "  if type(cs) == 'table' and not cs.err then\n"
+    "    for _, c in ipairs(cs) do\n"
+    "      local f = {}\n"
+    "      for k = 1, #c, 2 do f[c[k]] = c[k + 1] end\n"
+    "      if f['pending'] == 0 and (f['idle'] or 0) > tonumber(ARGV[2]) then\n"
+    "        redis.call('XGROUP', 'DELCONSUMER', KEYS[i], ARGV[1], f['name'])\n"
+    "        n = n + 1\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return n\n";
+
+/* The pause filter every selection here shares (queue_pauses is small). */
+#define MD_QUEUE_NOT_PAUSED(m)                                                                     \
+    " NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.scope = '*' OR p.scope = " m                \
+    ".tenant_id::text)"
+
+/*
+ * Leases that ran out (a worker died or stopped holding the message): back to
+ * queued with a 'queued' event saying why, whatever the coverage, so a claim
+ * can take them again. $1 limit, $2 uuid[] event ids (one per row at most).
+ * Returns (id, priority, paused): a paused tenant's message is turned back but
+ * not pushed (resume does that).
+ */
+static const char md_queue_leases_sql[] =
+    "WITH lost AS ("
+    "  SELECT m.id FROM messages m WHERE m.status = 'sending' AND m.lease_until < now()"
+    "  ORDER BY m.lease_until LIMIT $1 FOR UPDATE SKIP LOCKED),"
     " upd AS ("
     "  UPDATE messages m SET status = 'queued', lease_until = NULL, updated_at = now()"
-    "  FROM stale s WHERE m.id = s.id RETURNING m.id, m.tenant_id, m.priority, s.was),"
+    "  FROM lost l WHERE m.id = l.id AND m.status = 'sending'"
+    "  RETURNING m.id, m.tenant_id, m.priority),"
     " ev AS ("
     "  INSERT INTO events (id, tenant_id, message_id, type, data)"
     "  SELECT e.eid, u.tenant_id, u.id, 'queued', '{\"reason\":\"lease_expired\"}'::jsonb"
-    "  FROM (SELECT upd.*, row_number() OVER () AS rn FROM upd WHERE was = 'sending') u"
-    "  JOIN unnest($5::uuid[]) WITH ORDINALITY AS e(eid, rn) ON e.rn = u.rn),"
-    " due AS ("
-    "  SELECT m.id, m.priority,"
-    "         extract(epoch FROM coalesce(m.next_attempt_at, m.send_at, now()))::float8 AS at"
-    "  FROM messages m, lk WHERE lk.ok AND m.status IN ('scheduled', 'deferred')"
-    "   AND coalesce(m.next_attempt_at, m.send_at, now()) < now() - make_interval(secs => $1)"
-    "   AND NOT (CASE m.priority WHEN 'bulk' THEN $3::boolean ELSE $2::boolean END)"
-    "  ORDER BY 3 LIMIT $4)"
-    " SELECT id::text, priority, 'q', 0::float8 FROM upd"
-    " UNION ALL SELECT id::text, priority, 's', at FROM due";
+    "  FROM (SELECT upd.*, row_number() OVER () AS rn FROM upd) u"
+    "  JOIN unnest($2::uuid[]) WITH ORDINALITY AS e(eid, rn) ON e.rn = u.rn)"
+    " SELECT u.id::text, u.priority, NOT" MD_QUEUE_NOT_PAUSED("u") " FROM upd u";
 
-typedef struct md_queue_s {
+/*
+ * One page of waiting messages in id order after the cursor $1: queued, or
+ * scheduled/deferred and due, for at least $2 seconds (the sweeper's grace: a
+ * message younger than that may have its push still on the way; 0 for a
+ * requeue), of tenant $3 (NULL: every tenant), not paused, at most $4.
+ * The candidates come from the partial index messages_pending_idx (the CTE is
+ * materialized so the planner cannot walk the primary key by id instead: that
+ * reads the whole table, sent mail and all, whenever little is waiting); each
+ * page then sorts what is waiting past the cursor. An index on (id) WHERE
+ * status IN ('queued', 'scheduled', 'deferred') would make a page read only
+ * its own rows. The pause filter is one-time ('*') and hashed (tenants), not
+ * a lookup per row.
+ */
+static const char md_queue_waiting_sql[] =
+    "WITH w AS MATERIALIZED ("
+    "  SELECT m.id, m.priority FROM messages m"
+    "  WHERE m.status IN ('queued', 'scheduled', 'deferred') AND m.id > $1::uuid"
+    "   AND ($3::uuid IS NULL OR m.tenant_id = $3::uuid)"
+    "   AND CASE m.status WHEN 'queued' THEN m.updated_at"
+    "        ELSE coalesce(m.next_attempt_at, m.send_at, m.updated_at) END"
+    "       <= now() - make_interval(secs => $2::float8)"
+    "   AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE scope = '*')"
+    "   AND m.tenant_id::text NOT IN (SELECT scope FROM queue_pauses))"
+    " SELECT id::text, priority FROM w ORDER BY id LIMIT $4";
+
+/* Exactly these ids ($1 uuid[]), those queued and not paused (retry-failed). */
+static const char md_queue_ids_sql[] =
+    "SELECT m.id::text, m.priority FROM messages m"
+    " WHERE m.id = ANY($1::uuid[]) AND m.status = 'queued' AND" MD_QUEUE_NOT_PAUSED("m");
+
+/* Dead letters older than $1 seconds, at most $2 per statement. */
+static const char md_queue_dead_gc_sql[] =
+    "WITH d AS (DELETE FROM dead_letters WHERE message_id IN ("
+    "  SELECT message_id FROM dead_letters"
+    "  WHERE created_at < now() - make_interval(secs => $1::float8) LIMIT $2)"
+    " RETURNING 1) SELECT count(*) FROM d";
+
+/* ---- state ---------------------------------------------------------------------- */
+
+/* What a job is doing: the sweeper's steps in order, or a requeue's. */
+enum {
+    MD_QJ_LOCK,    /* sweeper: taking the lock */
+    MD_QJ_LEASES,  /* sweeper: expired leases back to queued */
+    MD_QJ_WAITING, /* sweeper and scope requeue: pages by id */
+    MD_QJ_IDS,     /* requeue of given ids: pages of the array */
+    MD_QJ_DEAD,    /* sweeper: dead-letter cleanup */
+    MD_QJ_DONE
+};
+
+typedef struct md_queue_s md_queue_t;
+
+/*
+ * One pass over PostgreSQL's waiting messages: the sweeper's turn, or one
+ * md_queue_requeue call. Owned by the queue (listed in q->jobs) from start to
+ * md_queue_job_end, which frees it; every store callback names it as ctx, and
+ * at most one store call of a job is in flight at any time.
+ */
+typedef struct md_queue_job_s {
+    md_queue_t *q;
+    struct md_queue_job_s *next, *prev;
+    int sweeper;
+    int phase;
+    double grace; /* seconds (the sweeper's age threshold), 0 for a requeue */
+    char cursor[MD_UUID_STRLEN + 1];
+    char tenant[MD_UUID_STRLEN + 1]; /* "" for every tenant */
+    char **ids;                      /* requeue by ids: owned copies */
+    size_t nids, next_id;
+    long pushed;
+    int housekeeping_sent; /* the turn's Redis housekeeping went out */
+    int locked;            /* the sweeper holds MD_QUEUE_LOCK */
+    md_queue_requeue_cb cb;
+    void *ctx;
+    ev_timer later; /* runs cb from the loop when the job failed at once */
+} md_queue_job_t;
+
+struct md_queue_s {
     md_app_t *app;
-    int move_script;
-    int moving;   /* a move script call is in flight */
-    int scanning; /* a recovery scan step is in flight */
+    int push_script, move_script, cover_script, lock_script, unlock_script, stats_script,
+        reap_script;
+    int moving; /* a move script call is in flight */
     int shutting;
-    int dispatcher;  /* md_dispatch_start succeeded */
-    int esp_up;      /* md_esp_init succeeded */
-    ev_timer tick;   /* scheduler */
-    ev_timer scan;   /* recovery scan */
-    int lag_replies; /* XINFO GROUPS answers still owed to this scan */
-    int lag_failed;  /* one of them failed */
-    int skip[2];     /* the stream has undelivered entries */
+    int dispatcher;       /* md_dispatch_start succeeded */
+    int esp_up;           /* md_esp_init succeeded */
+    ev_timer tick;        /* scheduler */
+    ev_timer sweep;       /* sweeper period */
+    md_queue_job_t *turn; /* the sweeper's job while a turn runs */
+    md_queue_job_t *jobs; /* every job alive (the turn too) */
+    char token[320];      /* sweeper lock value: host:pid */
     double last_push_log;
     uint64_t push_errors_unlogged;
-} md_queue_t;
+};
 
 static md_queue_t *md_queue;
 
@@ -123,7 +314,7 @@ md_queue_push_failed(const char *why)
     md_queue_t *q = md_queue;
     if (q == NULL) {
         md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("error", why)),
-                "queue push failed; the recovery scan will requeue");
+                "queue push failed; the sweeper will requeue");
         return;
     }
     q->push_errors_unlogged++;
@@ -133,7 +324,7 @@ md_queue_push_failed(const char *why)
     q->last_push_log = now;
     md_logf(MD_LOG_WARN, 0,
             MD_LOG_FIELDS(MD_LS("error", why), MD_LI("failures", q->push_errors_unlogged)),
-            "queue push failed; the recovery scan will requeue");
+            "queue push failed; the sweeper will requeue");
     q->push_errors_unlogged = 0;
 }
 
@@ -159,20 +350,6 @@ md_queue_send(int argc, const char **argv)
         md_queue_push_failed("redis unavailable");
 }
 
-static void
-md_queue_xadd(const char *id, int priority)
-{
-    const char *argv[] = {"XADD",
-                          md_queue_stream[priority == MD_PRIORITY_BULK],
-                          "MAXLEN",
-                          "~",
-                          MD_QUEUE_MAXLEN,
-                          "*",
-                          "id",
-                          id};
-    md_queue_send((int)md_nelems(argv), argv);
-}
-
 void
 md_queue_schedule(const char *id, int priority, double at)
 {
@@ -183,19 +360,51 @@ md_queue_schedule(const char *id, int priority, double at)
     md_queue_send((int)md_nelems(argv), argv);
 }
 
-/* Called after COMMIT by md_messages: one command per message, all pipelined on
- * the worker's connection (hiredis writes them in one go when the loop turns). */
+/*
+ * Called after COMMIT by md_messages: one push script call per
+ * MD_QUEUE_PUSH_CHUNK messages, all pipelined on the worker's connection. ids
+ * are only read during the call (md_redis copies the arguments).
+ */
 void
 md_queue_push(const char *const *ids, const int *priority, const double *send_at, size_t n)
 {
-    double now = n ? md_queue_wall() : 0;
-    for (size_t i = 0; i < n; i++) {
-        int prio = priority ? priority[i] : MD_PRIORITY_TRANSACTIONAL;
-        if (send_at && send_at[i] > now)
-            md_queue_schedule(ids[i], prio, send_at[i]);
-        else
-            md_queue_xadd(ids[i], prio);
+    md_queue_t *q = md_queue;
+    if (n == 0)
+        return;
+    if (q == NULL || q->app->redis == NULL) {
+        md_queue_push_failed("queue off");
+        return;
     }
+    double now = md_queue_wall();
+    size_t chunk = md_min(n, (size_t)MD_QUEUE_PUSH_CHUNK);
+    const char **argv = md_xmalloc((5 + 3 * chunk) * sizeof(*argv));
+    char(*score)[32] = md_xmalloc(chunk * sizeof(*score));
+    for (size_t base = 0; base < n; base += chunk) {
+        size_t m = md_min(chunk, n - base);
+        int argc = 0;
+        argv[argc++] = md_queue_stream[0];
+        argv[argc++] = md_queue_stream[1];
+        argv[argc++] = MD_QUEUE_SCHEDULED;
+        argv[argc++] = MD_QUEUE_LIVE;
+        argv[argc++] = MD_QUEUE_MAXLEN;
+        for (size_t i = 0; i < m; i++) {
+            size_t k = base + i;
+            int prio = priority ? priority[k] : MD_PRIORITY_TRANSACTIONAL;
+            argv[argc++] = prio == MD_PRIORITY_BULK ? "b" : "t";
+            argv[argc++] = ids[k];
+            if (send_at && send_at[k] > now) {
+                snprintf(score[i], sizeof(score[i]), "%.6f", send_at[k]);
+                argv[argc++] = score[i];
+            } else {
+                argv[argc++] = "0";
+            }
+        }
+        if (md_redis_eval(q->app->redis, q->push_script, 4, argc, argv, NULL, md_queue_cmd_cb,
+                          NULL) != MD_OK)
+            md_queue_push_failed("redis unavailable");
+    }
+    free(score);
+    free(argv);
 }
 
 static void
@@ -204,21 +413,59 @@ md_queue_ack_cb(void *ctx, redisReply *reply, const char *err)
     md_unused(ctx);
     if (err || reply->type == REDIS_REPLY_ERROR)
         md_logf(MD_LOG_DEBUG, 0, MD_LOG_FIELDS(MD_LS("error", err ? err : reply->str)),
-                "queue: XACK failed, the entry stays pending");
+                "queue: XACK/SREM failed, the entry stays pending");
 }
 
+/* XACK, and SREM from the live set when the message id is known: pipelined on
+ * the worker's connection, so both go or neither (a lost connection). */
 void
 md_queue_ack(int priority, const char *entry_id, const char *message_id)
 {
-    md_unused(message_id); /* issue 5: SREM from MD_QUEUE_LIVE (md_queue.h) */
     const char *argv[] = {"XACK", md_queue_stream[priority == MD_PRIORITY_BULK], MD_QUEUE_GROUP,
                           entry_id};
     md_redis_t *r = md_app ? md_app->redis : NULL;
     /* An entry left unacknowledged only stays pending: a later delivery of it
      * finds its message no longer claimable and acknowledges it then. */
     if (r == NULL ||
-        md_redis_cmd(r, md_queue_ack_cb, NULL, (int)md_nelems(argv), argv, NULL) != MD_OK)
+        md_redis_cmd(r, md_queue_ack_cb, NULL, (int)md_nelems(argv), argv, NULL) != MD_OK) {
         md_log(MD_LOG_DEBUG, 0, "queue: XACK not sent, the entry stays pending");
+        return;
+    }
+    if (message_id != NULL) {
+        const char *srem[] = {"SREM", MD_QUEUE_LIVE, message_id};
+        (void)md_redis_cmd(r, md_queue_ack_cb, NULL, (int)md_nelems(srem), srem, NULL);
+    }
+}
+
+static void md_queue_log_cb(void *ctx, redisReply *reply, const char *err);
+
+void
+md_queue_dead(const char *id, const char *tenant_id, const char *code, const char *reason)
+{
+    char at[32];
+    snprintf(at, sizeof(at), "%.3f", md_queue_wall());
+    const char *argv[] = {"XADD",
+                          MD_QUEUE_DEAD,
+                          "MAXLEN",
+                          "~",
+                          MD_QUEUE_DEAD_MAXLEN,
+                          "*",
+                          "id",
+                          id ? id : "",
+                          "tenant",
+                          tenant_id ? tenant_id : "",
+                          "code",
+                          code ? code : "",
+                          "reason",
+                          reason ? reason : "",
+                          "at",
+                          at};
+    md_redis_t *r = md_app ? md_app->redis : NULL;
+    /* Not a push error: the dead_letters row is the record, this entry is for
+     * operators' tools; losing one is logged and nothing else. */
+    if (r == NULL || md_redis_cmd(r, md_queue_log_cb, (void *)"dead stream add",
+                                  (int)md_nelems(argv), argv, NULL) != MD_OK)
+        md_log(MD_LOG_WARN, 0, "queue: dead-letter stream entry not sent (Redis unavailable)");
 }
 
 static void
@@ -227,6 +474,22 @@ md_queue_ignore_cb(void *ctx, redisReply *reply, const char *err)
     md_unused(ctx);
     md_unused(reply);
     md_unused(err);
+}
+
+/* Logs a failed fire-and-forget command (ctx names it: a static string);
+ * nothing else depends on it. */
+static void
+md_queue_log_cb(void *ctx, redisReply *reply, const char *err)
+{
+    const char *what = ctx;
+    if (err || reply->type == REDIS_REPLY_ERROR)
+        md_logf(MD_LOG_WARN, 0,
+                MD_LOG_FIELDS(MD_LS("error", err ? err : reply->str), MD_LS("step", what)),
+                "queue: Redis step failed");
+    else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+        md_logf(MD_LOG_INFO, 0,
+                MD_LOG_FIELDS(MD_LS("step", what), MD_LI("removed", reply->integer)),
+                "queue: housekeeping");
 }
 
 /* ---- scheduler ------------------------------------------------------------------ */
@@ -256,9 +519,10 @@ md_queue_move(md_queue_t *q)
         return;
     char now[64];
     snprintf(now, sizeof(now), "%.6f", md_queue_wall());
-    const char *argv[] = {MD_QUEUE_SCHEDULED,  md_queue_stream[0], md_queue_stream[1], now,
-                          MD_QUEUE_MOVE_LIMIT, MD_QUEUE_MAXLEN};
-    if (md_redis_eval(q->app->redis, q->move_script, 3, (int)md_nelems(argv), argv, NULL,
+    const char *argv[] = {
+        MD_QUEUE_SCHEDULED,  md_queue_stream[0], md_queue_stream[1], MD_QUEUE_LIVE, now,
+        MD_QUEUE_MOVE_LIMIT, MD_QUEUE_MAXLEN};
+    if (md_redis_eval(q->app->redis, q->move_script, 4, (int)md_nelems(argv), argv, NULL,
                       md_queue_move_cb, q) == MD_OK)
         q->moving = 1;
 }
@@ -271,174 +535,509 @@ md_queue_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     md_queue_move(t->data);
 }
 
-/* ---- recovery scan ------------------------------------------------------------- */
+/* ---- the sweeper and md_queue_requeue ------------------------------------------------
+ *
+ * One worker at a time across hosts through a Redis lock (MD_QUEUE_LOCK, value
+ * "host:pid", a TTL refreshed by every page). Not the PostgreSQL advisory lock
+ * of the first recovery scan: a turn is many statements (a page each) and
+ * pg_try_advisory_xact_lock lasts one, while a session lock would pin one of
+ * the pool's shared pipelined connections. The sweeper is useless without
+ * Redis anyway, and a lock lost with Redis' data (a restart) only lets two
+ * workers sweep at once for a while: the coverage check and push are one
+ * atomic script, so that costs nothing but a few queries.
+ */
 
-static void md_queue_scan_pg(md_queue_t *q);
+static void md_queue_job_step(md_queue_job_t *job);
 
 static void
-md_queue_scan_again(md_queue_t *q, double after)
+md_queue_sweep_again(md_queue_t *q, double after)
 {
     if (q->shutting)
         return;
-    ev_timer_stop(q->app->loop, &q->scan);
-    ev_timer_set(&q->scan, after, 0.);
-    ev_timer_start(q->app->loop, &q->scan);
+    ev_timer_stop(q->app->loop, &q->sweep);
+    ev_timer_set(&q->sweep, after, 0.);
+    ev_timer_start(q->app->loop, &q->sweep);
+}
+
+static long long
+md_queue_lock_ttl_ms(const md_queue_t *q)
+{
+    return (long long)(md_max(10.0, 3 * q->app->conf->queue_recovery_interval) * 1000);
+}
+
+/*
+ * Ends a job and frees it. err NULL: finished (for the sweeper: its lock is
+ * released); otherwise a static string. A requeue's cb runs here. Store
+ * commands are only sent when the job finished normally, never on an error,
+ * which may come from a client being destroyed.
+ */
+static void
+md_queue_job_end(md_queue_job_t *job, const char *err)
+{
+    md_queue_t *q = job->q;
+    if (job->prev)
+        job->prev->next = job->next;
+    else
+        q->jobs = job->next;
+    if (job->next)
+        job->next->prev = job->prev;
+    ev_timer_stop(q->app->loop, &job->later);
+    if (job->sweeper) {
+        q->turn = NULL;
+        if (job->pushed > 0)
+            md_logf(MD_LOG_NOTICE, 0, MD_LOG_FIELDS(MD_LI("requeued", job->pushed)),
+                    "queue: the sweeper put uncovered messages back on the queue");
+        double interval = q->app->conf->queue_recovery_interval;
+        if (err) {
+            md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("error", err)),
+                    "queue: sweeper turn cut short; the next one goes on");
+            md_queue_sweep_again(q, md_min(interval, 5.0));
+        } else {
+            if (job->locked && q->app->redis && md_redis_ready(q->app->redis)) {
+                const char *argv[] = {MD_QUEUE_LOCK, q->token};
+                (void)md_redis_eval(q->app->redis, q->unlock_script, 1, 2, argv, NULL,
+                                    md_queue_ignore_cb, NULL);
+            }
+            md_queue_sweep_again(q, interval);
+        }
+    } else if (job->cb) {
+        job->cb(job->ctx, err ? -1 : job->pushed, err);
+    }
+    for (size_t i = 0; i < job->nids; i++)
+        free(job->ids[i]);
+    free(job->ids);
+    free(job);
+}
+
+/* The page is done: the same step again when it was full, else the next one. */
+static void
+md_queue_job_advance(md_queue_job_t *job, bool full)
+{
+    if (job->sweeper && job->q->shutting) {
+        md_queue_job_end(job, NULL);
+        return;
+    }
+    if (!full) {
+        switch (job->phase) {
+        case MD_QJ_LEASES:
+            job->phase = MD_QJ_WAITING;
+            memcpy(job->cursor, MD_QUEUE_ZERO_UUID, sizeof(job->cursor));
+            break;
+        case MD_QJ_WAITING:
+            job->phase = job->sweeper ? MD_QJ_DEAD : MD_QJ_DONE;
+            break;
+        default:
+            job->phase = MD_QJ_DONE;
+        }
+    }
+    if (job->phase == MD_QJ_DONE)
+        md_queue_job_end(job, NULL);
+    else
+        md_queue_job_step(job);
+}
+
+typedef struct md_queue_cover_s {
+    md_queue_job_t *job;
+    bool full;
+} md_queue_cover_t;
+
+static void
+md_queue_cover_cb(void *ctx, redisReply *reply, const char *err)
+{
+    md_queue_cover_t *c = ctx;
+    md_queue_job_t *job = c->job;
+    bool full = c->full;
+    free(c);
+    if (err) {
+        md_queue_job_end(job, err);
+        return;
+    }
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        md_logf(MD_LOG_WARN, 0,
+                MD_LOG_FIELDS(MD_LS("error", reply->type == REDIS_REPLY_ERROR ? reply->str : "?")),
+                "queue: coverage script failed");
+        md_queue_job_end(job, "redis_error");
+        return;
+    }
+    if (reply->integer < 0) { /* another process sweeps now: leave it to it */
+        job->locked = 0;
+        md_queue_job_end(job, NULL);
+        return;
+    }
+    if (reply->integer > 0) {
+        job->pushed += reply->integer;
+        md_metrics_delivery(MD_METRICS_REQUEUED, (uint64_t)reply->integer);
+    }
+    md_queue_job_advance(job, full);
+}
+
+/*
+ * Checks the rows of a page (column 0 id, column 1 priority; rows where column
+ * skip_col is "t" are left out, skip_col < 0 for none) against Redis and pushes
+ * the uncovered ones; then the job advances (full: the page was full).
+ */
+static void
+md_queue_cover(md_queue_job_t *job, const PGresult *res, int skip_col, bool full)
+{
+    md_queue_t *q = job->q;
+    int n = PQntuples(res);
+    char ttl[32];
+    snprintf(ttl, sizeof(ttl), "%lld", md_queue_lock_ttl_ms(q));
+    const char **argv = md_xmalloc((8 + 2 * (size_t)n) * sizeof(*argv));
+    int argc = 0;
+    argv[argc++] = md_queue_stream[0];
+    argv[argc++] = md_queue_stream[1];
+    argv[argc++] = MD_QUEUE_SCHEDULED;
+    argv[argc++] = MD_QUEUE_LIVE;
+    argv[argc++] = MD_QUEUE_LOCK;
+    argv[argc++] = MD_QUEUE_MAXLEN;
+    argv[argc++] = job->sweeper ? q->token : "";
+    argv[argc++] = ttl;
+    for (int i = 0; i < n; i++) {
+        if (skip_col >= 0 && PQgetvalue(res, i, skip_col)[0] == 't')
+            continue;
+        argv[argc++] = strcmp(PQgetvalue(res, i, 1), "bulk") == 0 ? "b" : "t";
+        argv[argc++] = PQgetvalue(res, i, 0);
+    }
+    /* Nothing to check, and no lock to refresh on a requeue: straight on. */
+    if (argc == 8 && !job->sweeper) {
+        free(argv);
+        md_queue_job_advance(job, full);
+        return;
+    }
+    md_queue_cover_t *c = md_xmalloc(sizeof(*c));
+    c->job = job;
+    c->full = full;
+    int rc = q->app->redis ? md_redis_eval(q->app->redis, q->cover_script, 5, argc, argv, NULL,
+                                           md_queue_cover_cb, c)
+                           : MD_AGAIN;
+    free(argv);
+    if (rc != MD_OK) {
+        free(c);
+        md_queue_job_end(job, "redis unavailable");
+    }
 }
 
 static void
-md_queue_scan_pg_cb(void *ctx, const md_pg_result_t *res)
+md_queue_page_cb(void *ctx, const md_pg_result_t *res)
 {
-    md_queue_t *q = ctx;
-    q->scanning = 0;
-    double interval = q->app->conf->queue_recovery_interval;
+    md_queue_job_t *job = ctx;
     if (res->error) {
         md_logf(MD_LOG_WARN, 0,
                 MD_LOG_FIELDS(MD_LS("error", res->error),
                               MD_LS("detail", res->message ? res->message : "")),
-                "queue: recovery scan failed");
-        md_queue_scan_again(q, md_min(interval, 5.0));
+                "queue: selecting waiting messages failed");
+        md_queue_job_end(job, res->error);
         return;
     }
     int n = PQntuples(res->res);
-    int pushed = 0, scheduled = 0;
-    for (int i = 0; i < n; i++) {
-        const char *id = PQgetvalue(res->res, i, 0);
-        int prio = strcmp(PQgetvalue(res->res, i, 1), "bulk") == 0 ? MD_PRIORITY_BULK
-                                                                   : MD_PRIORITY_TRANSACTIONAL;
-        if (PQgetvalue(res->res, i, 2)[0] == 'q') {
-            md_queue_xadd(id, prio);
-            pushed++;
-        } else {
-            md_queue_schedule(id, prio, strtod(PQgetvalue(res->res, i, 3), NULL));
-            scheduled++;
-        }
+    switch (job->phase) {
+    case MD_QJ_LEASES:
+        if (n > 0)
+            md_logf(MD_LOG_NOTICE, 0, MD_LOG_FIELDS(MD_LI("messages", n)),
+                    "queue: leases expired, messages turned back to queued");
+        md_queue_cover(job, res->res, 2, n >= MD_QUEUE_LEASE_PAGE);
+        break;
+    case MD_QJ_WAITING:
+        if (n > 0)
+            snprintf(job->cursor, sizeof(job->cursor), "%s", PQgetvalue(res->res, n - 1, 0));
+        md_queue_cover(job, res->res, -1, n >= MD_QUEUE_PAGE);
+        break;
+    case MD_QJ_IDS:
+        md_queue_cover(job, res->res, -1, job->next_id < job->nids);
+        break;
+    case MD_QJ_DEAD:
+        md_queue_job_advance(job, n == 1 && atol(PQgetvalue(res->res, 0, 0)) >= MD_QUEUE_DEAD_PAGE);
+        break;
+    default:
+        md_queue_job_end(job, "internal");
     }
-    if (n > 0) {
-        md_metrics_delivery(MD_METRICS_REQUEUED, (uint64_t)n);
-        md_logf(MD_LOG_NOTICE, 0,
-                MD_LOG_FIELDS(MD_LI("requeued", pushed), MD_LI("rescheduled", scheduled)),
-                "queue: recovery scan put lost work back on the queue");
-    }
-    /* A full page: there is more; go on soon instead of a whole interval later. */
-    md_queue_scan_again(q, n >= MD_QUEUE_SCAN_LIMIT ? 0.1 : interval);
 }
 
 static void
-md_queue_scan_pg(md_queue_t *q)
+md_queue_gauge_cb(void *ctx, const md_queue_redis_stats_t *s, const char *err)
 {
-    char secs[32], lim[16];
-    snprintf(secs, sizeof(secs), "%.3f", q->app->conf->queue_recovery_interval);
-    snprintf(lim, sizeof(lim), "%d", MD_QUEUE_SCAN_LIMIT);
-    /* Event ids for leases turned back: at most one per row. */
-    size_t cap = 2 + (size_t)MD_QUEUE_SCAN_LIMIT * (MD_UUID_STRLEN + 1);
-    char *ids = md_xmalloc(cap);
-    char *p = ids;
-    *p++ = '{';
-    for (int i = 0; i < MD_QUEUE_SCAN_LIMIT; i++) {
-        if (i)
-            *p++ = ',';
-        md_uuid7(p);
-        p += MD_UUID_STRLEN;
-    }
-    *p++ = '}';
-    *p = '\0';
-    const char *values[] = {secs, q->skip[0] ? "t" : "f", q->skip[1] ? "t" : "f", lim, ids};
-    md_pg_query_t qq = {.stmt = "md_queue_scan", .nparams = 5, .values = values};
-    int rc = md_pg_exec(q->app->pg, &qq, md_queue_scan_pg_cb, q);
-    free(ids);
-    if (rc == MD_OK)
-        q->scanning = 1;
-    else
-        md_queue_scan_again(q, 1.0);
-}
-
-typedef struct md_queue_lag_s {
-    md_queue_t *q;
-    int stream;
-} md_queue_lag_t;
-
-static md_queue_lag_t md_queue_lag_ctx[2];
-
-/* XINFO GROUPS KEY: does the stream hold entries the group was not given yet?
- * Then the queued messages of that priority are most likely still in it. */
-static void
-md_queue_lag_reply(void *ctx, redisReply *reply, const char *err)
-{
-    md_queue_lag_t *lc = ctx;
-    md_queue_t *q = lc->q;
-    /* Unknown (error, no group yet, a lag Redis cannot compute): assume none, so
-     * a lost entry is requeued; a duplicate only costs a claim that finds nothing. */
-    q->skip[lc->stream] = 0;
-    if (err == NULL && reply->type == REDIS_REPLY_ARRAY) {
-        for (size_t g = 0; g < reply->elements; g++) {
-            redisReply *grp = reply->element[g];
-            if (grp->type != REDIS_REPLY_ARRAY)
-                continue;
-            bool ours = false;
-            long long lag = 0;
-            for (size_t k = 0; k + 1 < grp->elements; k += 2) {
-                redisReply *key = grp->element[k], *val = grp->element[k + 1];
-                if (key->type != REDIS_REPLY_STRING && key->type != REDIS_REPLY_STATUS)
-                    continue;
-                if (strcmp(key->str, "name") == 0 && val->type == REDIS_REPLY_STRING)
-                    ours = strcmp(val->str, MD_QUEUE_GROUP) == 0;
-                else if (strcmp(key->str, "lag") == 0 && val->type == REDIS_REPLY_INTEGER)
-                    lag = val->integer;
-            }
-            if (ours && lag > 0)
-                q->skip[lc->stream] = 1;
-        }
-    }
+    md_unused(ctx);
     if (err)
-        q->lag_failed = 1;
-    if (--q->lag_replies == 0) {
-        q->scanning = 0;
-        /* Not from a failed reply: that may be the client being destroyed,
-         * when the pool is gone already. The timer tries again later. */
-        if (q->lag_failed)
-            md_queue_scan_again(q, 1.0);
-        else if (!q->shutting)
-            md_queue_scan_pg(q);
-    }
+        return;
+    long long depth[2];
+    for (int i = 0; i < 2; i++)
+        depth[i] = s->lag[i] >= 0 ? s->lag[i] : s->stream_len[i];
+    md_metrics_queue_gauges(depth[0], depth[1], s->scheduled, s->pending[0] + s->pending[1],
+                            s->dead);
+}
+
+/* Redis housekeeping of a turn, sent together and answered in any order: the
+ * dead stream trimmed to the retention, idle consumers of dead workers, gauges. */
+static void
+md_queue_housekeeping_redis(md_queue_t *q)
+{
+    const md_conf_t *conf = q->app->conf;
+    char minid[48], idle[32];
+    double cut = md_queue_wall() - conf->queue_dead_retention;
+    snprintf(minid, sizeof(minid), "%.0f", cut > 0 ? floor(cut * 1000) : 0.);
+    const char *trim[] = {"XTRIM", MD_QUEUE_DEAD, "MINID", minid};
+    (void)md_redis_cmd(q->app->redis, md_queue_log_cb, (void *)"dead stream trim", 4, trim, NULL);
+    snprintf(idle, sizeof(idle), "%.0f", md_max(2 * conf->queue_lease, 3600.0) * 1000);
+    const char *reap[] = {md_queue_stream[0], md_queue_stream[1], MD_QUEUE_GROUP, idle};
+    (void)md_redis_eval(q->app->redis, q->reap_script, 2, 4, reap, NULL, md_queue_log_cb,
+                        (void *)"idle consumers");
+    (void)md_queue_redis_stats(md_queue_gauge_cb, NULL);
 }
 
 static void
-md_queue_scan_cb(struct ev_loop *loop, ev_timer *t, int revents)
+md_queue_lock_cb(void *ctx, redisReply *reply, const char *err)
 {
-    md_unused(loop);
-    md_unused(revents);
-    md_queue_t *q = t->data;
-    if (q->shutting || q->scanning)
-        return;
-    /* Needs both stores: requeueing into an unreachable Redis would only mark
-     * rows as handled. */
-    if (!md_pg_pool_ready(q->app->pg) || !md_redis_ready(q->app->redis)) {
-        md_queue_scan_again(q, 1.0);
+    md_queue_job_t *job = ctx;
+    if (err || reply->type != REDIS_REPLY_INTEGER) {
+        md_queue_job_end(job, err ? err : "redis_error");
         return;
     }
-    q->lag_replies = 0;
-    q->lag_failed = 0;
+    if (reply->integer != 1) { /* another process's turn */
+        md_queue_job_end(job, NULL);
+        return;
+    }
+    md_queue_t *q = job->q;
+    job->locked = 1;
     for (int s = 0; s < 2; s++) {
-        /* The group first (a no-op answered BUSYGROUP but after a Redis restart),
-         * so its lag counts what was pushed before any dispatcher read. */
+        /* The group first (BUSYGROUP but after a Redis restart), from "0" so the
+         * entries pushed before any dispatcher read are delivered. */
         const char *create[] = {"XGROUP",       "CREATE", md_queue_stream[s],
                                 MD_QUEUE_GROUP, "0",      "MKSTREAM"};
         (void)md_redis_cmd(q->app->redis, md_queue_ignore_cb, NULL, 6, create, NULL);
     }
-    for (int s = 0; s < 2; s++) {
-        md_queue_lag_ctx[s].q = q;
-        md_queue_lag_ctx[s].stream = s;
-        const char *argv[] = {"XINFO", "GROUPS", md_queue_stream[s]};
-        if (md_redis_cmd(q->app->redis, md_queue_lag_reply, &md_queue_lag_ctx[s], 3, argv, NULL) ==
-            MD_OK)
-            q->lag_replies++;
-        else
-            q->skip[s] = 0;
+    job->phase = MD_QJ_LEASES;
+    md_queue_job_step(job);
+}
+
+/* Sends the store call of the job's current step; on refusal the job ends. */
+static void
+md_queue_job_step(md_queue_job_t *job)
+{
+    md_queue_t *q = job->q;
+    md_pg_pool_t *pg = q->app->pg;
+    int rc = MD_AGAIN;
+    switch (job->phase) {
+    case MD_QJ_LOCK: {
+        char ttl[32];
+        snprintf(ttl, sizeof(ttl), "%lld", md_queue_lock_ttl_ms(q));
+        const char *argv[] = {MD_QUEUE_LOCK, q->token, ttl};
+        if (q->app->redis)
+            rc = md_redis_eval(q->app->redis, q->lock_script, 1, 3, argv, NULL, md_queue_lock_cb,
+                               job);
+        if (rc != MD_OK)
+            md_queue_job_end(job, "redis unavailable");
+        return;
     }
-    if (q->lag_replies > 0)
-        q->scanning = 1;
-    else
-        md_queue_scan_pg(q);
+    case MD_QJ_LEASES: {
+        char lim[16];
+        snprintf(lim, sizeof(lim), "%d", MD_QUEUE_LEASE_PAGE);
+        char *eids = md_xmalloc(2 + (size_t)MD_QUEUE_LEASE_PAGE * (MD_UUID_STRLEN + 1));
+        char *p = eids;
+        *p++ = '{';
+        for (int i = 0; i < MD_QUEUE_LEASE_PAGE; i++) {
+            if (i)
+                *p++ = ',';
+            md_uuid7(p);
+            p += MD_UUID_STRLEN;
+        }
+        *p++ = '}';
+        *p = '\0';
+        const char *values[] = {lim, eids};
+        md_pg_query_t qq = {.stmt = "md_queue_leases", .nparams = 2, .values = values};
+        rc = pg ? md_pg_exec(pg, &qq, md_queue_page_cb, job) : MD_AGAIN;
+        free(eids);
+        break;
+    }
+    case MD_QJ_WAITING: {
+        char grace[32], lim[16];
+        snprintf(grace, sizeof(grace), "%.3f", job->grace);
+        snprintf(lim, sizeof(lim), "%d", MD_QUEUE_PAGE);
+        const char *values[] = {job->cursor, grace, job->tenant[0] ? job->tenant : NULL, lim};
+        md_pg_query_t qq = {.stmt = "md_queue_waiting", .nparams = 4, .values = values};
+        rc = pg ? md_pg_exec(pg, &qq, md_queue_page_cb, job) : MD_AGAIN;
+        break;
+    }
+    case MD_QJ_IDS: {
+        size_t m = md_min(job->nids - job->next_id, (size_t)MD_QUEUE_PAGE);
+        char *arr = md_xmalloc(3 + m * (MD_UUID_STRLEN + 1));
+        char *p = arr;
+        *p++ = '{';
+        for (size_t i = 0; i < m; i++) {
+            if (i)
+                *p++ = ',';
+            memcpy(p, job->ids[job->next_id + i], MD_UUID_STRLEN);
+            p += MD_UUID_STRLEN;
+        }
+        *p++ = '}';
+        *p = '\0';
+        job->next_id += m;
+        const char *values[] = {arr};
+        md_pg_query_t qq = {.stmt = "md_queue_ids", .nparams = 1, .values = values};
+        rc = pg ? md_pg_exec(pg, &qq, md_queue_page_cb, job) : MD_AGAIN;
+        free(arr);
+        break;
+    }
+    case MD_QJ_DEAD: {
+        if (q->app->redis && md_redis_ready(q->app->redis) && !job->housekeeping_sent) {
+            md_queue_housekeeping_redis(q);
+            job->housekeeping_sent = 1;
+        }
+        char secs[32], lim[16];
+        snprintf(secs, sizeof(secs), "%.3f", q->app->conf->queue_dead_retention);
+        snprintf(lim, sizeof(lim), "%d", MD_QUEUE_DEAD_PAGE);
+        const char *values[] = {secs, lim};
+        md_pg_query_t qq = {.stmt = "md_queue_dead_gc", .nparams = 2, .values = values};
+        rc = pg ? md_pg_exec(pg, &qq, md_queue_page_cb, job) : MD_AGAIN;
+        break;
+    }
+    default:
+        md_queue_job_end(job, NULL);
+        return;
+    }
+    if (rc != MD_OK)
+        md_queue_job_end(job, "postgres unavailable");
+}
+
+static void
+md_queue_job_later_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    md_unused(loop);
+    md_unused(revents);
+    md_queue_job_step(t->data);
+}
+
+static md_queue_job_t *
+md_queue_job_new(md_queue_t *q, int sweeper, int phase)
+{
+    md_queue_job_t *job = md_xcalloc(1, sizeof(*job));
+    job->q = q;
+    job->sweeper = sweeper;
+    job->phase = phase;
+    memcpy(job->cursor, MD_QUEUE_ZERO_UUID, sizeof(job->cursor));
+    ev_timer_init(&job->later, md_queue_job_later_cb, 0., 0.);
+    job->later.data = job;
+    job->next = q->jobs;
+    if (q->jobs)
+        q->jobs->prev = job;
+    q->jobs = job;
+    return job;
+}
+
+static void
+md_queue_sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    md_unused(loop);
+    md_unused(revents);
+    md_queue_t *q = t->data;
+    if (q->shutting || q->turn)
+        return;
+    /* Needs both stores: requeueing into an unreachable Redis would only mark
+     * rows as handled. */
+    if (!md_pg_pool_ready(q->app->pg) || !md_redis_ready(q->app->redis)) {
+        md_queue_sweep_again(q, 1.0);
+        return;
+    }
+    md_queue_job_t *job = md_queue_job_new(q, 1, MD_QJ_LOCK);
+    job->grace = q->app->conf->queue_recovery_interval;
+    q->turn = job;
+    md_queue_job_step(job);
+}
+
+static bool
+md_queue_is_uuid(const char *s)
+{
+    if (s == NULL || strlen(s) != MD_UUID_STRLEN)
+        return false;
+    for (size_t i = 0; i < MD_UUID_STRLEN; i++) {
+        char c = s[i];
+        bool ok =
+            (i == 8 || i == 13 || i == 18 || i == 23)
+                ? c == '-'
+                : ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'));
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+int
+md_queue_requeue(const char *tenant_id, const char *const *ids, size_t n, md_queue_requeue_cb cb,
+                 void *ctx)
+{
+    md_queue_t *q = md_queue;
+    if (q == NULL || (tenant_id != NULL && !md_queue_is_uuid(tenant_id)) || (n > 0 && ids == NULL))
+        return MD_ERROR;
+    for (size_t i = 0; i < n; i++)
+        if (!md_queue_is_uuid(ids[i]))
+            return MD_ERROR;
+    if (!md_pg_pool_ready(q->app->pg) || !md_redis_ready(q->app->redis))
+        return MD_AGAIN;
+    md_queue_job_t *job = md_queue_job_new(q, 0, n > 0 ? MD_QJ_IDS : MD_QJ_WAITING);
+    job->cb = cb;
+    job->ctx = ctx;
+    if (tenant_id)
+        memcpy(job->tenant, tenant_id, MD_UUID_STRLEN + 1);
+    if (n > 0) {
+        job->ids = md_xcalloc(n, sizeof(*job->ids));
+        for (size_t i = 0; i < n; i++)
+            job->ids[i] = md_xstrdup(ids[i]);
+        job->nids = n;
+    }
+    /* From the loop, so cb never runs inside this call. */
+    ev_timer_start(q->app->loop, &job->later);
+    return MD_OK;
+}
+
+/* ---- Redis figures ----------------------------------------------------------------- */
+
+typedef struct md_queue_stats_req_s {
+    md_queue_stats_cb cb;
+    void *ctx;
+} md_queue_stats_req_t;
+
+static void
+md_queue_stats_reply(void *ctx, redisReply *reply, const char *err)
+{
+    md_queue_stats_req_t *rq = ctx;
+    md_queue_redis_stats_t s;
+    memset(&s, 0, sizeof(s));
+    if (err == NULL && (reply->type != REDIS_REPLY_ARRAY || reply->elements != 8))
+        err = reply->type == REDIS_REPLY_ERROR ? "redis_error" : "unexpected reply";
+    for (size_t i = 0; err == NULL && i < 8; i++)
+        if (reply->element[i]->type != REDIS_REPLY_INTEGER)
+            err = "unexpected reply";
+    if (err == NULL) {
+        for (int p = 0; p < 2; p++) {
+            s.stream_len[p] = reply->element[3 * p]->integer;
+            s.lag[p] = reply->element[3 * p + 1]->integer;
+            s.pending[p] = reply->element[3 * p + 2]->integer;
+        }
+        s.scheduled = reply->element[6]->integer;
+        s.dead = reply->element[7]->integer;
+    }
+    rq->cb(rq->ctx, err ? NULL : &s, err);
+    free(rq);
+}
+
+int
+md_queue_redis_stats(md_queue_stats_cb cb, void *ctx)
+{
+    md_queue_t *q = md_queue;
+    if (q == NULL || cb == NULL)
+        return MD_ERROR;
+    md_queue_stats_req_t *rq = md_xmalloc(sizeof(*rq));
+    rq->cb = cb;
+    rq->ctx = ctx;
+    const char *argv[] = {md_queue_stream[0], md_queue_stream[1], MD_QUEUE_SCHEDULED, MD_QUEUE_DEAD,
+                          MD_QUEUE_GROUP};
+    int rc =
+        md_redis_eval(q->app->redis, q->stats_script, 4, 5, argv, NULL, md_queue_stats_reply, rq);
+    if (rc != MD_OK) {
+        free(rq);
+        return rc == MD_ERROR ? MD_ERROR : MD_AGAIN;
+    }
+    return MD_OK;
 }
 
 /* ---- lifetime ----------------------------------------------------------------- */
@@ -454,13 +1053,29 @@ md_queue_app_init(md_app_t *app)
     }
     md_queue_t *q = md_xcalloc(1, sizeof(*q));
     q->app = app;
+    q->push_script = md_redis_script(app->redis, md_queue_push_lua);
     q->move_script = md_redis_script(app->redis, md_queue_move_lua);
-    if (q->move_script < 0 ||
-        md_pg_prepare(app->pg, "md_queue_scan", md_queue_scan_sql, 5) != MD_OK ||
+    q->cover_script = md_redis_script(app->redis, md_queue_cover_lua);
+    q->lock_script = md_redis_script(app->redis, md_queue_lock_lua);
+    q->unlock_script = md_redis_script(app->redis, md_queue_unlock_lua);
+    q->stats_script = md_redis_script(app->redis, md_queue_stats_lua);
+    q->reap_script = md_redis_script(app->redis, md_queue_reap_lua);
+    if (q->push_script < 0 || q->move_script < 0 || q->cover_script < 0 || q->lock_script < 0 ||
+        q->unlock_script < 0 || q->stats_script < 0 || q->reap_script < 0 ||
+        md_pg_prepare(app->pg, "md_queue_leases", md_queue_leases_sql, 2) != MD_OK ||
+        md_pg_prepare(app->pg, "md_queue_waiting", md_queue_waiting_sql, 4) != MD_OK ||
+        md_pg_prepare(app->pg, "md_queue_ids", md_queue_ids_sql, 1) != MD_OK ||
+        md_pg_prepare(app->pg, "md_queue_dead_gc", md_queue_dead_gc_sql, 2) != MD_OK ||
         md_dispatch_prepare(app->pg) != MD_OK) {
         free(q);
         return MD_ERROR;
     }
+    char host[256];
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+    snprintf(q->token, sizeof(q->token), "%s:%ld", host, (long)getpid());
+
     char err[256];
     if (md_esp_init(app->conf, app->slot, err, sizeof(err)) != MD_OK) {
         md_logf(MD_LOG_ERROR, 0, MD_LOG_FIELDS(MD_LS("error", err)),
@@ -474,13 +1089,13 @@ md_queue_app_init(md_app_t *app)
     ev_timer_init(&q->tick, md_queue_tick_cb, MD_QUEUE_TICK, MD_QUEUE_TICK);
     q->tick.data = q;
     ev_timer_start(app->loop, &q->tick);
-    /* The first scan soon after start (the stores need a moment to connect).
-     * Without an ESP nothing consumes the streams, so requeueing would only
-     * add entries nobody reads. */
-    ev_timer_init(&q->scan, md_queue_scan_cb, 1.0, 0.);
-    q->scan.data = q;
-    if (app->conf->nesp > 0)
-        ev_timer_start(app->loop, &q->scan);
+    /* The first turn soon after start (the stores need a moment to connect).
+     * The sweeper runs without an ESP too: it pushes only what no entry covers,
+     * so waiting mail is ready for the dispatcher of a later reload, and the
+     * housekeeping and the gauges go on. */
+    ev_timer_init(&q->sweep, md_queue_sweep_cb, 1.0, 0.);
+    q->sweep.data = q;
+    ev_timer_start(app->loop, &q->sweep);
 
     if (app->conf->nesp == 0) {
         if (app->slot == 0)
@@ -505,7 +1120,7 @@ md_queue_app_shutdown(md_app_t *app)
         return;
     q->shutting = 1;
     ev_timer_stop(q->app->loop, &q->tick);
-    ev_timer_stop(q->app->loop, &q->scan);
+    ev_timer_stop(q->app->loop, &q->sweep);
     if (q->dispatcher)
         md_dispatch_shutdown();
 }
@@ -517,43 +1132,17 @@ md_queue_app_destroy(md_app_t *app)
     md_queue_t *q = md_queue;
     if (q == NULL)
         return;
+    q->shutting = 1;
     ev_timer_stop(q->app->loop, &q->tick);
-    ev_timer_stop(q->app->loop, &q->scan);
+    ev_timer_stop(q->app->loop, &q->sweep);
+    /* Jobs with a store call in flight ended when the clients went (their
+     * callbacks ran with an error); what is left waits for its first step. */
+    while (q->jobs)
+        md_queue_job_end(q->jobs, "unavailable");
     if (q->dispatcher)
         md_dispatch_destroy();
     if (q->esp_up)
         md_esp_destroy();
     md_queue = NULL;
     free(q);
-}
-
-/* ---- issue 5 entry points: placeholders until the queue work lands ---------------- */
-
-void
-md_queue_dead(const char *id, const char *tenant_id, const char *code, const char *reason)
-{
-    md_unused(id);
-    md_unused(tenant_id);
-    md_unused(code);
-    md_unused(reason);
-}
-
-int
-md_queue_requeue(const char *tenant_id, const char *const *ids, size_t n, md_queue_requeue_cb cb,
-                 void *ctx)
-{
-    md_unused(tenant_id);
-    md_unused(ids);
-    md_unused(n);
-    md_unused(cb);
-    md_unused(ctx);
-    return MD_ERROR;
-}
-
-int
-md_queue_redis_stats(md_queue_stats_cb cb, void *ctx)
-{
-    md_unused(cb);
-    md_unused(ctx);
-    return MD_ERROR;
 }

@@ -11,9 +11,10 @@
 #include "md_core.h"
 
 /*
- * After COMMIT: puts messages on the queue (pipelined XADD / ZADD). Fire and
- * forget: a failure is logged and counted; the message stays queued in
- * PostgreSQL and is picked up again by the recovery scan.
+ * After COMMIT: puts messages on the queue, one Lua script call per 500
+ * messages (XADD + SADD to MD_QUEUE_LIVE, or ZADD to the scheduled set when
+ * send_at is ahead), pipelined. Fire and forget: a failure is logged and
+ * counted; the message stays queued in PostgreSQL and the sweeper requeues it.
  */
 void md_queue_push(const char *const *ids, const int *priority, const double *send_at, size_t n);
 
@@ -24,12 +25,12 @@ struct md_app_s;
  * warning is logged). Does nothing without postgres { } or redis { }. */
 int md_queue_app_init(struct md_app_s *app);
 /* Graceful stop, called before the PostgreSQL pool stops taking work: stops
- * reading the streams and the timers. Work already held is not handed back: a
- * message whose claim is answered after this point is left "sending" under its
- * lease (5 minutes) and requeued by the recovery scan when the lease expires;
- * entries read but not claimed stay pending in the consumer group and their
- * messages, still "queued", are requeued by the scan. A result already being
- * recorded finishes normally (the pool finishes what it was given). */
+ * reading the streams and the timers, and lets the dispatcher hand back what it
+ * holds (md_dispatch_shutdown): results already sent are recorded, claims
+ * answered so far are released to "queued" and pushed again, entries read and
+ * not claimed are acknowledged and pushed again. A claim PostgreSQL answers after
+ * the release stays "sending" under its lease (queue_lease) and comes back
+ * through XAUTOCLAIM or the sweeper. */
 void md_queue_app_shutdown(struct md_app_s *app);
 void md_queue_app_destroy(struct md_app_s *app);
 
@@ -90,6 +91,11 @@ void md_queue_dead(const char *id, const char *tenant_id, const char *code, cons
  * NULL) runs once from the loop with how many were pushed, or -1 and an error
  * when PostgreSQL or Redis could not be reached (the sweeper repairs that later).
  */
+/* Returns MD_OK: cb runs exactly once, from the loop (never inside this call);
+ * MD_AGAIN: PostgreSQL or Redis is not connected now (answer 503), cb will not run;
+ * MD_ERROR: the queue is off (no postgres or redis block) or an id or the tenant
+ * is not a UUID, cb will not run. The ids are copied. Pages of 2000, so any
+ * scope size works; "pushed" counts only the messages no entry covered. */
 typedef void (*md_queue_requeue_cb)(void *ctx, long pushed, const char *err);
 int md_queue_requeue(const char *tenant_id, const char *const *ids, size_t n,
                      md_queue_requeue_cb cb, void *ctx);
@@ -97,11 +103,15 @@ int md_queue_requeue(const char *tenant_id, const char *const *ids, size_t n,
 /* Global queue figures from Redis, for GET /v1/admin/queue/stats and /metrics. */
 typedef struct md_queue_redis_stats_s {
     long long stream_len[2]; /* XLEN per priority (entries not yet trimmed) */
-    long long lag[2];        /* entries not yet delivered to any consumer */
+    long long lag[2];        /* entries not yet delivered to any consumer; -1 when Redis
+                                cannot tell (entries deleted in the unread range) */
     long long pending[2];    /* delivered to a consumer, not acknowledged (in flight) */
     long long scheduled;     /* ZCARD of the scheduled set (scheduled sends and retries) */
     long long dead;          /* XLEN of the dead stream */
 } md_queue_redis_stats_t;
+/* One Lua script call. Returns MD_OK: cb runs once from the loop with s (err
+ * NULL) or an error (s NULL); s lives only during the call. MD_AGAIN: Redis is
+ * not connected now; MD_ERROR: the queue is off. cb does not run for either. */
 typedef void (*md_queue_stats_cb)(void *ctx, const md_queue_redis_stats_t *s, const char *err);
 int md_queue_redis_stats(md_queue_stats_cb cb, void *ctx);
 

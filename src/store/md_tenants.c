@@ -274,18 +274,6 @@ md_keys_touch(md_pg_pool_t *pool, const char *const *key_ids, size_t n, md_pg_cb
     return rc;
 }
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool
 md_uuid_parse(md_str_t s, char *out)
 {
@@ -299,7 +287,7 @@ md_uuid_parse(md_str_t s, char *out)
             out[i] = c;
             continue;
         }
-        if (hexval(c) < 0)
+        if (md_hexval(c) < 0)
             return false;
         out[i] = (c >= 'A' && c <= 'F') ? (char)(c + 32) : c;
     }

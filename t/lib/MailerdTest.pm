@@ -702,4 +702,32 @@ sub log_warnings {
     return join("\n", @l);
 }
 
+
+# Freezes worker processes (SIGSTOP) at a moment they hold queue work, so a
+# SIGKILL that follows hits them mid-batch, as a busy host would be hit. Asks
+# the consumer group of both streams (XPENDING) what the consumers named after
+# these pids ("host:pid") hold; when nothing, lets them go on (SIGCONT) and
+# tries again 20 ms later, for up to $timeout s (default 15). Returns how many
+# entries they hold, with the pids left stopped; 0 (pids running) on timeout.
+# The caller kills them (or sends SIGCONT).
+sub freeze_holding {
+    my ($redis, $pids, $timeout) = @_;
+    my $until = time + ($timeout // 15);
+    while (time < $until) {
+        kill 'STOP', @$pids;
+        my $held = 0;
+        for my $s (qw(mailerd:q:transactional mailerd:q:bulk)) {
+            my @x = split /\n/, ($redis->cli('XPENDING', $s, 'mailerd') // '');
+            my %c = @x > 3 ? @x[3 .. $#x] : ();
+            for my $name (keys %c) {
+                $held += $c{$name} if grep { $name =~ /\b$_$/ } @$pids;
+            }
+        }
+        return $held if $held;
+        kill 'CONT', @$pids;
+        sleep 0.02;
+    }
+    return 0;
+}
+
 1;

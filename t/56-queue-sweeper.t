@@ -1,0 +1,282 @@
+# The sweeper (src/store/md_queue.c) against the real stack: PostgreSQL, Redis,
+# mailerd with 2 workers and queue_recovery_interval 1s.
+#   - first without an esp block, so nothing reads the streams and every pushed
+#     message stays queued and covered:
+#     (c) a covered backlog (older than the grace) is never pushed again: the
+#         stream length and mailerd_queue_requeued_total do not grow;
+#     (b) a message PostgreSQL says is queued with no Redis entry is pushed,
+#         exactly once;
+#     (d) a paused tenant's messages (queue_pauses) are left alone, also when
+#         its lease expired ('sending' turned back to 'queued', not pushed);
+#     (f) the queue gauges in /metrics match what Redis holds (depth per
+#         priority, scheduled, in flight, dead);
+#     (e) dead_letters rows and dead-stream entries older than the retention
+#         go, younger ones stay;
+#     (a) after FLUSHALL every waiting message is pushed again, once;
+#   - then with a sink esp block (reload): everything queued is delivered, the
+#     paused tenant's mail once the pause row goes, and a FLUSHALL in the middle
+#     of a 3,000 message drain loses nothing.
+# A "probe" (a queued row with no entry) marks a sweeper turn: once it is
+# pushed, a whole turn ran after it was written, so a negative assertion made
+# then has had a sweeper turn to fail.
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib';
+use JSON::PP;
+use Time::HiRes qw(time sleep);
+use MailerdTest qw(wait_for slurp);
+
+plan skip_all => 'no PostgreSQL server binaries'
+  unless -x (($ENV{MAILERD_PGBIN} // '/usr/lib/postgresql/15/bin') . '/pg_ctl');
+plan skip_all => 'redis-server not installed'
+  unless grep { -x "$_/redis-server" } split /:/, $ENV{PATH};
+
+my $S = MailerdTest->stack(
+    tenants    => 2,
+    main_extra => "queue_recovery_interval 1s;\nqueue_dead_retention 1h;\n"
+      . "retry_backoff_base 20ms;\nretry_backoff_max 200ms;\n",
+);
+my $t = $S->{t};
+my $pg = $S->{pg};
+my $redis = $S->{redis};
+my ($A, $B) = @{ $S->{tenants} };
+my $json = JSON::PP->new->canonical;
+my $dir = $t->dir;
+my ($QT, $QB, $SCHED, $LIVE, $DEAD) =
+  qw(mailerd:q:transactional mailerd:q:bulk mailerd:q:scheduled mailerd:q:live mailerd:q:dead);
+
+sub sql { scalar $pg->psql($_[0]) }
+sub in_list { join(',', map { "'$_'" } @_) }
+
+sub metrics {
+    my $m = $t->request('GET', '/metrics')->{body} // '';
+    my %v = $m =~ /^(mailerd_\S+) (\S+)$/mg;
+    return \%v;
+}
+sub requeued { metrics()->{mailerd_queue_requeued_total} // 0 }
+
+sub xlen { $redis->cli('XLEN', $_[0]) // -1 }
+
+# How many of the ids are members of the live set.
+sub live_count {
+    my @ids = @_;
+    return 0 unless @ids;
+    my $n = 0;
+    for (my $i = 0; $i < @ids; $i += 500) {
+        my $e = $i + 499 < $#ids ? $i + 499 : $#ids;
+        my $out = $redis->cli('SMISMEMBER', $LIVE, @ids[$i .. $e]) // '';
+        $n += () = $out =~ /^1$/mg;
+    }
+    return $n;
+}
+
+# A batch through the API; returns the accepted ids.
+sub send_batch {
+    my ($tenant, $n, %o) = @_;
+    my $r = $t->json_request($tenant->{key}, 'POST', '/v1/messages/batch', {
+        from => 'Acme <billing@acme.example>', subject => 'sweeper', text => 'x', %o,
+        recipients => [ map { { to => "s$_\@example.com" } } 1 .. $n ] });
+    die "batch: $r->{status} $r->{body}" unless $r->{status} == 202 && $r->{json};
+    return map { $_->{id} } @{ $r->{json}{accepted} };
+}
+
+# Rows written straight into PostgreSQL with no queue entry, as if their push
+# was lost; updated_at in the past so they are older than the grace.
+sub insert_queued {
+    my ($tenant, $n, %o) = @_;
+    my $status = $o{status} // 'queued';
+    my $prio = $o{priority} // 'transactional';
+    my $lease = $status eq 'sending' ? "now() - interval '1 minute'" : 'NULL';
+    my $out = sql("WITH i AS (INSERT INTO messages (id, tenant_id, status, priority, attempts, lease_until,"
+                  . " from_addr, to_addr, text_body, updated_at)"
+                  . " SELECT gen_random_uuid(), '$tenant->{id}', '$status', '$prio',"
+                  . " CASE WHEN '$status' = 'sending' THEN 1 ELSE 0 END, $lease,"
+                  . " 'a\@acme.example', 'lost' || g || '\@example.com', 'x', now() - interval '1 minute'"
+                  . " FROM generate_series(1, $n) g RETURNING id, tenant_id),"
+                  . " e AS (INSERT INTO events (id, tenant_id, message_id, type)"
+                  . " SELECT gen_random_uuid(), tenant_id, id, 'queued' FROM i) SELECT id FROM i");
+    return split /\n/, $out;
+}
+
+# Waits for a full sweeper turn: a fresh uncovered row for tenant A is pushed
+# (it is in the live set, or a dispatcher has taken it already). Returns true
+# when it was.
+my @probes;
+sub sweep_turn {
+    my ($id) = insert_queued($A, 1);
+    push @probes, $id;
+    return wait_for(sub { live_count($id) == 1 || sql("SELECT status FROM messages WHERE id = '$id'") ne 'queued' }, 10);
+}
+
+# --- (c) a covered backlog is not pushed again ------------------------------------------
+my @a_msgs = send_batch($A, 40);
+is(scalar @a_msgs, 40, '40 accepted');
+my @a_bulk = send_batch($A, 5, priority => 'bulk');
+ok(wait_for(sub { xlen($QT) == 40 && xlen($QB) == 5 }, 5), 'push: one entry per message on its stream')
+  or diag('XLEN ' . xlen($QT) . ' / ' . xlen($QB));
+is(live_count(@a_msgs, @a_bulk), 45, 'push: every id in the live set');
+# Old enough for the sweeper to look at them: only coverage keeps them out.
+sql("UPDATE messages SET updated_at = now() - interval '1 hour' WHERE id IN (" . in_list(@a_msgs, @a_bulk) . ")");
+is(requeued(), 0, 'nothing requeued yet');
+ok(sweep_turn(), 'a sweeper turn pushed the probe (an uncovered queued row)');
+ok(sweep_turn(), 'and a second turn the second probe');
+is(xlen($QT), 42, 'the covered backlog was not pushed again: 40 entries + 2 probes');
+is(xlen($QB), 5, 'bulk stream unchanged');
+is(requeued(), 2, 'mailerd_queue_requeued_total counts only the probes');
+{
+    # (b) lost pushes of both priorities, pushed exactly once each.
+    my @lost = insert_queued($A, 10);
+    my @lost_bulk = insert_queued($A, 3, priority => 'bulk');
+    ok(wait_for(sub { live_count(@lost, @lost_bulk) == 13 }, 10), 'lost pushes are pushed again');
+    ok(sweep_turn(), 'another turn');
+    is(xlen($QT), 42 + 10 + 1, 'transactional: once each');
+    is(xlen($QB), 5 + 3, 'bulk ones on the bulk stream, once each');
+    is(requeued(), 2 + 13 + 1, 'requeued counted');
+    push @a_msgs, @lost;
+    push @a_bulk, @lost_bulk;
+}
+
+# --- (d) a paused tenant is left alone ----------------------------------------------------
+my @b_msgs;
+{
+    sql("INSERT INTO queue_pauses (scope) VALUES ('$B->{id}')");
+    @b_msgs = insert_queued($B, 4);
+    my @b_sending = insert_queued($B, 2, status => 'sending');
+    my $before = requeued();
+    ok(sweep_turn(), 'a turn after the pause');
+    ok(sweep_turn(), 'and another');
+    is(live_count(@b_msgs, @b_sending), 0, "the paused tenant's messages were not pushed");
+    is(requeued(), $before + 2, 'only the probes were requeued');
+    is(sql("SELECT string_agg(DISTINCT status, ',') FROM messages WHERE id IN (" . in_list(@b_sending) . ")"),
+       'queued', 'its expired leases were turned back to queued');
+    is(sql("SELECT count(*) FROM events WHERE message_id IN (" . in_list(@b_sending) . ")"
+           . " AND type = 'queued' AND data->>'reason' = 'lease_expired'"), 2, 'with a lease_expired event each');
+    push @b_msgs, @b_sending;
+}
+
+# --- (f) the gauges ---------------------------------------------------------------------
+{
+    my @sched = send_batch($A, 2, send_at => strftime_in(3600));
+    ok(wait_for(sub { ($redis->cli('ZCARD', $SCHED) // 0) == 2 }, 5), 'two scheduled an hour ahead');
+    # Two transactional entries read by a consumer that never acknowledges.
+    $redis->cli('XREADGROUP', 'GROUP', 'mailerd', 'ghost:1', 'COUNT', '2', 'STREAMS', $QT, '>');
+    my $now_ms = int(time * 1000);
+    my $old = $now_ms - 2 * 3600 * 1000;
+    $redis->cli('XADD', $DEAD, "$old-0", 'id', 'x', 'tenant', 'y', 'code', 'old', 'reason', 'old one');
+    $redis->cli('XADD', $DEAD, "$old-1", 'id', 'x', 'tenant', 'y', 'code', 'old', 'reason', 'old two');
+    $redis->cli('XADD', $DEAD, '*', 'id', 'x', 'tenant', 'y', 'code', 'new', 'reason', 'young');
+    ok(wait_for(sub { xlen($DEAD) == 1 }, 10), '(e) dead stream trimmed to the retention (the young entry stays)')
+      or diag('XLEN dead ' . xlen($DEAD));
+    ok(sweep_turn(), 'a turn after the changes');
+    my $want_t = xlen($QT) - 2;
+    my $m;
+    my $ok = wait_for(sub {
+        $m = metrics();
+        ($m->{'mailerd_queue_depth{priority="transactional"}'} // -1) == $want_t
+          && ($m->{'mailerd_queue_depth{priority="bulk"}'} // -1) == xlen($QB)
+          && ($m->{mailerd_queue_scheduled} // -1) == 2
+          && ($m->{mailerd_queue_in_flight} // -1) == 2
+          && ($m->{mailerd_queue_dead} // -1) == 1
+    }, 10);
+    ok($ok, "gauges: depth $want_t/" . xlen($QB) . ', scheduled 2, in flight 2, dead 1')
+      or diag(join("\n", map { "$_ $m->{$_}" } grep { /queue_(depth|scheduled|in_flight|dead)\b/ } sort keys %$m));
+    like(slurp_metrics(), qr/^# TYPE mailerd_queue_depth gauge$/m, 'gauge TYPE line');
+    my $m2 = metrics();
+    for my $c (qw(mailerd_delivery_attempts_total mailerd_dead_letters_total mailerd_queue_reclaimed_total
+                  mailerd_queue_handed_back_total)) {
+        ok(defined $m2->{$c}, "$c rendered");
+    }
+    like($redis->cli('XINFO', 'CONSUMERS', $QT, 'mailerd') // '', qr/ghost:1/,
+         'a consumer holding entries is not reaped');
+}
+
+# --- (e) dead letters older than the retention are deleted ---------------------------------
+{
+    my @f = split /\n/, sql("WITH i AS (INSERT INTO messages (id, tenant_id, status, from_addr, to_addr, text_body)"
+                            . " SELECT gen_random_uuid(), '$A->{id}', 'failed', 'a\@acme.example', 'dead' || g || '\@example.com', 'x'"
+                            . " FROM generate_series(1, 4) g RETURNING id) SELECT id FROM i");
+    sql("INSERT INTO dead_letters (message_id, tenant_id, code, reason, attempts, created_at)"
+        . " SELECT id, '$A->{id}', 'test', 'test', 1,"
+        . " CASE WHEN row_number() OVER (ORDER BY id) <= 2 THEN now() - interval '2 hours' ELSE now() - interval '50 minutes' END"
+        . " FROM messages WHERE id IN (" . in_list(@f) . ")");
+    ok(wait_for(sub { sql("SELECT count(*) FROM dead_letters WHERE message_id IN (" . in_list(@f) . ")") == 2 }, 10),
+       'the two dead letters older than 1h are deleted');
+    ok(sweep_turn(), 'another turn');
+    is(sql("SELECT count(*) FROM dead_letters WHERE message_id IN (" . in_list(@f) . ")"
+           . " AND created_at > now() - interval '1 hour'"), 2, 'the two younger ones stay');
+}
+
+# --- (a) FLUSHALL: every waiting message pushed again, once --------------------------------
+{
+    my $before = requeued();
+    my @waiting = (@a_msgs, @a_bulk, @probes);
+    is(sql("SELECT count(*) FROM messages WHERE id IN (" . in_list(@waiting) . ") AND status = 'queued'"),
+       scalar @waiting, 'all of them still queued in PostgreSQL');
+    $redis->cli('FLUSHALL');
+    ok(wait_for(sub { live_count(@waiting) == @waiting }, 10), 'after FLUSHALL every waiting message is covered again');
+    my $probe_count = @probes;
+    ok(sweep_turn(), 'another turn');
+    is(xlen($QT) + xlen($QB), @waiting + 1, 'one entry each (+ the new probe), no duplicates');
+    is(requeued() - $before, @waiting + 1, 'requeued counts them once');
+    is(live_count(@b_msgs), 0, 'the paused tenant still left alone');
+    like($redis->cli('XINFO', 'GROUPS', $QT) // '', qr/mailerd/, 'the consumer group is back');
+}
+
+# --- delivery with a dispatcher -------------------------------------------------------------
+ok($t->reload_conf(sub { $_[0] =~ s/(queue_recovery_interval)/esp sink {\n    dir sink;\n}\n$1/r }),
+   'reload with a sink esp block');
+{
+    my @waiting = (@a_msgs, @a_bulk, @probes);
+    ok(wait_for(sub { sql("SELECT count(*) FROM messages WHERE id IN (" . in_list(@waiting) . ") AND status = 'delivered'")
+                        == @waiting }, 20), 'every waiting message is delivered')
+      or diag(sql("SELECT status, count(*) FROM messages WHERE id IN (" . in_list(@waiting) . ") GROUP BY 1"));
+    ok(sweep_turn(), 'a turn');
+    is(sql("SELECT count(*) FROM messages WHERE id IN (" . in_list(@b_msgs) . ") AND status = 'queued'"),
+       scalar @b_msgs, "the paused tenant's mail is held");
+    sql("DELETE FROM queue_pauses");
+    ok(wait_for(sub { sql("SELECT count(*) FROM messages WHERE id IN (" . in_list(@b_msgs) . ") AND status = 'delivered'")
+                        == @b_msgs }, 15), 'once the pause row is gone the sweeper releases it')
+      or diag(sql("SELECT status, count(*) FROM messages WHERE id IN (" . in_list(@b_msgs) . ") GROUP BY 1"));
+    is(sql("SELECT max(attempts) FROM messages WHERE id IN (" . in_list(@waiting) . ")"), 1,
+       'each sent in one attempt (no duplicate claim)');
+}
+
+# --- a FLUSHALL in the middle of a drain loses nothing --------------------------------------
+{
+    # Rows as the send API writes them, and their entries in one pipeline, so the
+    # dispatchers find the whole backlog at once and the flush lands mid-drain.
+    my @ids = split /\n/, sql("WITH i AS (INSERT INTO messages (id, tenant_id, status, priority, from_addr, to_addr, text_body)"
+                              . " SELECT gen_random_uuid(), '$A->{id}', 'queued', CASE WHEN g % 2 = 0 THEN 'bulk' ELSE 'transactional' END,"
+                              . " 'a\@acme.example', 'drain' || g || '\@example.com', 'x' FROM generate_series(1, 3000) g RETURNING id, tenant_id),"
+                              . " e AS (INSERT INTO events (id, tenant_id, message_id, type) SELECT gen_random_uuid(), tenant_id, id, 'queued' FROM i)"
+                              . " SELECT id FROM i");
+    is(scalar @ids, 3000, '3,000 queued rows');
+    my $prio = { split /[|\n]/, sql("SELECT id, priority FROM messages WHERE to_addr LIKE 'drain%'") };
+    my $port = $redis->port;
+    open(my $cli, '|-', "redis-cli -h 127.0.0.1 -p $port >/dev/null") or die "redis-cli: $!";
+    print $cli map { "EVAL \"redis.call('XADD', KEYS[1], '*', 'id', ARGV[1]) redis.call('SADD', KEYS[2], ARGV[1])\" 2 "
+                     . ($prio->{$_} eq 'bulk' ? $QB : $QT) . " $LIVE $_\n" } @ids;
+    close $cli or die "redis-cli: $?";
+    my $delivered = sub { sql("SELECT count(*) FROM messages WHERE to_addr LIKE 'drain%' AND status = 'delivered'") };
+    wait_for(sub { $delivered->() >= 200 }, 20);
+    $redis->cli('FLUSHALL');
+    my $at_flush = $delivered->();
+    cmp_ok($at_flush, '<', 3000, "the flush came before the end of the drain ($at_flush delivered then)");
+    ok(wait_for(sub { $delivered->() == @ids }, 60), 'every message delivered after the flush')
+      or diag(sql("SELECT status, count(*) FROM messages WHERE to_addr LIKE 'drain%' GROUP BY 1"));
+    is(scalar(grep { -f "$dir/sink/$_.eml" } @ids), 3000, 'and written');
+    is(sql("SELECT count(*) FROM events WHERE message_id IN (" . in_list(@ids) . ") AND type = 'sent'"), 3000,
+       'one sent event each: no message sent twice');
+}
+
+is($t->stop, 0, 'graceful stop');
+done_testing;
+
+sub strftime_in {
+    my ($secs) = @_;
+    require POSIX;
+    return POSIX::strftime('%Y-%m-%dT%H:%M:%SZ', gmtime(time + $secs));
+}
+
+sub slurp_metrics { $t->request('GET', '/metrics')->{body} // '' }
