@@ -20,6 +20,8 @@
 #include "md_metrics.h"
 #include "md_migrate.h"
 #include "md_pg.h"
+#include "md_dns.h"
+#include "md_client.h"
 #include "md_queue.h"
 #include "md_redis.h"
 #include "md_templates.h"
@@ -115,6 +117,12 @@ app_free(md_app_priv_t *p)
     md_redis_destroy(redis);
     p->app.pg = NULL;
     p->app.redis = NULL;
+    /* Outbound requests still owed get "canceled" now, while the dispatcher lives;
+     * the resolver goes after the client that uses it. */
+    md_http_client_destroy(p->app.http_client);
+    p->app.http_client = NULL;
+    md_dns_destroy(p->app.dns);
+    p->app.dns = NULL;
     if (p->auth_up)
         md_auth_app_destroy(&p->app);
     md_messages_app_destroy(&p->app);  /* a no-op unless its init ran */
@@ -157,6 +165,17 @@ md_app_init(struct ev_loop *loop, const md_conf_t *conf, unsigned slot, char *er
             goto fail;
         }
     }
+
+    /* The outbound client exists in every worker (cheap until an account makes
+     * an endpoint on it): the ESP drivers reach their APIs through it. */
+    md_dns_conf_t dc;
+    memset(&dc, 0, sizeof(dc));
+    p->app.dns = md_dns_create(loop, &dc, e, sizeof(e));
+    if (p->app.dns == NULL) {
+        snprintf(err, errlen, "dns: %s", e);
+        goto fail;
+    }
+    p->app.http_client = md_http_client_create(loop, p->app.dns);
 
     /* Read once per configuration: a directory listing is blocking I/O. Only
      * /ready uses it, and only against PostgreSQL. */

@@ -15,6 +15,8 @@
 typedef struct md_pg_pool_s md_pg_pool_t;
 typedef struct md_redis_s md_redis_t;
 typedef struct md_auth_s md_auth_t;
+typedef struct md_dns_s md_dns_t;
+typedef struct md_http_client_s md_http_client_t;
 
 typedef struct md_app_s {
     struct ev_loop *loop;
@@ -25,6 +27,9 @@ typedef struct md_app_s {
     int schema_version; /* highest migration on disk (md_migrate_latest_version), -1 unknown or no
                            postgres */
     md_auth_t *auth;    /* src/http/md_auth.c */
+    md_dns_t *dns;      /* c-ares resolver of this worker (src/core/md_dns.c) */
+    md_http_client_t *http_client; /* outbound HTTP(S) to ESP APIs (src/http/md_client.c);
+                                      ESP accounts make their endpoints on it */
 } md_app_t;
 
 extern md_app_t *md_app;

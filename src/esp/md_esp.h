@@ -18,6 +18,9 @@
 #include "md_core.h"
 #include "md_conf.h"
 #include "md_mime.h"
+#include "md_buf.h"
+#include "md_pool.h"
+#include "md_client.h"
 
 enum { MD_ESP_SENT = 0, MD_ESP_RETRYABLE = 1, MD_ESP_PERMANENT = 2 };
 
@@ -62,9 +65,32 @@ typedef struct md_esp_msg_s {
 
 typedef struct md_esp_s md_esp_t;
 
-/* Issue 6 defines these with the outbound HTTP client. */
-struct md_esp_request_s;
-struct md_esp_response_s;
+/*
+ * A remote provider's request, as a driver's build_request fills it. The
+ * dispatcher owns it: it makes pool (strings the driver makes live there, freed
+ * after the attempt) and an empty body, sends it on the account's endpoint
+ * (md_esp_t.endpoint) and frees both. Host, Content-Length and Connection are
+ * the client's; everything else (auth, Content-Type, a SigV4 signature over the
+ * body) is the driver's.
+ */
+#define MD_ESP_MAX_HEADERS 16
+typedef struct md_esp_request_s {
+    md_pool_t *pool;
+    const char *method; /* "POST" */
+    const char *path;   /* origin form, e.g. "/v3/mail/send" */
+    md_http_client_header_t headers[MD_ESP_MAX_HEADERS];
+    size_t nheaders;
+    md_buf_t body;
+} md_esp_request_t;
+
+/* What came back: the client's response (a transport error, or a status with
+ * headers and body). read_response maps it to sent | retryable | permanent:
+ * transport errors, 5xx and throttling (429, SES TooManyRequestsException, ...)
+ * are retryable with Retry-After honoured; a rejected address or content is
+ * permanent with the provider's code and message. */
+typedef struct md_esp_response_s {
+    const md_http_client_response_t *http;
+} md_esp_response_t;
 
 typedef struct md_esp_driver_s {
     const char *name;
@@ -96,6 +122,11 @@ struct md_esp_s {
     const md_esp_driver_t *driver;
     uint64_t rng; /* xorshift state: failure injection, jitter */
     void *data;   /* the driver's */
+    /* Remote providers: the account's keep-alive pool on md_app->http_client,
+     * made by md_esp_init from conf (endpoint, max_connections, ca_file,
+     * tls_verify, timeouts); NULL for local drivers or without md_app. */
+    md_http_endpoint_t *endpoint;
+    void *route; /* src/esp/md_route.c: health, circuit breaker, rate state */
 };
 
 extern const md_esp_driver_t md_esp_sink_driver; /* md_esp_sink.c */

@@ -139,6 +139,7 @@ void md_api_identity_register(md_router_t *rt, const md_conf_t *conf);  /* md_ap
 void md_api_messages_register(md_router_t *rt, const md_conf_t *conf);  /* md_api_messages.c */
 void md_api_templates_register(md_router_t *rt, const md_conf_t *conf); /* md_api_templates.c */
 void md_api_queue_register(md_router_t *rt, const md_conf_t *conf);     /* md_api_queue.c */
+void md_api_esps_register(md_router_t *rt, const md_conf_t *conf);      /* md_api_esps.c */
 
 void
 md_api_register(md_router_t *rt, const md_conf_t *conf)
@@ -150,6 +151,7 @@ md_api_register(md_router_t *rt, const md_conf_t *conf)
     md_api_messages_register(rt, conf);
     md_api_templates_register(rt, conf);
     md_api_queue_register(rt, conf);
+    md_api_esps_register(rt, conf);
     if (conf && conf->debug_endpoints) {
         md_router_add(rt, MD_M_POST, "/debug/echo", api_debug_echo);
         md_router_add(rt, MD_M_GET, "/debug/sleep", api_debug_sleep);

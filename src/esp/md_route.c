@@ -1,0 +1,2 @@
+/* md_route: placeholder, being written (issue 6). */
+#include "md_route.h"

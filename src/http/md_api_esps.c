@@ -1,0 +1,12 @@
+/* GET /v1/admin/esps (issue 6): placeholder. */
+#include "md_router.h"
+#include "md_conf.h"
+
+void md_api_esps_register(md_router_t *rt, const md_conf_t *conf);
+
+void
+md_api_esps_register(md_router_t *rt, const md_conf_t *conf)
+{
+    md_unused(rt);
+    md_unused(conf);
+}
