@@ -172,4 +172,57 @@ is($r && $r->{status}, 200, '... which still authenticates') or diag($r ? $r->{b
 ($rc, $out) = quickstart('stop');
 is($rc, 0, 'quickstart stop exits 0 again') or diag($out);
 
+# --esp mock: the mock ESP runs beside mailerd, mail goes through SES, and when
+# SES fails it moves to SendGrid.
+SKIP: {
+    require MockESP;
+    my $mock_bin = MockESP::bin_path();
+    skip "no mock-esp binary at $mock_bin", 12 unless -x $mock_bin;
+    local $ENV{MAILERD_MOCK_BIN} = $mock_bin;
+    local $ENV{MAILERD_MOCK_PORT} = free_port();
+    local $ENV{MAILERD_MOCK_CONTROL_PORT} = free_port();
+    ($rc, $out) = quickstart('--detach', '--esp', 'mock');
+    is($rc, 0, 'quickstart --detach --esp mock exits 0') or diag($out);
+    my %env3;
+    for (split /\n/, slurp("$var/quickstart.env")) {
+        $env3{$1} = $2 if /^(MAILERD_\w+)=(.*)$/;
+    }
+    my $mock_url = $env3{MAILERD_MOCK_URL} // '';
+    is($mock_url, "http://127.0.0.1:$ENV{MAILERD_MOCK_CONTROL_PORT}", 'quickstart.env has MAILERD_MOCK_URL');
+    like($out, qr{_mock/faults}, '... and the output says how to make SES fail');
+    my $auth = { Authorization => "Bearer " . ($env3{MAILERD_API_KEY} // '') };
+    my $mock = sub { JSON::PP::decode_json(scalar qx{curl -s --max-time 5 -X $_[0] $mock_url$_[1] @{[ $_[2] // '' ]}}) };
+    my $send = sub {
+        my $r = eval { $t->request('POST', '/v1/messages',
+            headers => { %$auth, 'Content-Type' => 'application/json' },
+            body => JSON::PP::encode_json({ from => 'Demo <demo@example.com>', to => 'you@example.org',
+                                            subject => $_[0], text => 'hi' })) };
+        return $r && $r->{status} == 202 ? $r->{json}{data}[0]{id} : undef;
+    };
+    my $final = sub {
+        my ($id) = @_;
+        my $m;
+        wait_for(sub { my $r = eval { $t->request('GET', "/v1/messages/$id", headers => $auth) };
+                       $m = $r && $r->{json}; $m && $m->{status} =~ /^(sent|failed)$/ }, 20);
+        return $m // {};
+    };
+    my $id1 = $send->('through ses');
+    ok($id1, 'a message is accepted');
+    my $m1 = $id1 ? $final->($id1) : {};
+    is($m1->{status}, 'sent', '... and sent');
+    is($m1->{esp}, 'ses', '... through SES, the first account of the route');
+    is(eval { $mock->('GET', '/_mock/stats')->{ses}{accepted} }, 1, 'the mock SES took it (SigV4 checked)');
+    $mock->('POST', '/_mock/faults', q{-d '{"provider":"ses","status":500}'});
+    my $id2 = $send->('through sendgrid');
+    my $m2 = $id2 ? $final->($id2) : {};
+    is($m2->{status}, 'sent', 'with SES failing, the next message is sent');
+    is($m2->{esp}, 'sendgrid', '... through SendGrid (failover)');
+    ok((grep { $_->{type} eq 'esp_failed' } @{ $m2->{events} // [] }), '... with the failed SES hop as an event');
+    is(eval { $mock->('GET', '/_mock/stats')->{sendgrid}{accepted} }, 1, 'the mock SendGrid took it');
+    my $mock_pid = slurp("$var/mock/mock-esp.pid") =~ s/\s+//gr;
+    ($rc, $out) = quickstart('stop');
+    is($rc, 0, 'quickstart stop exits 0 with the mock running') or diag($out);
+    ok(wait_for(sub { !kill(0, $mock_pid) }, 10), '... and stops the mock ESP');
+}
+
 done_testing;

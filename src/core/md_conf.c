@@ -166,6 +166,8 @@ static const md_conf_cmd_t md_conf_main_cmds[] = {
      offsetof(md_conf_t, esp), &md_esp_conf_block, NULL, md_esp_conf_free},
     {"default_esp", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_default_esp,
      offsetof(md_conf_t, default_esp), NULL, NULL, md_conf_free_str},
+    {"routing", MD_CONF_MAIN, MD_CONF_NOARGS | MD_CONF_BLOCK, md_route_conf_set,
+     offsetof(md_conf_t, routing), NULL, NULL, md_route_conf_free},
     {"max_attempts", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_number,
      offsetof(md_conf_t, max_attempts), &md_conf_max_attempts_bounds, "5", NULL},
     {"retry_backoff_base", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time,
@@ -181,8 +183,7 @@ static const md_conf_cmd_t md_conf_main_cmds[] = {
     {"queue_dead_retention", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time,
      offsetof(md_conf_t, queue_dead_retention), &md_conf_retention_bounds, "30d", NULL},
     {"dispatch_concurrency", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_number,
-     offsetof(md_conf_t, dispatch_concurrency), &md_conf_dispatch_concurrency_bounds, "256",
-     NULL},
+     offsetof(md_conf_t, dispatch_concurrency), &md_conf_dispatch_concurrency_bounds, "256", NULL},
     {NULL, 0, 0, NULL, 0, NULL, NULL, NULL},
 };
 

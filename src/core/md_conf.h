@@ -50,20 +50,51 @@ typedef struct md_redis_conf_s {
  * providers' credentials and endpoints beside the sink's dir), so a driver
  * reads its own and ignores the rest.
  */
-enum { MD_ESP_DRIVER_NONE = 0, MD_ESP_DRIVER_SINK = 1 };
+enum {
+    MD_ESP_DRIVER_NONE = 0,
+    MD_ESP_DRIVER_SINK = 1,
+    MD_ESP_DRIVER_SES = 2,
+    MD_ESP_DRIVER_SENDGRID = 3,
+    MD_ESP_DRIVER_POSTMARK = 4,
+    MD_ESP_DRIVER_MAILGUN = 5,
+};
 
 typedef struct md_esp_conf_s {
     char *name; /* the account name: esp NAME { } */
     int driver; /* MD_ESP_DRIVER_*; defaults to NAME when NAME is a driver kind */
     /* sink */
-    char *dir; /* absolute; default <prefix>/var/sink */
-    int fsync; /* flag: fsync each file before its rename (default off) */
+    char *dir;     /* absolute; default <prefix>/var/sink */
+    int fsync;     /* flag: fsync each file before its rename (default off) */
     char *journal; /* absolute, or NULL: append "<message id> <attempt>\n" per delivery
                       (tests count deliveries, duplicates included, from it) */
     /* failure injection, for tests: probabilities in 0..1, decided per attempt */
     double fail_transient; /* -> retryable("sink_transient") */
     double fail_permanent; /* -> permanent("sink_rejected") */
     int seed;              /* PRNG seed; 0: from the OS, per worker */
+    /* remote providers (ses, sendgrid, postmark, mailgun). Secrets given as
+     * NAME_file are read at load (by the master), trailing newline stripped,
+     * and stored in the same field as NAME. */
+    char *endpoint;          /* "https://host[:port]", no trailing "/"; default: the
+                                provider's public API host */
+    int rate;                /* messages/s, 0 = unlimited (the router enforces it) */
+    int max_connections;     /* keep-alive pool bound of the account's endpoint [8] */
+    int tls_verify;          /* flag [on]; off logs a warning at load */
+    char *ca_file;           /* PEM bundle, or NULL for the system store */
+    double connect_timeout;  /* [5s] */
+    double response_timeout; /* [30s] */
+    /* ses */
+    char *region; /* e.g. "us-east-1"; required */
+    char *access_key_id;
+    char *secret_access_key;
+    char *session_token;     /* optional (temporary credentials) */
+    char *configuration_set; /* optional ConfigurationSetName */
+    /* sendgrid, mailgun */
+    char *api_key;
+    /* postmark */
+    char *server_token;
+    char *message_stream; /* [outbound] */
+    /* mailgun */
+    char *domain; /* the sending domain: POST /v3/DOMAIN/messages */
 } md_esp_conf_t;
 
 typedef struct md_conf_s {
@@ -102,18 +133,19 @@ typedef struct md_conf_s {
     /* delivery: ESP accounts, the dispatcher and the queue (src/esp, md_queue.c) */
     md_esp_conf_t *esp; /* esp NAME { } blocks in file order; NULL when none */
     size_t nesp;
-    char *default_esp;              /* resolved name: the first esp block when not given;
-                                       NULL only when there is no esp block */
-    int max_attempts;               /* sends of one message before it fails for good */
-    double retry_backoff_base;      /* first retry delay bound; doubles per attempt */
-    double retry_backoff_max;       /* cap of the retry delay bound */
-    double queue_recovery_interval; /* sweeper period, and the age before an uncovered
-                                       message is put back on the queue */
-    double queue_lease;             /* a claimed message's lease; also the idle time after
-                                       which XAUTOCLAIM takes a dead consumer's entries */
-    double max_message_age;         /* a message not sent this long after accept fails */
-    double queue_dead_retention;    /* dead-letter entries older than this are cleaned up */
-    int dispatch_concurrency;       /* messages one worker's dispatcher holds at once */
+    char *default_esp;               /* resolved name: the first esp block when not given;
+                                        NULL only when there is no esp block */
+    int max_attempts;                /* sends of one message before it fails for good */
+    double retry_backoff_base;       /* first retry delay bound; doubles per attempt */
+    double retry_backoff_max;        /* cap of the retry delay bound */
+    double queue_recovery_interval;  /* sweeper period, and the age before an uncovered
+                                        message is put back on the queue */
+    double queue_lease;              /* a claimed message's lease; also the idle time after
+                                        which XAUTOCLAIM takes a dead consumer's entries */
+    double max_message_age;          /* a message not sent this long after accept fails */
+    double queue_dead_retention;     /* dead-letter entries older than this are cleaned up */
+    int dispatch_concurrency;        /* messages one worker's dispatcher holds at once */
+    struct md_route_conf_s *routing; /* routing { } (src/esp/md_route.c), or NULL */
 } md_conf_t;
 
 /*
@@ -224,6 +256,10 @@ extern const md_conf_block_t md_redis_conf_block; /* src/store/md_redis.c */
 extern const md_conf_block_t md_esp_conf_block; /* src/esp/md_esp.c */
 int md_esp_conf_set(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
 void md_esp_conf_free(const md_conf_cmd_t *cmd, void *base);
+/* routing { } (src/esp/md_route.c, md_route.h): routes, per-tenant routes and
+ * the circuit breaker's parameters, into md_conf_t.routing. */
+int md_route_conf_set(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+void md_route_conf_free(const md_conf_cmd_t *cmd, void *base);
 
 /* The current directive: argument 0 is its name. Valid inside a setter. */
 size_t md_conf_nargs(const md_conf_parser_t *cf);

@@ -95,6 +95,7 @@
 #include "md_pg.h"
 #include "md_queue.h"
 #include "md_redis.h"
+#include "md_route.h"
 
 #include <ev.h>
 #include <jansson.h>
@@ -197,16 +198,30 @@ enum {
 };
 
 /*
+ * The failed hops of an attempt (failover, md_route): one 'esp_failed' event
+ * each, {"esp", "code", "error", "attempt"}, stamped when the hop failed. A
+ * hop is {"id": event id, "at": unix time, "esp", "code", "error"}; only
+ * routes of more than one account record hops.
+ */
+#define MD_DISPATCH_HOPS_CTE                                                                       \
+    " h AS (INSERT INTO events (id, tenant_id, message_id, type, data, created_at)"                \
+    "  SELECT (x->>'id')::uuid, u.tenant_id, u.id, 'esp_failed',"                                  \
+    "   (x - 'id' - 'at') || jsonb_build_object('attempt', u.attempts),"                           \
+    "   to_timestamp((x->>'at')::float8)"                                                          \
+    "  FROM u CROSS JOIN LATERAL jsonb_array_elements(u.hops) AS x)"
+
+/*
  * The sent rows of a batch. $1 ids (in id order), $2 entry indexes, $3 attempts
  * (the claim's), $4 esp, $5 provider ids, $6 delivered too, $7 'sent' event ids,
  * $8 'delivered' event ids. The delivery is stamped a microsecond after the send
  * so the events sort in the order they happened whatever the reader's
- * tie-break. Returns the entry index of each row recorded.
+ * tie-break. $9 the failed hops before the send (jsonb arrays). Returns the
+ * entry index of each row recorded.
  */
 static const char md_dispatch_sent_sql[] =
     "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[], $5::text[],"
-    "                                $6::boolean[], $7::uuid[], $8::uuid[])"
-    "           AS r(id, n, attempt, esp, pid, delivered, eid1, eid2)),"
+    "                                $6::boolean[], $7::uuid[], $8::uuid[], $9::jsonb[])"
+    "           AS r(id, n, attempt, esp, pid, delivered, eid1, eid2, hops)),"
     " u AS ("
     "  UPDATE messages m SET status = CASE WHEN r.delivered THEN 'delivered' ELSE 'sent' END,"
     "   esp = r.esp, esp_message_id = r.pid, sent_at = now(),"
@@ -214,7 +229,8 @@ static const char md_dispatch_sent_sql[] =
     "   lease_until = NULL, next_attempt_at = NULL, last_error = NULL, updated_at = now()"
     "  FROM r WHERE m.id = r.id AND (m.status = 'sending') IS TRUE AND m.attempts "
     "= r.attempt"
-    "  RETURNING m.id, m.tenant_id, m.attempts, r.n, r.esp, r.pid, r.delivered, r.eid1, r.eid2),"
+    "  RETURNING m.id, m.tenant_id, m.attempts, r.n, r.esp, r.pid, r.delivered, r.eid1, r.eid2,"
+    "   r.hops)," MD_DISPATCH_HOPS_CTE ","
     " e AS (INSERT INTO events (id, tenant_id, message_id, type, data, created_at)"
     "  SELECT v.eid, u.tenant_id, u.id, v.type,"
     "   jsonb_build_object('esp', u.esp, 'esp_message_id', u.pid, 'attempt', u.attempts),"
@@ -227,14 +243,14 @@ static const char md_dispatch_sent_sql[] =
 /*
  * The failed and deferred rows of a batch. $1 ids (in id order), $2 entry
  * indexes, $3 attempts, $4 status ('deferred' | 'failed'), $5 delay (seconds,
- * deferred), $6 last_error, $7 esp, $8 event ids, $9 codes. A failed row gets
+ * deferred), $6 last_error, $7 esp, $8 event ids, $9 codes, $10 failed hops. A failed row gets
  * its dead_letters row here. Returns (entry index, next_attempt_at as unix time
  * or 0).
  */
 static const char md_dispatch_fail_sql[] =
     "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[], $5::float8[],"
-    "                                $6::text[], $7::text[], $8::uuid[], $9::text[])"
-    "           AS r(id, n, attempt, st, delay, err, esp, eid, code)),"
+    "                                $6::text[], $7::text[], $8::uuid[], $9::text[], $10::jsonb[])"
+    "           AS r(id, n, attempt, st, delay, err, esp, eid, code, hops)),"
     " u AS ("
     "  UPDATE messages m SET status = r.st, esp = r.esp, last_error = r.err,"
     "   lease_until = NULL, updated_at = now(),"
@@ -243,7 +259,7 @@ static const char md_dispatch_fail_sql[] =
     "  FROM r WHERE m.id = r.id AND (m.status = 'sending') IS TRUE AND m.attempts "
     "= r.attempt"
     "  RETURNING m.id, m.tenant_id, m.batch_id, m.attempts, m.next_attempt_at, r.n, r.st, r.err,"
-    "   r.esp, r.eid, r.code),"
+    "   r.esp, r.eid, r.code, r.hops)," MD_DISPATCH_HOPS_CTE ","
     " e AS (INSERT INTO events (id, tenant_id, message_id, type, data)"
     "  SELECT u.eid, u.tenant_id, u.id, u.st, jsonb_strip_nulls(jsonb_build_object("
     "   'esp', u.esp, 'code', u.code, 'error', u.err, 'attempt', u.attempts,"
@@ -277,9 +293,27 @@ static const char md_dispatch_release_sql[] =
     " SELECT id::text, priority FROM u";
 
 typedef struct md_dispatch_s md_dispatch_t;
+typedef struct md_release_s md_release_t;
+
+/* Messages to hand back when stopping, with their stream entries (for the
+ * acknowledgement and the push) and the lease tokens of their claims. */
+struct md_release_s {
+    size_t n, cap;
+    struct {
+        int priority;
+        int token;
+        char entry[64];
+        char id[MD_UUID_STRLEN + 1];
+    } e[];
+};
 
 /* One stream entry of a batch and, once claimed, its attempt. */
-enum { E_READ = 0, E_SENT, E_FAIL, E_DONE };
+/* E_SKIP: its send was canceled after the request went out (outcome unknown):
+ * neither recorded nor acknowledged, the lease and XAUTOCLAIM bring it back.
+ * E_RELEASE: canceled before any byte went out, while stopping: handed back
+ * by the release statement. */
+enum { E_READ = 0, E_SENT, E_FAIL, E_DONE, E_SKIP, E_RELEASE };
+struct md_chunk_s;
 
 typedef struct md_entry_s {
     char entry[64]; /* stream entry id, for XACK */
@@ -297,6 +331,9 @@ typedef struct md_entry_s {
     double wait;        /* deferred: seconds */
     char code[64];
     char last_error[400];
+    double age_base;          /* when it was first due, for max_message_age */
+    char *hops;               /* failed hops (JSON array text), or NULL */
+    struct md_chunk_s *chunk; /* the record unit carrying its outcome */
 } md_entry_t;
 
 /* The entries of one read, from the claim to the last acknowledgement. */
@@ -308,6 +345,12 @@ typedef struct md_batch_s {
     int claiming;
     int records;     /* record units in flight or waiting to retry (+1 while its sends run) */
     double deadline; /* monotonic: retrying a record after this could race the lease */
+    int sending;     /* sends (jobs) not finished */
+    int launched;    /* every send of the batch has been started */
+    size_t *pend;    /* finished outcomes not yet in a record unit (entry indexes) */
+    size_t npend;
+    double pend_t0; /* monotonic: when the first of them finished */
+    ev_timer flush; /* records what finished, MD_DISPATCH_RECORD_SPAN after the first */
     size_t n;
     md_entry_t e[];
 } md_batch_t;
@@ -334,8 +377,10 @@ struct md_dispatch_s {
     char reclaim_cursor[64];
     double last_reclaim;
     char min_idle[32];
-    md_list_t claiming; /* batches whose claim is in flight */
-    md_list_t retrying; /* record chunks waiting to be sent again */
+    md_list_t claiming;  /* batches whose claim is in flight */
+    md_list_t retrying;  /* record chunks waiting to be sent again */
+    md_list_t jobs;      /* sends in flight or waiting for a token */
+    md_release_t *extra; /* stopping: canceled sends nothing of which went out */
     uint64_t rng;
     ev_timer retry;
     ev_timer reclaim;
@@ -526,6 +571,10 @@ md_batch_end(md_batch_t *b, bool pump)
     d->held -= (int)b->n;
     if (b->claiming)
         md_list_remove(&b->link);
+    ev_timer_stop(d->loop, &b->flush);
+    for (size_t i = 0; i < b->n; i++)
+        free(b->e[i].hops);
+    free(b->pend);
     free(b);
     if (pump)
         md_dispatch_pump(d);
@@ -555,10 +604,18 @@ md_dispatch_backoff(md_esp_t *esp, int attempts, const md_conf_t *conf)
  * It holds the batch (one of b->records) until it is answered or given up. */
 typedef struct md_chunk_s {
     md_batch_t *b;
-    size_t from, to;
+    size_t n;       /* entries ... */
+    size_t *idx;    /* ... at these indexes of b->e */
     md_list_t link; /* on d->retrying while its timer runs */
     ev_timer retry;
 } md_chunk_t;
+
+static void
+md_chunk_free(md_chunk_t *ch)
+{
+    free(ch->idx);
+    free(ch);
+}
 
 static int md_chunk_send(md_chunk_t *ch);
 
@@ -601,8 +658,7 @@ md_batch_recorded(void *ctx, const md_pg_result_t *res)
         bool again = md_app_store_down(res->error) && !d->shutting && !d->destroying &&
                      md_dispatch_mono() + MD_DISPATCH_RECORD_RETRY < b->deadline;
         md_logf(again ? MD_LOG_WARN : MD_LOG_ERROR, 0,
-                MD_LOG_FIELDS(MD_LI("messages", (long)(ch->to - ch->from)),
-                              MD_LS("error", res->error),
+                MD_LOG_FIELDS(MD_LI("messages", (long)ch->n), MD_LS("error", res->error),
                               MD_LS("detail", res->message ? res->message : "")),
                 again ? "dispatch: recording sends failed; trying again"
                       : "dispatch: the results of a batch could not be recorded");
@@ -610,7 +666,7 @@ md_batch_recorded(void *ctx, const md_pg_result_t *res)
             md_chunk_later(ch);
             return;
         }
-        free(ch);
+        md_chunk_free(ch);
         md_batch_record_done(b, false);
         return;
     }
@@ -621,7 +677,7 @@ md_batch_recorded(void *ctx, const md_pg_result_t *res)
         int rows = PQntuples(r);
         for (int i = 0; i < rows; i++) {
             long n = strtol(PQgetvalue(r, i, 0), NULL, 10);
-            if (n < 1 || (size_t)n - 1 < ch->from || (size_t)n - 1 >= ch->to)
+            if (n < 1 || (size_t)n > b->n || b->e[n - 1].chunk != ch)
                 continue;
             md_entry_t *e = &b->e[n - 1];
             if (e->state == E_SENT) {
@@ -643,8 +699,8 @@ md_batch_recorded(void *ctx, const md_pg_result_t *res)
     md_metrics_delivery(MD_METRICS_DEFERRED, deferred);
     md_metrics_delivery(MD_METRICS_FAILED, failed);
     md_metrics_delivery(MD_METRICS_DEAD, failed);
-    for (size_t i = ch->from; i < ch->to; i++) {
-        md_entry_t *e = &b->e[i];
+    for (size_t k = 0; k < ch->n; k++) {
+        md_entry_t *e = &b->e[ch->idx[k]];
         if (e->state != E_SENT && e->state != E_FAIL)
             continue;
         md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("message_id", e->id)),
@@ -652,7 +708,7 @@ md_batch_recorded(void *ctx, const md_pg_result_t *res)
                 "was recorded (recorded already, or its lease expired)");
         md_entry_ack(b, e);
     }
-    free(ch);
+    md_chunk_free(ch);
     md_batch_record_done(b, true);
 }
 
@@ -664,13 +720,14 @@ md_chunk_send(md_chunk_t *ch)
 {
     md_batch_t *b = ch->b;
     md_dispatch_t *d = b->d;
-    enum { S_ID, S_N, S_ATT, S_ESP, S_PID, S_DLV, S_EV1, S_EV2, S_NARR };
-    enum { F_ID, F_N, F_ATT, F_ST, F_DELAY, F_ERR, F_ESP, F_EV, F_CODE, F_NARR };
+    enum { S_ID, S_N, S_ATT, S_ESP, S_PID, S_DLV, S_EV1, S_EV2, S_HOPS, S_NARR };
+    enum { F_ID, F_N, F_ATT, F_ST, F_DELAY, F_ERR, F_ESP, F_EV, F_CODE, F_HOPS, F_NARR };
     md_buf_t sa[S_NARR], fa[F_NARR];
     md_arrs_init(sa, S_NARR);
     md_arrs_init(fa, F_NARR);
     size_t nsent = 0, nfail = 0;
-    for (size_t i = ch->from; i < ch->to; i++) {
+    for (size_t k = 0; k < ch->n; k++) {
+        size_t i = ch->idx[k];
         md_entry_t *e = &b->e[i];
         char ev[MD_UUID_STRLEN + 1];
         if (e->state == E_SENT) {
@@ -685,6 +742,7 @@ md_chunk_send(md_chunk_t *ch)
             md_arr_add(&sa[S_DLV], e->delivered ? "t" : "f", false);
             md_arr_add(&sa[S_EV1], ev, false);
             md_arr_add(&sa[S_EV2], ev2, false);
+            md_arr_add(&sa[S_HOPS], e->hops ? e->hops : "[]", true);
             nsent++;
         } else if (e->state == E_FAIL) {
             md_uuid7(ev);
@@ -697,6 +755,7 @@ md_chunk_send(md_chunk_t *ch)
             md_arr_add(&fa[F_ESP], e->esp, true);
             md_arr_add(&fa[F_EV], ev, false);
             md_arr_add(&fa[F_CODE], e->code, true);
+            md_arr_add(&fa[F_HOPS], e->hops ? e->hops : "[]", true);
             nfail++;
         }
     }
@@ -722,7 +781,10 @@ md_chunk_send(md_chunk_t *ch)
             q[nq].values = fv;
             nq++;
         }
-        rc = md_pg_exec_batch(d->app->pg, q, nq, md_batch_recorded, ch) == MD_OK ? MD_OK : MD_AGAIN;
+        /* no pool: the worker is being torn down; the leases cover them */
+        rc = d->app->pg && md_pg_exec_batch(d->app->pg, q, nq, md_batch_recorded, ch) == MD_OK
+                 ? MD_OK
+                 : MD_AGAIN;
     }
     md_arrs_free(sa, S_NARR);
     md_arrs_free(fa, F_NARR);
@@ -746,21 +808,24 @@ md_chunk_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     }
     if (rc == MD_AGAIN)
-        md_logf(MD_LOG_ERROR, 0, MD_LOG_FIELDS(MD_LI("messages", (long)(ch->to - ch->from))),
+        md_logf(MD_LOG_ERROR, 0, MD_LOG_FIELDS(MD_LI("messages", (long)ch->n)),
                 "dispatch: the results of a batch could not be recorded");
-    free(ch);
+    md_chunk_free(ch);
     md_batch_record_done(b, false);
 }
 
-/* Records the outcomes of entries [from, to) (a unit that holds the batch
- * until it is answered). */
+/* Records the outcomes of the entries at idx[0..n-1] (a unit that holds the
+ * batch until it is answered). */
 static void
-md_batch_record(md_batch_t *b, size_t from, size_t to)
+md_batch_record(md_batch_t *b, const size_t *idx, size_t n)
 {
     md_chunk_t *ch = md_xcalloc(1, sizeof(*ch));
     ch->b = b;
-    ch->from = from;
-    ch->to = to;
+    ch->n = n;
+    ch->idx = md_xmalloc(n * sizeof(*ch->idx));
+    memcpy(ch->idx, idx, n * sizeof(*idx));
+    for (size_t k = 0; k < n; k++)
+        b->e[idx[k]].chunk = ch;
     md_list_init(&ch->link);
     ev_timer_init(&ch->retry, md_chunk_retry_cb, MD_DISPATCH_RECORD_RETRY, 0.);
     ch->retry.data = ch;
@@ -770,12 +835,12 @@ md_batch_record(md_batch_t *b, size_t from, size_t to)
         return;
     if (rc == MD_AGAIN) {
         /* Sent but PostgreSQL cannot take the record now: try again soon. */
-        md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LI("messages", (long)(to - from))),
+        md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LI("messages", (long)n)),
                 "dispatch: postgres refused the results of a batch; trying again");
         md_chunk_later(ch);
         return;
     }
-    free(ch);
+    md_chunk_free(ch);
     b->records--;
 }
 
@@ -807,10 +872,37 @@ md_job_build_free(md_job_build_t *b)
     json_decref(b->headers_json);
 }
 
-static const char *
-md_pg_text(const PGresult *res, int row, int col)
+/* One claimed row, copied out of the claim's result (which lives only during
+ * its callback): a send may outlive it (remote sends, failover). v[c] is NULL
+ * for SQL NULL; every value is NUL-terminated. */
+enum { C_NCOLS = C_LAST_ERROR + 1 };
+typedef struct md_row_s {
+    const char *v[C_NCOLS];
+    size_t len[C_NCOLS];
+    char *blob;
+} md_row_t;
+
+static void
+md_row_copy(md_row_t *row, const PGresult *res, int r)
 {
-    return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+    size_t total = 0;
+    for (int c = 0; c < C_NCOLS; c++)
+        total += PQgetisnull(res, r, c) ? 0 : (size_t)PQgetlength(res, r, c) + 1;
+    row->blob = md_xmalloc(total ? total : 1);
+    char *p = row->blob;
+    for (int c = 0; c < C_NCOLS; c++) {
+        if (PQgetisnull(res, r, c)) {
+            row->v[c] = NULL;
+            row->len[c] = 0;
+            continue;
+        }
+        size_t n = (size_t)PQgetlength(res, r, c);
+        memcpy(p, PQgetvalue(res, r, c), n);
+        p[n] = '\0';
+        row->v[c] = p;
+        row->len[c] = n;
+        p += n + 1;
+    }
 }
 
 /* [{"address": "...", "name": "..."}] into ASCII mailboxes. MD_ERROR names the
@@ -849,36 +941,35 @@ md_job_addr_list(const char *text, json_t **keep, md_mime_addr_t **out,
     return MD_OK;
 }
 
-/* Builds m from the claimed row (valid during the claim callback). MD_ERROR with
- * why: the stored message cannot be sent (a permanent failure). */
+/* Builds m from the copied row (m points into row and b: valid while both
+ * live). MD_ERROR with why: the stored message cannot be sent (a permanent
+ * failure). */
 static int
-md_job_build(const PGresult *res, int row, md_job_build_t *b, md_esp_msg_t *m, const char **why)
+md_job_build(const md_row_t *row, md_job_build_t *b, md_esp_msg_t *m, const char **why)
 {
-    m->id = md_pg_text(res, row, C_ID);
-    m->tenant_id = md_pg_text(res, row, C_TENANT);
-    m->attempt = atoi(PQgetvalue(res, row, C_ATTEMPTS));
-    if (md_esp_addr_ascii(md_pg_text(res, row, C_FROM), b->from, sizeof(b->from)) != MD_OK) {
+    m->id = row->v[C_ID];
+    m->tenant_id = row->v[C_TENANT];
+    m->attempt = atoi(row->v[C_ATTEMPTS] ? row->v[C_ATTEMPTS] : "1");
+    if (md_esp_addr_ascii(row->v[C_FROM], b->from, sizeof(b->from)) != MD_OK) {
         *why = "invalid from address";
         return MD_ERROR;
     }
-    if (md_esp_addr_ascii(md_pg_text(res, row, C_TO), b->to, sizeof(b->to)) != MD_OK) {
+    if (md_esp_addr_ascii(row->v[C_TO], b->to, sizeof(b->to)) != MD_OK) {
         *why = "invalid to address";
         return MD_ERROR;
     }
     m->from.addr = b->from;
-    m->from.name = md_pg_text(res, row, C_FROM_NAME);
+    m->from.name = row->v[C_FROM_NAME];
     m->to.addr = b->to;
-    m->to.name = md_pg_text(res, row, C_TO_NAME);
-    if (md_job_addr_list(md_pg_text(res, row, C_CC), &b->cc_json, &b->cc, &b->cc_buf, &m->ncc,
-                         why) != MD_OK ||
-        md_job_addr_list(md_pg_text(res, row, C_BCC), &b->bcc_json, &b->bcc, &b->bcc_buf, &m->nbcc,
-                         why) != MD_OK)
+    m->to.name = row->v[C_TO_NAME];
+    if (md_job_addr_list(row->v[C_CC], &b->cc_json, &b->cc, &b->cc_buf, &m->ncc, why) != MD_OK ||
+        md_job_addr_list(row->v[C_BCC], &b->bcc_json, &b->bcc, &b->bcc_buf, &m->nbcc, why) != MD_OK)
         return MD_ERROR;
     m->cc = b->cc;
     m->bcc = b->bcc;
 
     /* reply_to: an address, or "Name <address>" */
-    const char *rt = md_pg_text(res, row, C_REPLY_TO);
+    const char *rt = row->v[C_REPLY_TO];
     if (rt && rt[0]) {
         const char *lt = strrchr(rt, '<');
         size_t len = strlen(rt);
@@ -907,14 +998,13 @@ md_job_build(const PGresult *res, int row, md_job_build_t *b, md_esp_msg_t *m, c
         m->nreply_to = 1;
     }
 
-    m->subject = md_pg_text(res, row, C_SUBJECT);
-    const char *text = md_pg_text(res, row, C_TEXT), *html = md_pg_text(res, row, C_HTML);
-    m->text.data = text;
-    m->text.len = text ? (size_t)PQgetlength(res, row, C_TEXT) : 0;
-    m->html.data = html;
-    m->html.len = html ? (size_t)PQgetlength(res, row, C_HTML) : 0;
+    m->subject = row->v[C_SUBJECT];
+    m->text.data = row->v[C_TEXT];
+    m->text.len = row->len[C_TEXT];
+    m->html.data = row->v[C_HTML];
+    m->html.len = row->len[C_HTML];
 
-    const char *hj = md_pg_text(res, row, C_HEADERS);
+    const char *hj = row->v[C_HEADERS];
     if (hj) {
         b->headers_json = json_loads(hj, 0, NULL);
         if (!json_is_object(b->headers_json)) {
@@ -944,79 +1034,378 @@ md_job_build(const PGresult *res, int row, md_job_build_t *b, md_esp_msg_t *m, c
     return MD_OK;
 }
 
-/* Sends the message of claimed row `row` (entry e) through its account and
- * keeps the outcome in e for the record. */
+/* ---- sends -------------------------------------------------------------------------- */
+
+/*
+ * One claimed message on its way through its route (md_route_pick): each hop
+ * is one account, admitted by its circuit breaker and paced by its rate (a
+ * send without a token waits in the account's queue). A retryable failure
+ * moves it to the next account at once (same claim, same attempt number; the
+ * failed hop becomes an 'esp_failed' event when the route has more than one
+ * account); a permanent one ends it; when every account failed or was open,
+ * the message is deferred with backoff (at least the largest Retry-After and
+ * the shortest remaining cool-down). Owned by the dispatcher (d->jobs) from
+ * md_job_start to md_job_end.
+ */
+typedef struct md_job_s {
+    md_batch_t *b;
+    size_t idx; /* entry index in b */
+    md_list_t link;
+    md_row_t row;
+    md_job_build_t jb;
+    md_esp_msg_t m;
+    md_esp_t *route[MD_ROUTE_MAX_ESP];
+    size_t nroute, hop;
+    md_esp_t *esp; /* the account of the current hop (admitted) */
+    md_route_waiter_t w;
+    md_http_client_req_t *hreq;
+    double t0;
+    double retry_after;  /* largest hint of the failed hops */
+    double circuit_wait; /* shortest cool-down left of the accounts skipped as open */
+    int tried;
+    md_esp_result_t last;
+    md_buf_t hops;
+} md_job_t;
+
+static void md_job_next(md_job_t *j);
+static void md_batch_job_done(md_batch_t *b, size_t idx, bool pump);
+
+/* Records in the batch what finished so far (a record unit). */
 static void
-md_entry_send(md_batch_t *b, md_entry_t *e, const PGresult *res, int row)
+md_batch_flush(md_batch_t *b)
 {
+    ev_timer_stop(b->d->loop, &b->flush);
+    if (b->npend == 0)
+        return;
+    size_t n = b->npend;
+    b->npend = 0;
+    md_batch_record(b, b->pend, n);
+}
+
+static void
+md_batch_flush_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    md_unused(loop);
+    md_unused(revents);
+    md_batch_flush(t->data);
+}
+
+/* Ends the job: the outcome is in its entry (or the entry is E_SKIP or
+ * E_RELEASE); frees everything it owns. */
+static void
+md_job_end(md_job_t *j, bool pump)
+{
+    md_batch_t *b = j->b;
+    size_t idx = j->idx;
+    md_entry_t *e = &b->e[idx];
+    if (md_buf_len(&j->hops) > 0 && (e->state == E_SENT || e->state == E_FAIL)) {
+        md_buf_append(&j->hops, "]", 2); /* with the NUL */
+        e->hops = md_xstrdup(j->hops.pos);
+    }
+    md_buf_free(&j->hops);
+    md_list_remove(&j->link);
+    md_job_build_free(&j->jb);
+    free(j->row.blob);
+    free(j);
+    md_batch_job_done(b, idx, pump);
+}
+
+/* The attempt's outcome from r (the last hop's), into the entry; then the end. */
+static void
+md_job_finish(md_job_t *j, const md_esp_result_t *r)
+{
+    md_batch_t *b = j->b;
+    md_entry_t *e = &b->e[j->idx];
     const md_conf_t *conf = b->d->app->conf;
+    if (j->esp)
+        snprintf(e->esp, sizeof(e->esp), "%s", j->esp->conf->name);
+    if (r->outcome == MD_ESP_SENT) {
+        e->state = E_SENT;
+        snprintf(e->provider_id, sizeof(e->provider_id), "%s", r->provider_id);
+        e->delivered = r->delivered;
+        md_job_end(j, true);
+        return;
+    }
+    e->state = E_FAIL;
+    e->status = "failed";
+    snprintf(e->code, sizeof(e->code), "%s", r->code);
+    const char *text = r->text[0] ? r->text : r->code;
+    if (r->outcome == MD_ESP_RETRYABLE) {
+        double wait = md_max(md_dispatch_backoff(j->esp ? j->esp : j->route[0], e->attempts, conf),
+                             md_max(r->retry_after, j->retry_after));
+        wait = md_max(wait, j->circuit_wait);
+        double now = md_dispatch_wall();
+        if (e->attempts >= conf->max_attempts) {
+            snprintf(e->code, sizeof(e->code), "attempts_exhausted");
+            snprintf(e->last_error, sizeof(e->last_error), "%s (after %d attempts): %s", r->code,
+                     e->attempts, text);
+        } else if (e->age_base > 0 && now + wait - e->age_base > conf->max_message_age) {
+            /* The retry would come after the message's deadline: fail it now
+             * rather than keep it deferred for nothing. */
+            snprintf(e->code, sizeof(e->code), "expired");
+            snprintf(e->last_error, sizeof(e->last_error),
+                     "expired: not sent within max_message_age (last error: %s: %s)", r->code,
+                     text);
+        } else {
+            e->status = "deferred";
+            e->wait = wait;
+            snprintf(e->last_error, sizeof(e->last_error), "%s: %s", r->code, text);
+        }
+    } else {
+        snprintf(e->last_error, sizeof(e->last_error), "%s: %s", r->code, text);
+    }
+    md_logf(r->outcome == MD_ESP_PERMANENT ? MD_LOG_NOTICE : MD_LOG_INFO, 0,
+            MD_LOG_FIELDS(MD_LS("message_id", e->id), MD_LS("esp", e->esp), MD_LS("code", r->code),
+                          MD_LI("attempt", e->attempts)),
+            strcmp(e->status, "deferred") == 0 ? "send failed, will retry"
+                                               : "send failed for good");
+    md_job_end(j, true);
+}
+
+/* A failed hop, for its 'esp_failed' event. */
+static void
+md_job_hop(md_job_t *j, const md_esp_result_t *r)
+{
+    if (j->nroute < 2)
+        return;
+    char ev[MD_UUID_STRLEN + 1];
+    md_uuid7(ev);
+    md_buf_append_str(&j->hops, md_buf_len(&j->hops) == 0 ? "[" : ",");
+    md_buf_printf(&j->hops, "{\"id\":\"%s\",\"at\":%.6f,\"esp\":", ev, md_dispatch_wall());
+    md_buf_append(&j->hops, "\"", 1);
+    md_buf_append_json_escaped(&j->hops, j->esp->conf->name, strlen(j->esp->conf->name));
+    md_buf_append_str(&j->hops, "\",\"code\":\"");
+    md_buf_append_json_escaped(&j->hops, r->code, strlen(r->code));
+    md_buf_append_str(&j->hops, "\",\"error\":\"");
+    md_buf_append_json_escaped(&j->hops, r->text, strlen(r->text));
+    md_buf_append_str(&j->hops, "\"}");
+}
+
+/* The current hop's outcome: the account learns it; a retryable failure goes
+ * on to the next account. */
+static void
+md_job_result(md_job_t *j, const md_esp_result_t *r)
+{
+    md_route_result(j->esp, r->outcome, r->code, md_dispatch_mono() - j->t0);
+    j->tried = 1;
+    j->last = *r;
+    if (r->outcome != MD_ESP_RETRYABLE) {
+        md_job_finish(j, r);
+        return;
+    }
+    j->retry_after = md_max(j->retry_after, r->retry_after);
+    md_job_hop(j, r);
+    if (j->hop + 1 < j->nroute)
+        md_logf(MD_LOG_INFO, 0,
+                MD_LOG_FIELDS(MD_LS("message_id", j->b->e[j->idx].id),
+                              MD_LS("esp", j->esp->conf->name), MD_LS("code", r->code)),
+                "send failed, trying the next account");
+    j->hop++;
+    md_job_next(j);
+}
+
+/* A send canceled (stopping, or the client going away): sent tells whether a
+ * byte of it went out. */
+static void
+md_job_abandon(md_job_t *j, bool sent)
+{
+    md_batch_t *b = j->b;
+    md_dispatch_t *d = b->d;
+    md_entry_t *e = &b->e[j->idx];
+    e->state = E_SKIP;
+    if (!sent && d->shutting) {
+        /* nothing went out: hand it back with the claims in flight */
+        e->state = E_RELEASE;
+        md_release_t *rel = d->extra;
+        if (rel == NULL || rel->n == rel->cap) {
+            size_t cap = rel ? rel->cap * 2 : 64;
+            rel = md_xrealloc(rel, sizeof(*rel) + cap * sizeof(rel->e[0]));
+            if (d->extra == NULL)
+                rel->n = 0;
+            rel->cap = cap;
+            d->extra = rel;
+        }
+        rel->e[rel->n].priority = b->priority;
+        rel->e[rel->n].token = b->token;
+        memcpy(rel->e[rel->n].entry, e->entry, sizeof(rel->e[0].entry));
+        memcpy(rel->e[rel->n].id, e->id, sizeof(rel->e[0].id));
+        rel->n++;
+    }
+    md_job_end(j, false);
+}
+
+static void
+md_job_http_cb(void *ctx, const md_http_client_response_t *resp)
+{
+    md_job_t *j = ctx;
+    j->hreq = NULL;
+    if (resp->error == md_http_client_err_canceled) {
+        md_route_abandon(j->esp);
+        md_job_abandon(j, resp->request_sent);
+        return;
+    }
+    md_esp_result_t r;
+    memset(&r, 0, sizeof(r));
+    md_esp_response_t er = {.http = resp};
+    j->esp->driver->read_response(j->esp, &er, &r);
+    md_job_result(j, &r);
+}
+
+/* Sends the message to the current hop's account (admitted, token taken). */
+static void
+md_job_send(md_job_t *j)
+{
+    md_esp_t *esp = j->esp;
+    md_esp_result_t r;
+    memset(&r, 0, sizeof(r));
+    md_route_started(esp);
+    j->t0 = md_dispatch_mono();
+    if (esp->driver->deliver) {
+        esp->driver->deliver(esp, &j->m, &r);
+        md_job_result(j, &r);
+        return;
+    }
+    if (esp->driver->build_request == NULL || esp->driver->read_response == NULL ||
+        esp->endpoint == NULL) {
+        md_esp_result_retryable(&r, "driver_unavailable", 0,
+                                "this account has no endpoint or driver to send with");
+        md_job_result(j, &r);
+        return;
+    }
+    md_esp_request_t req;
+    memset(&req, 0, sizeof(req));
+    req.pool = md_pool_create(4096);
+    md_buf_init(&req.body);
+    int rc = esp->driver->build_request(esp, &j->m, &req, &r);
+    if (rc == MD_OK) {
+        md_http_client_request_t rq;
+        memset(&rq, 0, sizeof(rq));
+        rq.method = req.method ? req.method : "POST";
+        rq.path = req.path ? req.path : "/";
+        rq.headers = req.headers;
+        rq.nheaders = req.nheaders;
+        rq.body_buf = &req.body;
+        rc = md_http_client_send(esp->endpoint, &rq, md_job_http_cb, j, &j->hreq);
+        if (rc == MD_AGAIN)
+            md_esp_result_retryable(&r, "client_busy", 0,
+                                    "too many requests wait for a connection to this account");
+        else if (rc != MD_OK)
+            md_esp_result_permanent(&r, "invalid_request",
+                                    "the driver built a request the client refuses");
+    }
+    /* the client copied or moved everything it needs */
+    md_buf_free(&req.body);
+    md_pool_destroy(req.pool);
+    if (rc != MD_OK)
+        md_job_result(j, &r);
+}
+
+static void
+md_job_token_ready(md_route_waiter_t *w)
+{
+    md_job_t *j = md_container_of(w, md_job_t, w);
+    md_job_send(j);
+}
+
+/* The next hop: the first account left whose breaker admits a send; none
+ * left: the attempt ends with the last hop's failure. */
+static void
+md_job_next(md_job_t *j)
+{
+    while (j->hop < j->nroute) {
+        md_esp_t *esp = j->route[j->hop];
+        double wait = 0;
+        if (!md_route_admit(esp, &wait)) {
+            if (j->circuit_wait <= 0 || wait < j->circuit_wait)
+                j->circuit_wait = wait;
+            j->hop++;
+            continue;
+        }
+        j->esp = esp;
+        if (md_route_token(esp, &j->w) == MD_OK)
+            md_job_send(j);
+        return; /* else md_job_token_ready sends it */
+    }
+    if (j->tried) {
+        md_esp_result_t r = j->last;
+        md_job_finish(j, &r);
+        return;
+    }
+    md_esp_result_t r;
+    md_esp_result_retryable(&r, "circuit_open", 0,
+                            "every account of the route is failing (circuit open)");
+    if (j->esp == NULL && j->nroute > 0)
+        snprintf(j->b->e[j->idx].esp, sizeof(j->b->e[j->idx].esp), "%s", j->route[0]->conf->name);
+    md_job_finish(j, &r);
+}
+
+/* Starts the send of claimed row `row` (entry i): a job on d->jobs. */
+static void
+md_job_start(md_batch_t *b, size_t i, const PGresult *res, int row)
+{
+    md_entry_t *e = &b->e[i];
     e->attempts = atoi(PQgetvalue(res, row, C_ATTEMPTS));
     e->final_priority = strcmp(PQgetvalue(res, row, C_PRIORITY), "bulk") == 0
                             ? MD_PRIORITY_BULK
                             : MD_PRIORITY_TRANSACTIONAL;
     e->created_at = strtod(PQgetvalue(res, row, C_CREATED), NULL);
-    double age_base = strtod(PQgetvalue(res, row, C_AGE_BASE), NULL);
+    e->age_base = strtod(PQgetvalue(res, row, C_AGE_BASE), NULL);
     snprintf(e->tenant, sizeof(e->tenant), "%s", PQgetvalue(res, row, C_TENANT));
 
+    md_job_t *j = md_xcalloc(1, sizeof(*j));
+    j->b = b;
+    j->idx = i;
+    j->w.ready = md_job_token_ready;
+    md_buf_init(&j->hops);
+    md_row_copy(&j->row, res, row);
+    md_list_insert_tail(&b->d->jobs, &j->link);
+    b->sending++;
+
+    const char *esp_name = j->row.v[C_ESP_ROUTE];
+    bool unknown = false;
+    j->nroute = md_route_pick(e->tenant, esp_name, j->route, &unknown);
+    snprintf(e->esp, sizeof(e->esp), "%s",
+             j->nroute > 0 ? j->route[0]->conf->name : (esp_name ? esp_name : ""));
     md_esp_result_t r;
-    memset(&r, 0, sizeof(r));
-    const char *route = md_pg_text(res, row, C_ESP_ROUTE);
-    md_esp_t *esp = route && route[0] ? md_esp_get(route) : md_esp_default();
-    snprintf(e->esp, sizeof(e->esp), "%s", esp ? esp->conf->name : (route ? route : ""));
-
-    md_job_build_t jb;
-    memset(&jb, 0, sizeof(jb));
-    md_esp_msg_t m;
-    memset(&m, 0, sizeof(m));
     const char *why = NULL;
-    if (esp == NULL) {
+    if (j->nroute == 0) {
         md_esp_result_permanent(&r, "unknown_esp", "no esp account of that name is configured");
-    } else if (md_job_build(res, row, &jb, &m, &why) != MD_OK) {
+        md_job_finish(j, &r);
+    } else if (md_job_build(&j->row, &j->jb, &j->m, &why) != MD_OK) {
         md_esp_result_permanent(&r, "invalid_message", why);
-    } else if (esp->driver->deliver) {
-        esp->driver->deliver(esp, &m, &r);
+        md_job_finish(j, &r);
     } else {
-        /* remote drivers run through the HTTP client (issue 6) */
-        md_esp_result_retryable(&r, "driver_unavailable", 0, "this driver cannot send yet");
+        md_job_next(j);
     }
-    md_job_build_free(&jb);
+}
 
-    if (r.outcome == MD_ESP_SENT) {
-        e->state = E_SENT;
-        snprintf(e->provider_id, sizeof(e->provider_id), "%s", r.provider_id);
-        e->delivered = r.delivered;
-        return;
-    }
-    e->state = E_FAIL;
-    e->status = "failed";
-    snprintf(e->code, sizeof(e->code), "%s", r.code);
-    const char *text = r.text[0] ? r.text : r.code;
-    if (r.outcome == MD_ESP_RETRYABLE) {
-        double wait = md_max(md_dispatch_backoff(esp, e->attempts, conf), r.retry_after);
-        double now = md_dispatch_wall();
-        if (e->attempts >= conf->max_attempts) {
-            snprintf(e->code, sizeof(e->code), "attempts_exhausted");
-            snprintf(e->last_error, sizeof(e->last_error), "%s (after %d attempts): %s", r.code,
-                     e->attempts, text);
-        } else if (age_base > 0 && now + wait - age_base > conf->max_message_age) {
-            /* The retry would come after the message's deadline: fail it now
-             * rather than keep it deferred for nothing. */
-            snprintf(e->code, sizeof(e->code), "expired");
-            snprintf(e->last_error, sizeof(e->last_error),
-                     "expired: not sent within max_message_age (last error: %s: %s)", r.code, text);
-        } else {
-            e->status = "deferred";
-            e->wait = wait;
-            snprintf(e->last_error, sizeof(e->last_error), "%s: %s", r.code, text);
+/* A send of the batch ended (its outcome is in the entry): outcomes go to
+ * PostgreSQL in record units of MD_DISPATCH_RECORD_MAX, or what finished
+ * within MD_DISPATCH_RECORD_SPAN of the first; the batch's last send records
+ * the rest and lets the batch go. A worker killed meanwhile has sent at most
+ * the outcomes of one unit per batch that no record reached PostgreSQL for,
+ * and those are the only messages a crash makes go twice (plus the sends in
+ * flight). */
+static void
+md_batch_job_done(md_batch_t *b, size_t idx, bool pump)
+{
+    md_entry_t *e = &b->e[idx];
+    if (e->state == E_SENT || e->state == E_FAIL) {
+        if (b->npend == 0) {
+            b->pend_t0 = md_dispatch_mono();
+            ev_timer_set(&b->flush, MD_DISPATCH_RECORD_SPAN, 0.);
+            ev_timer_start(b->d->loop, &b->flush);
         }
-    } else {
-        snprintf(e->last_error, sizeof(e->last_error), "%s: %s", r.code, text);
+        b->pend[b->npend++] = idx;
+        if (b->npend >= MD_DISPATCH_RECORD_MAX ||
+            md_dispatch_mono() - b->pend_t0 >= MD_DISPATCH_RECORD_SPAN)
+            md_batch_flush(b);
     }
-    md_logf(r.outcome == MD_ESP_PERMANENT ? MD_LOG_NOTICE : MD_LOG_INFO, 0,
-            MD_LOG_FIELDS(MD_LS("message_id", e->id), MD_LS("esp", e->esp), MD_LS("code", r.code),
-                          MD_LI("attempt", e->attempts)),
-            strcmp(e->status, "deferred") == 0 ? "send failed, will retry"
-                                               : "send failed for good");
+    b->sending--;
+    if (b->launched && b->sending == 0) {
+        md_batch_flush(b);
+        md_batch_record_done(b, pump);
+    }
 }
 
 /* The claim's answer (the batch is ctx; it ends here, or with its last
@@ -1072,16 +1461,14 @@ md_batch_claimed(void *ctx, const md_pg_result_t *res)
         md_batch_end(b, false);
         return;
     }
-    /* The sends run here, synchronously; their outcomes go to PostgreSQL in
-     * chunks as they happen (MD_DISPATCH_RECORD_MAX messages or
-     * MD_DISPATCH_RECORD_SPAN seconds of sending, whichever comes first): a
-     * worker killed in the middle of a batch has sent at most one chunk that
-     * no record reached PostgreSQL for, and those are the only messages a
-     * crash makes go twice. */
+    /* The sends start here: a local driver's (the sink) runs at once, a
+     * remote one goes out on the account's connections and answers later.
+     * Their outcomes go to PostgreSQL in record units as they come (see
+     * md_batch_job_done). */
     uint64_t attempts = 0, expired = 0;
-    size_t from = 0, chunk = 0;
     double t0 = md_dispatch_mono();
     b->records = 1; /* the sends' own hold: the batch outlives early answers */
+    b->pend = md_xmalloc(b->n * sizeof(*b->pend));
     /* A second of margin: PostgreSQL's clock started the lease a little earlier. */
     b->deadline = t0 + d->app->conf->queue_lease - 1.0;
     for (size_t i = 0; i < b->n; i++) {
@@ -1099,23 +1486,18 @@ md_batch_claimed(void *ctx, const md_pg_result_t *res)
             md_entry_ack(b, e);
         } else {
             attempts++;
-            md_entry_send(b, e, r, row);
-            if (++chunk >= MD_DISPATCH_RECORD_MAX ||
-                md_dispatch_mono() - t0 >= MD_DISPATCH_RECORD_SPAN) {
-                md_batch_record(b, from, i + 1);
-                from = i + 1;
-                chunk = 0;
-                t0 = md_dispatch_mono();
-            }
+            md_job_start(b, i, r, row);
         }
     }
     free(row_of);
-    if (chunk > 0)
-        md_batch_record(b, from, b->n);
     md_metrics_delivery(MD_METRICS_ATTEMPTS, attempts);
     md_metrics_delivery(MD_METRICS_FAILED, expired);
     md_metrics_delivery(MD_METRICS_DEAD, expired);
-    md_batch_record_done(b, true);
+    b->launched = 1;
+    if (b->sending == 0) {
+        md_batch_flush(b);
+        md_batch_record_done(b, true);
+    }
 }
 
 /* Claims the batch's messages in one statement. On a refusal the entries go
@@ -1213,6 +1595,8 @@ md_dispatch_take(md_dispatch_t *d, int priority, redisReply *list, bool reclaime
     b->d = d;
     b->priority = priority;
     md_list_init(&b->link);
+    ev_init(&b->flush, md_batch_flush_cb);
+    b->flush.data = b;
     for (size_t i = 0; i < list->elements; i++) {
         redisReply *ent = list->element[i];
         const char *id = md_entry_parse(priority, ent);
@@ -1469,14 +1853,6 @@ md_dispatch_pump(md_dispatch_t *d)
 
 /* What the release needs after the batches are gone: each message's stream
  * entry, for the acknowledgement and the push. */
-typedef struct md_release_s {
-    size_t n;
-    struct {
-        int priority;
-        char entry[64];
-        char id[MD_UUID_STRLEN + 1];
-    } e[];
-} md_release_t;
 
 /* The release's answer (ctx is the md_release_t, freed here): the messages it
  * put back to "queued" get their entries acknowledged and pushed again. */
@@ -1510,16 +1886,18 @@ md_dispatch_released(void *ctx, const md_pg_result_t *res)
     free(rel);
 }
 
-/* One statement for every message whose claim is in flight (see the top). */
+/* One statement for every message whose claim is in flight and every message
+ * whose send was canceled before it went out (d->extra; see the top). */
 static void
 md_dispatch_release(md_dispatch_t *d)
 {
-    size_t n = 0;
+    size_t n = d->extra ? d->extra->n : 0;
     for (md_list_t *l = d->claiming.next; l != &d->claiming; l = l->next)
         n += md_list_data(l, md_batch_t, link)->n;
     if (n == 0)
         return;
     md_release_t *rel = md_xcalloc(1, sizeof(*rel) + n * sizeof(rel->e[0]));
+    rel->cap = n;
     md_buf_t ids, tokens, eids;
     md_buf_init(&ids);
     md_buf_init(&tokens);
@@ -1538,6 +1916,16 @@ md_dispatch_release(md_dispatch_t *d)
             rel->n++;
         }
     }
+    for (size_t k = 0; d->extra && k < d->extra->n; k++) {
+        char ev[MD_UUID_STRLEN + 1];
+        md_uuid7(ev);
+        md_arr_add(&ids, d->extra->e[k].id, false);
+        md_arr_addf(&tokens, "%.0f", d->extra->e[k].token);
+        md_arr_add(&eids, ev, false);
+        rel->e[rel->n++] = d->extra->e[k];
+    }
+    free(d->extra);
+    d->extra = NULL;
     const char *values[] = {md_arr_end(&ids), md_arr_end(&tokens), md_arr_end(&eids)};
     md_pg_query_t q = {.stmt = "md_dispatch_release", .nparams = 3, .values = values};
     int rc = md_pg_exec(d->app->pg, &q, md_dispatch_released, rel);
@@ -1553,6 +1941,27 @@ md_dispatch_release(md_dispatch_t *d)
 
 /* ---- lifetime ------------------------------------------------------------------------- */
 
+/* Cancels every send in flight or waiting for a token (see md_dispatch_shutdown). */
+static void
+md_dispatch_cancel_jobs(md_dispatch_t *d)
+{
+    while (!md_list_empty(&d->jobs)) {
+        md_job_t *j = md_list_data(d->jobs.next, md_job_t, link);
+        if (j->hreq) {
+            /* its callback runs now, with "canceled", and ends the job */
+            md_http_client_cancel(j->hreq);
+            continue;
+        }
+        if (j->w.queued) {
+            md_route_token_cancel(j->esp, &j->w);
+            md_route_abandon(j->esp);
+            md_job_abandon(j, false);
+            continue;
+        }
+        md_job_abandon(j, true); /* not expected: every step in between is synchronous */
+    }
+}
+
 /* Empties d->retrying: each chunk is sent once more (last_try) or given up; a
  * chunk given up leaves its entries pending and its messages under their lease. */
 static void
@@ -1565,7 +1974,7 @@ md_dispatch_drop_retries(md_dispatch_t *d, bool last_try)
         if (last_try && md_chunk_send(ch) == MD_OK)
             continue;
         md_batch_t *b = ch->b;
-        free(ch);
+        md_chunk_free(ch);
         md_batch_record_done(b, false);
     }
 }
@@ -1574,8 +1983,8 @@ int
 md_dispatch_prepare(md_pg_pool_t *pool)
 {
     if (md_pg_prepare(pool, "md_dispatch_claim", md_dispatch_claim_sql, 5) != MD_OK ||
-        md_pg_prepare(pool, "md_dispatch_sent", md_dispatch_sent_sql, 8) != MD_OK ||
-        md_pg_prepare(pool, "md_dispatch_fail", md_dispatch_fail_sql, 9) != MD_OK ||
+        md_pg_prepare(pool, "md_dispatch_sent", md_dispatch_sent_sql, 9) != MD_OK ||
+        md_pg_prepare(pool, "md_dispatch_fail", md_dispatch_fail_sql, 10) != MD_OK ||
         md_pg_prepare(pool, "md_dispatch_release", md_dispatch_release_sql, 3) != MD_OK)
         return MD_ERROR;
     return MD_OK;
@@ -1614,6 +2023,12 @@ md_dispatch_start(md_app_t *app)
     snprintf(d->min_idle, sizeof(d->min_idle), "%.0f", (app->conf->queue_lease + 1.0) * 1000.0);
     md_list_init(&d->claiming);
     md_list_init(&d->retrying);
+    md_list_init(&d->jobs);
+    if (md_route_init(app) != MD_OK) {
+        md_redis_destroy(r);
+        free(d);
+        return MD_ERROR;
+    }
     char host[256];
     if (gethostname(host, sizeof(host)) != 0)
         snprintf(host, sizeof(host), "localhost");
@@ -1649,6 +2064,13 @@ md_dispatch_shutdown(void)
     ev_timer_stop(d->loop, &d->retry);
     ev_timer_stop(d->loop, &d->reclaim);
     md_logf(MD_LOG_DEBUG, 0, MD_LOG_FIELDS(MD_LI("held", d->held)), "dispatch: stopping");
+    /* Sends in flight are canceled: the pool stops taking statements after
+     * this, so an answer that came later could not be recorded. One that had
+     * not gone out (waiting for a token or a connection) is handed back with
+     * the claims in flight; one that had is left "sending" under its lease,
+     * its entry pending: its outcome is unknown, XAUTOCLAIM sends it again
+     * after the lease (at least once). Outcomes already in are recorded now. */
+    md_dispatch_cancel_jobs(d);
     md_dispatch_release(d);
     /* Records waiting to be tried again get their last try while the pool
      * still takes statements. */
@@ -1668,7 +2090,11 @@ md_dispatch_destroy(void)
      * Redis gave it stays pending in the group, for XAUTOCLAIM. */
     md_redis_destroy(d->redis);
     d->redis = NULL;
+    md_dispatch_cancel_jobs(d);
+    free(d->extra);
+    d->extra = NULL;
     md_dispatch_drop_retries(d, false);
+    md_route_destroy();
     if (d->held > 0)
         md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LI("held", d->held)),
                 "dispatch: batches still held at exit");

@@ -4,6 +4,7 @@
  */
 #include "md_esp.h"
 #include "md_address.h"
+#include "md_app.h"
 #include "md_id.h"
 #include "md_log.h"
 
@@ -14,10 +15,155 @@
 
 /* ---- configuration ------------------------------------------------------------ */
 
+bool
+md_esp_driver_remote(int kind)
+{
+    return kind == MD_ESP_DRIVER_SES || kind == MD_ESP_DRIVER_SENDGRID ||
+           kind == MD_ESP_DRIVER_POSTMARK || kind == MD_ESP_DRIVER_MAILGUN;
+}
+
+const char *
+md_esp_driver_name(int kind)
+{
+    switch (kind) {
+    case MD_ESP_DRIVER_SINK:
+        return "sink";
+    case MD_ESP_DRIVER_SES:
+        return "ses";
+    case MD_ESP_DRIVER_SENDGRID:
+        return "sendgrid";
+    case MD_ESP_DRIVER_POSTMARK:
+        return "postmark";
+    case MD_ESP_DRIVER_MAILGUN:
+        return "mailgun";
+    default:
+        return "none";
+    }
+}
+
 static const md_conf_enum_t md_esp_driver_names[] = {
-    {"sink", MD_ESP_DRIVER_SINK},
-    {NULL, 0},
+    {"sink", MD_ESP_DRIVER_SINK},         {"ses", MD_ESP_DRIVER_SES},
+    {"sendgrid", MD_ESP_DRIVER_SENDGRID}, {"postmark", MD_ESP_DRIVER_POSTMARK},
+    {"mailgun", MD_ESP_DRIVER_MAILGUN},   {NULL, 0},
 };
+
+/* Secrets kept in files are short (keys, tokens): anything larger is a wrong path. */
+#define MD_ESP_SECRET_MAX 4096
+
+/*
+ * NAME value | NAME_file PATH (both rows point at the same field): the secret
+ * itself, or the contents of PATH read now (config load runs in the master,
+ * never in a worker loop) with trailing CR/LF stripped. Giving both forms is an
+ * error, whichever comes first, so an operator never wonders which one won.
+ */
+static int
+md_esp_conf_set_secret(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
+{
+    char **f = (char **)(void *)((char *)base + cmd->offset);
+    size_t nl = strlen(cmd->name);
+    bool is_file = nl > 5 && strcmp(cmd->name + nl - 5, "_file") == 0;
+    if (*f != NULL)
+        return md_conf_error(cf, "\"%.*s\" and \"%.*s_file\" are both given (use one)",
+                             (int)(is_file ? nl - 5 : nl), cmd->name, (int)(is_file ? nl - 5 : nl),
+                             cmd->name);
+    const char *v = md_conf_arg(cf, 1);
+    if (!is_file) {
+        if (v[0] == '\0')
+            return md_conf_error(cf, "empty value in \"%s\" directive", cmd->name);
+        *f = md_xstrdup(v);
+        return MD_OK;
+    }
+    char *path = md_conf_full_path(cf, v);
+    FILE *fp = fopen(path, "re");
+    if (fp == NULL) {
+        int e = errno;
+        md_conf_error(cf, "cannot open \"%s\" in \"%s\" directive: %s", path, cmd->name,
+                      strerror(e));
+        free(path);
+        return MD_ERROR;
+    }
+    char *buf = md_xmalloc(MD_ESP_SECRET_MAX + 1);
+    size_t n = fread(buf, 1, MD_ESP_SECRET_MAX + 1, fp);
+    int rerr = ferror(fp) ? errno : 0;
+    fclose(fp);
+    int rc = MD_OK;
+    if (rerr)
+        rc = md_conf_error(cf, "cannot read \"%s\": %s", path, strerror(rerr));
+    else if (n > MD_ESP_SECRET_MAX)
+        rc = md_conf_error(cf, "\"%s\" is larger than %d bytes: not a secret file", path,
+                           MD_ESP_SECRET_MAX);
+    if (rc == MD_OK) {
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+            n--;
+        buf[n] = '\0';
+        if (n == 0)
+            rc = md_conf_error(cf, "\"%s\" (in \"%s\") is empty", path, cmd->name);
+        else if (strlen(buf) != n || strpbrk(buf, "\r\n") != NULL)
+            rc = md_conf_error(cf, "\"%s\" (in \"%s\") holds more than one line", path, cmd->name);
+    }
+    free(path);
+    if (rc != MD_OK) {
+        /* the buffer may hold a secret: do not leave it in freed memory */
+        explicit_bzero(buf, MD_ESP_SECRET_MAX + 1);
+        free(buf);
+        return MD_ERROR;
+    }
+    *f = buf;
+    return MD_OK;
+}
+
+/* endpoint URL: http(s)://host[:port], stored without a trailing "/". The
+ * client parses it fully when a worker makes the endpoint; this catches the
+ * common mistakes (a path, no scheme) at load with the file and line. */
+static int
+md_esp_conf_set_endpoint(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
+{
+    const char *v = md_conf_arg(cf, 1);
+    const char *p = NULL;
+    if (strncmp(v, "https://", 8) == 0)
+        p = v + 8;
+    else if (strncmp(v, "http://", 7) == 0)
+        p = v + 7;
+    if (p == NULL || *p == '\0' || *p == '/')
+        return md_conf_error(cf,
+                             "invalid URL \"%s\" in \"%s\" directive, expected "
+                             "https://host[:port]",
+                             v, cmd->name);
+    size_t n = strlen(v);
+    if (v[n - 1] == '/')
+        n--;
+    const char *slash = memchr(p, '/', (size_t)(v + n - p));
+    if (slash != NULL || strpbrk(p, "?#@ ") != NULL)
+        return md_conf_error(cf,
+                             "invalid URL \"%s\" in \"%s\" directive: no path, query or "
+                             "user allowed",
+                             v, cmd->name);
+    char **f = (char **)(void *)((char *)base + cmd->offset);
+    free(*f);
+    *f = md_xstrndup(v, n);
+    return MD_OK;
+}
+
+/* A word of [a-z0-9.-] (AWS region, Mailgun domain): it goes into a URL path or
+ * host name unescaped. */
+static int
+md_esp_conf_set_name(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
+{
+    const char *v = md_conf_arg(cf, 1);
+    size_t n = strlen(v);
+    bool good = n > 0 && n <= 253 && v[0] != '.' && v[0] != '-';
+    for (size_t i = 0; good && i < n; i++) {
+        char c = v[i];
+        good = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '-' || c == '.';
+    }
+    if (!good)
+        return md_conf_error(cf, "invalid value \"%s\" in \"%s\" directive", v, cmd->name);
+    char **f = (char **)(void *)((char *)base + cmd->offset);
+    free(*f);
+    *f = md_xstrdup(v);
+    return MD_OK;
+}
 
 /* A probability: a decimal in 0..1. */
 static int
@@ -37,6 +183,17 @@ md_esp_conf_set_ratio(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base
 }
 
 static const md_conf_bounds_t md_esp_seed_bounds = {0, 2147483647};
+static const md_conf_bounds_t md_esp_rate_bounds = {0, 1000000};
+static const md_conf_bounds_t md_esp_conns_bounds = {1, 4096};
+static const md_conf_bounds_t md_esp_timeout_bounds = {0.001, 3600};
+
+#define MD_ESP_SECRET_ROWS(name, field)                                                            \
+    {name, MD_CONF_ESP, MD_CONF_TAKE1,   md_esp_conf_set_secret, offsetof(md_esp_conf_t, field),   \
+     NULL, NULL,        md_conf_free_str},                                                         \
+    {                                                                                              \
+        name "_file", MD_CONF_ESP, MD_CONF_TAKE1, md_esp_conf_set_secret,                          \
+            offsetof(md_esp_conf_t, field), NULL, NULL, NULL                                       \
+    }
 
 static const md_conf_cmd_t md_esp_conf_cmds[] = {
     {"driver", MD_CONF_ESP, MD_CONF_TAKE1, md_conf_set_enum, offsetof(md_esp_conf_t, driver),
@@ -53,14 +210,44 @@ static const md_conf_cmd_t md_esp_conf_cmds[] = {
      offsetof(md_esp_conf_t, fail_permanent), NULL, "0", NULL},
     {"seed", MD_CONF_ESP, MD_CONF_TAKE1, md_conf_set_number, offsetof(md_esp_conf_t, seed),
      &md_esp_seed_bounds, "0", NULL},
+    /* remote providers */
+    {"endpoint", MD_CONF_ESP, MD_CONF_TAKE1, md_esp_conf_set_endpoint,
+     offsetof(md_esp_conf_t, endpoint), NULL, NULL, md_conf_free_str},
+    {"rate", MD_CONF_ESP, MD_CONF_TAKE1, md_conf_set_number, offsetof(md_esp_conf_t, rate),
+     &md_esp_rate_bounds, "0", NULL},
+    {"max_connections", MD_CONF_ESP, MD_CONF_TAKE1, md_conf_set_number,
+     offsetof(md_esp_conf_t, max_connections), &md_esp_conns_bounds, "8", NULL},
+    {"tls_verify", MD_CONF_ESP, MD_CONF_TAKE1, md_conf_set_flag,
+     offsetof(md_esp_conf_t, tls_verify), NULL, "on", NULL},
+    {"ca_file", MD_CONF_ESP, MD_CONF_TAKE1, md_conf_set_path, offsetof(md_esp_conf_t, ca_file),
+     NULL, NULL, md_conf_free_str},
+    {"connect_timeout", MD_CONF_ESP, MD_CONF_TAKE1, md_conf_set_time,
+     offsetof(md_esp_conf_t, connect_timeout), &md_esp_timeout_bounds, "5s", NULL},
+    {"response_timeout", MD_CONF_ESP, MD_CONF_TAKE1, md_conf_set_time,
+     offsetof(md_esp_conf_t, response_timeout), &md_esp_timeout_bounds, "30s", NULL},
+    /* ses */
+    {"region", MD_CONF_ESP, MD_CONF_TAKE1, md_esp_conf_set_name, offsetof(md_esp_conf_t, region),
+     NULL, NULL, md_conf_free_str},
+    MD_ESP_SECRET_ROWS("access_key_id", access_key_id),
+    MD_ESP_SECRET_ROWS("secret_access_key", secret_access_key),
+    MD_ESP_SECRET_ROWS("session_token", session_token),
+    {"configuration_set", MD_CONF_ESP, MD_CONF_TAKE1, md_conf_set_str,
+     offsetof(md_esp_conf_t, configuration_set), NULL, NULL, md_conf_free_str},
+    /* sendgrid, mailgun */
+    MD_ESP_SECRET_ROWS("api_key", api_key),
+    /* postmark */
+    MD_ESP_SECRET_ROWS("server_token", server_token),
+    {"message_stream", MD_CONF_ESP, MD_CONF_TAKE1, md_conf_set_str,
+     offsetof(md_esp_conf_t, message_stream), NULL, "outbound", md_conf_free_str},
+    /* mailgun */
+    {"domain", MD_CONF_ESP, MD_CONF_TAKE1, md_esp_conf_set_name, offsetof(md_esp_conf_t, domain),
+     NULL, NULL, md_conf_free_str},
     {NULL, 0, 0, NULL, 0, NULL, NULL, NULL},
 };
 
 const md_conf_block_t md_esp_conf_block = {"esp", MD_CONF_ESP, md_esp_conf_cmds};
 
-/* Account names appear in the API ("esp" route override), metrics labels and
- * logs: keep them to a safe alphabet. */
-static bool
+bool
 md_esp_name_ok(const char *s)
 {
     size_t n = strlen(s);
@@ -73,6 +260,75 @@ md_esp_name_ok(const char *s)
             return false;
     }
     return true;
+}
+
+/* The first of the account's required fields that is missing, or NULL. */
+static const char *
+md_esp_conf_missing(const md_esp_conf_t *e)
+{
+    switch (e->driver) {
+    case MD_ESP_DRIVER_SES:
+        if (e->region == NULL)
+            return "region";
+        if (e->access_key_id == NULL)
+            return "access_key_id";
+        if (e->secret_access_key == NULL)
+            return "secret_access_key";
+        return NULL;
+    case MD_ESP_DRIVER_SENDGRID:
+        return e->api_key ? NULL : "api_key";
+    case MD_ESP_DRIVER_POSTMARK:
+        return e->server_token ? NULL : "server_token";
+    case MD_ESP_DRIVER_MAILGUN:
+        if (e->api_key == NULL)
+            return "api_key";
+        return e->domain ? NULL : "domain";
+    default:
+        return NULL;
+    }
+}
+
+/*
+ * After a remote account's block: every required credential is there (else a
+ * config error at the block's line), the endpoint defaults to the provider's
+ * public API host, and tls_verify off is said out loud.
+ */
+static int
+md_esp_conf_check_remote(md_conf_parser_t *cf, md_esp_conf_t *e)
+{
+    if (!md_esp_driver_remote(e->driver))
+        return MD_OK;
+    const char *missing = md_esp_conf_missing(e);
+    if (missing) {
+        bool secret = strcmp(missing, "region") != 0 && strcmp(missing, "domain") != 0;
+        return md_conf_error(cf, "esp \"%s\" (driver %s) needs \"%s\"%s%s%s", e->name,
+                             md_esp_driver_name(e->driver), missing, secret ? " or \"" : "",
+                             secret ? missing : "", secret ? "_file\"" : "");
+    }
+    if (e->endpoint == NULL) {
+        char url[300];
+        switch (e->driver) {
+        case MD_ESP_DRIVER_SES:
+            snprintf(url, sizeof(url), "https://email.%s.amazonaws.com", e->region);
+            break;
+        case MD_ESP_DRIVER_SENDGRID:
+            snprintf(url, sizeof(url), "https://api.sendgrid.com");
+            break;
+        case MD_ESP_DRIVER_POSTMARK:
+            snprintf(url, sizeof(url), "https://api.postmarkapp.com");
+            break;
+        default: /* mailgun; EU accounts set endpoint https://api.eu.mailgun.net */
+            snprintf(url, sizeof(url), "https://api.mailgun.net");
+            break;
+        }
+        e->endpoint = md_xstrdup(url);
+    }
+    if (!e->tls_verify)
+        md_log(MD_LOG_WARN, 0,
+               "esp \"%s\": tls_verify off: the certificate and host name of %s will not be "
+               "checked",
+               e->name, e->endpoint);
+    return MD_OK;
 }
 
 /*
@@ -110,7 +366,7 @@ md_esp_conf_set(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
     }
     if (e->fail_transient + e->fail_permanent > 1.0 + 1e-9)
         return md_conf_error(cf, "esp \"%s\": fail_transient + fail_permanent exceeds 1", e->name);
-    return MD_OK;
+    return md_esp_conf_check_remote(cf, e);
 }
 
 void
@@ -186,6 +442,14 @@ md_esp_driver(int kind)
     switch (kind) {
     case MD_ESP_DRIVER_SINK:
         return &md_esp_sink_driver;
+    case MD_ESP_DRIVER_SES:
+        return &md_esp_ses_driver;
+    case MD_ESP_DRIVER_SENDGRID:
+        return &md_esp_sendgrid_driver;
+    case MD_ESP_DRIVER_POSTMARK:
+        return &md_esp_postmark_driver;
+    case MD_ESP_DRIVER_MAILGUN:
+        return &md_esp_mailgun_driver;
     default:
         return NULL;
     }
@@ -214,6 +478,37 @@ md_esp_random(md_esp_t *esp)
     return (double)((x * 0x2545f4914f6cdd1dULL) >> 11) * (1.0 / 9007199254740992.0);
 }
 
+/*
+ * A remote account's keep-alive pool on this worker's HTTP client. The client
+ * owns it (freed with the client); without md_app (unit tests, CLI) there is
+ * none and the driver can still build and read requests.
+ */
+static int
+md_esp_make_endpoint(md_esp_t *e, char *err, size_t errlen)
+{
+    e->endpoint = NULL;
+    if (!md_esp_driver_remote(e->conf->driver) || md_app == NULL || md_app->http_client == NULL)
+        return MD_OK;
+    const md_esp_conf_t *c = e->conf;
+    md_http_endpoint_conf_t ec;
+    memset(&ec, 0, sizeof(ec));
+    ec.url = c->endpoint;
+    ec.name = c->name;
+    ec.max_connections = c->max_connections > 0 ? (unsigned)c->max_connections : 8;
+    ec.connect_timeout = c->connect_timeout;
+    ec.handshake_timeout = c->connect_timeout;
+    ec.response_timeout = c->response_timeout;
+    ec.ca_file = c->ca_file;
+    ec.tls_verify_off = !c->tls_verify;
+    char eerr[256];
+    e->endpoint = md_http_client_endpoint(md_app->http_client, &ec, eerr, sizeof(eerr));
+    if (e->endpoint == NULL) {
+        snprintf(err, errlen, "esp \"%s\": %s", c->name, eerr);
+        return MD_ERROR;
+    }
+    return MD_OK;
+}
+
 int
 md_esp_init(const md_conf_t *conf, unsigned seed_salt, char *err, size_t errlen)
 {
@@ -238,6 +533,11 @@ md_esp_init(const md_conf_t *conf, unsigned seed_salt, char *err, size_t errlen)
         e->rng = md_esp_mix(seed);
         if (e->driver->init && e->driver->init(e, err, errlen) != MD_OK)
             goto fail;
+        if (md_esp_make_endpoint(e, err, errlen) != MD_OK) {
+            if (e->driver->destroy)
+                e->driver->destroy(e);
+            goto fail;
+        }
     }
     md_esp_accounts = a;
     md_esp_naccounts = n;
@@ -313,4 +613,216 @@ md_esp_addr_ascii(const char *addr, char *out, size_t size)
     out[llen] = '@';
     memcpy(out + llen + 1, adom, alen + 1);
     return MD_OK;
+}
+
+/* ---- helpers for the remote drivers ------------------------------------------ */
+
+int
+md_esp_request_header(md_esp_request_t *req, const char *name, const char *value)
+{
+    if (req->nheaders >= MD_ESP_MAX_HEADERS)
+        return MD_ERROR;
+    req->headers[req->nheaders].name = name;
+    req->headers[req->nheaders].value = value;
+    req->nheaders++;
+    return MD_OK;
+}
+
+char *
+md_esp_pool_str(md_pool_t *pool, const md_buf_t *b)
+{
+    return md_pstrndup(pool, b->pos ? b->pos : "", md_buf_len(b));
+}
+
+int
+md_esp_parse_http_date(const char *s, time_t *t)
+{
+    /* RFC 9110 5.6.7: IMF-fixdate is what senders use; the two obsolete forms
+     * must still be accepted by recipients. */
+    static const char *const fmts[] = {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT",
+                                       "%a %b %e %H:%M:%S %Y"};
+    for (size_t i = 0; i < sizeof(fmts) / sizeof(fmts[0]); i++) {
+        struct tm tm;
+        memset(&tm, 0, sizeof(tm));
+        const char *end = strptime(s, fmts[i], &tm);
+        if (end == NULL)
+            continue;
+        while (*end == ' ' || *end == '\t')
+            end++;
+        if (*end != '\0')
+            continue;
+        time_t v = timegm(&tm);
+        if (v == (time_t)-1)
+            return MD_ERROR;
+        *t = v;
+        return MD_OK;
+    }
+    return MD_ERROR;
+}
+
+#define MD_ESP_RETRY_AFTER_MAX 86400.0
+
+double
+md_esp_retry_after(const md_http_client_response_t *resp, time_t now)
+{
+    const char *v = resp ? md_http_client_header(resp, "Retry-After") : NULL;
+    if (v == NULL)
+        return 0;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    double secs = 0;
+    if (*v >= '0' && *v <= '9') {
+        char *end = NULL;
+        errno = 0;
+        double d = strtod(v, &end);
+        while (end && (*end == ' ' || *end == '\t'))
+            end++;
+        if (errno != 0 || end == NULL || *end != '\0' || !isfinite(d))
+            return 0;
+        secs = d;
+    } else {
+        time_t t;
+        if (md_esp_parse_http_date(v, &t) != MD_OK)
+            return 0;
+        secs = difftime(t, now);
+    }
+    if (secs <= 0)
+        return 0;
+    return secs > MD_ESP_RETRY_AFTER_MAX ? MD_ESP_RETRY_AFTER_MAX : secs;
+}
+
+bool
+md_esp_transport_error(const md_esp_response_t *resp, md_esp_result_t *res)
+{
+    const md_http_client_response_t *h = resp ? resp->http : NULL;
+    if (h == NULL) {
+        md_esp_result_retryable(res, "protocol", 0, "no response");
+        return true;
+    }
+    if (h->error == NULL)
+        return false;
+    char text[256];
+    snprintf(text, sizeof(text), "%s%s%s%s", h->error, h->detail && h->detail[0] ? ": " : "",
+             h->detail ? h->detail : "", h->request_sent ? " (request sent)" : "");
+    md_esp_result_retryable(res, h->error, 0, text);
+    return true;
+}
+
+/* Length of the UTF-8 sequence starting with lead byte c (1 for a stray byte). */
+static size_t
+md_esp_utf8_len(unsigned char c)
+{
+    if (c >= 0xf0 && c < 0xf8)
+        return 4;
+    if (c >= 0xe0)
+        return c < 0xf0 ? 3 : 1;
+    if (c >= 0xc0)
+        return 2;
+    return 1;
+}
+
+/* RFC 2047 B encoded-words for s[0..n): 45 bytes of text per word (60 base64
+ * characters, 72 with the wrapper, under the 75 limit), never splitting a UTF-8
+ * sequence across words (RFC 2047 5: each word must decode on its own). */
+static void
+md_esp_encoded_words(md_buf_t *b, const char *s, size_t n)
+{
+    size_t i = 0;
+    bool first = true;
+    while (i < n) {
+        size_t j = i;
+        while (j < n) {
+            size_t l = md_esp_utf8_len((unsigned char)s[j]);
+            if (j + l > n)
+                l = n - j;
+            if (j + l - i > 45)
+                break;
+            j += l;
+        }
+        if (j == i)
+            j = i + 1;
+        if (!first)
+            md_buf_append_str(b, " ");
+        md_buf_append_str(b, "=?UTF-8?B?");
+        md_mime_base64_encode(b, s + i, j - i, 0);
+        md_buf_append_str(b, "?=");
+        first = false;
+        i = j;
+    }
+}
+
+static bool
+md_esp_is_ascii(const char *s)
+{
+    for (; *s; s++) {
+        if ((unsigned char)*s >= 0x80)
+            return false;
+    }
+    return true;
+}
+
+void
+md_esp_header_value(md_buf_t *b, const char *value)
+{
+    if (value == NULL)
+        return;
+    if (md_esp_is_ascii(value))
+        md_buf_append_str(b, value);
+    else
+        md_esp_encoded_words(b, value, strlen(value));
+}
+
+void
+md_esp_mailbox(md_buf_t *b, const md_mime_addr_t *a, bool encode)
+{
+    const char *name = a->name;
+    if (name == NULL || name[0] == '\0') {
+        md_buf_append_str(b, a->addr);
+        return;
+    }
+    if (encode && !md_esp_is_ascii(name)) {
+        md_esp_encoded_words(b, name, strlen(name));
+    } else if (strpbrk(name, "()<>[]:;@\\,.\"") != NULL) {
+        /* RFC 5322 quoted-string: only " and \ need a backslash */
+        md_buf_append_str(b, "\"");
+        for (const char *p = name; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                md_buf_append_str(b, "\\");
+            md_buf_append(b, p, 1);
+        }
+        md_buf_append_str(b, "\"");
+    } else {
+        md_buf_append_str(b, name);
+    }
+    md_buf_printf(b, " <%s>", a->addr);
+}
+
+void
+md_esp_json_str(md_buf_t *b, const char *s)
+{
+    if (s == NULL) {
+        md_buf_append_str(b, "null");
+        return;
+    }
+    md_buf_append_str(b, "\"");
+    md_buf_append_json_escaped(b, s, strlen(s));
+    md_buf_append_str(b, "\"");
+}
+
+void
+md_esp_json_headers(md_buf_t *b, const md_esp_msg_t *m, md_buf_t *tmp)
+{
+    md_buf_append_str(b, "[{\"Name\":\"X-Mailerd-Message-Id\",\"Value\":");
+    md_esp_json_str(b, m->id);
+    md_buf_append_str(b, "}");
+    for (size_t i = 0; i < m->nheaders; i++) {
+        md_buf_append_str(b, ",{\"Name\":");
+        md_esp_json_str(b, m->headers[i].name);
+        md_buf_append_str(b, ",\"Value\":\"");
+        md_buf_reset(tmp);
+        md_esp_header_value(tmp, m->headers[i].value);
+        md_buf_append_json_escaped(b, tmp->pos, md_buf_len(tmp));
+        md_buf_append_str(b, "\"}");
+    }
+    md_buf_append_str(b, "]");
 }

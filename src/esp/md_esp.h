@@ -22,6 +22,8 @@
 #include "md_pool.h"
 #include "md_client.h"
 
+#include <time.h>
+
 enum { MD_ESP_SENT = 0, MD_ESP_RETRYABLE = 1, MD_ESP_PERMANENT = 2 };
 
 /* What one attempt came to. Strings are copied in (truncated to fit). */
@@ -129,7 +131,59 @@ struct md_esp_s {
     void *route; /* src/esp/md_route.c: health, circuit breaker, rate state */
 };
 
-extern const md_esp_driver_t md_esp_sink_driver; /* md_esp_sink.c */
+extern const md_esp_driver_t md_esp_sink_driver;     /* md_esp_sink.c */
+extern const md_esp_driver_t md_esp_ses_driver;      /* md_esp_ses.c */
+extern const md_esp_driver_t md_esp_sendgrid_driver; /* md_esp_sendgrid.c */
+extern const md_esp_driver_t md_esp_postmark_driver; /* md_esp_postmark.c */
+extern const md_esp_driver_t md_esp_mailgun_driver;  /* md_esp_mailgun.c */
+
+/* The driver kind's name ("ses", ...; "none" for an unknown kind), and whether
+ * it is a remote provider (build_request/read_response over HTTP). */
+const char *md_esp_driver_name(int kind);
+bool md_esp_driver_remote(int kind);
+
+/* ---- helpers shared by the remote drivers (md_esp.c) ---- */
+
+/* Adds a header to req; name and value must live as long as req (literals, the
+ * account's conf, or strings in req->pool). MD_ERROR past MD_ESP_MAX_HEADERS. */
+int md_esp_request_header(md_esp_request_t *req, const char *name, const char *value);
+
+/* The provider's wait hint from Retry-After (delta-seconds, or an HTTP-date
+ * taken against now, the wall clock): seconds, 0 when absent or unparsable, a
+ * date in the past gives 0. Capped at one day (a bogus hint must not park mail). */
+double md_esp_retry_after(const md_http_client_response_t *resp, time_t now);
+
+/* Parses an HTTP-date (IMF-fixdate, RFC 850 or asctime form) into *t (UTC).
+ * MD_OK or MD_ERROR. */
+int md_esp_parse_http_date(const char *s, time_t *t);
+
+/* When resp is a transport failure (resp->http->error set), fills res as
+ * retryable with code = the client's error class and text = its detail, and
+ * returns true. */
+bool md_esp_transport_error(const md_esp_response_t *resp, md_esp_result_t *res);
+
+/* Appends a header value for a provider that takes header values as given:
+ * ASCII as is, anything else as RFC 2047 "=?UTF-8?B?...?=" encoded-words of at
+ * most 75 characters, separated by a space. */
+void md_esp_header_value(md_buf_t *b, const char *value);
+
+/* Appends the mailbox "addr" or "name <addr>": the display name quoted when it
+ * holds RFC 5322 specials; with encode, a non-ASCII name is written as RFC 2047
+ * encoded-words (for providers that want an ASCII From, such as SES). */
+void md_esp_mailbox(md_buf_t *b, const md_mime_addr_t *a, bool encode);
+
+/* Appends s as a JSON string, quotes included (NULL: null). */
+void md_esp_json_str(md_buf_t *b, const char *s);
+/* Appends m's headers as a JSON array of {"Name","Value"} (the shape SES v2 and
+ * Postmark take), X-Mailerd-Message-Id first, values RFC 2047-encoded where
+ * needed; tmp is scratch space. */
+void md_esp_json_headers(md_buf_t *b, const md_esp_msg_t *m, md_buf_t *tmp);
+/* Names of accounts and routes: 1-64 of [A-Za-z0-9_.-] (they appear in the API,
+ * metrics labels and logs). */
+bool md_esp_name_ok(const char *s);
+
+/* A NUL-terminated copy of b's live bytes in pool. */
+char *md_esp_pool_str(md_pool_t *pool, const md_buf_t *b);
 
 /* The account named name in conf, or NULL (for the send API's "esp" field). */
 const md_esp_conf_t *md_esp_conf_find(const md_conf_t *conf, const char *name);

@@ -1,5 +1,187 @@
-/* md_route: placeholder, being written (issue 6). */
+/*
+ * md_route: which ESP account a message goes to, and the health and pace of
+ * each account (issue 6).
+ *
+ * Configuration (one block in the main context; see md_route.c for the table):
+ *
+ *   routing {
+ *       route main { esp ses_us; esp ses_eu; esp sendgrid; }   # ordered failover
+ *       route bulk { esp sendgrid weight 3; esp mailgun weight 1; }  # weighted
+ *       default_route main;          # without it: the first route; without any
+ *                                    # route: default_esp alone, as before
+ *       tenant_route TENANT_UUID bulk;   # per tenant (may repeat)
+ *       breaker_failures 5;          # consecutive retryable failures that open
+ *       breaker_error_rate 0.5;      # ... or this share of failures
+ *       breaker_window 30s;          #     over this window
+ *       breaker_min_requests 20;     #     once it saw this many
+ *       breaker_cooldown 10s;        # open -> half-open after this
+ *   }
+ *
+ * The esp blocks a route names must come before the routing block. A message's
+ * own "esp" field (messages.esp_route) still wins: that account alone.
+ *
+ * Order: an ordered route tries its accounts in the order written; a weighted
+ * route (any "weight" given) draws the first account by weight and the others
+ * by weight among the rest (sampling without replacement), so the failover
+ * order of a weighted route varies per message.
+ *
+ * Everything below the configuration is per worker (after fork): the circuit
+ * breaker, the effective rate and the counters each worker keeps for itself;
+ * only the token bucket of `rate N` is shared, in Redis (key
+ * "mailerd:rate:{ACCOUNT}"), so the rate holds across workers and hosts.
+ */
 #ifndef MD_ROUTE_H
 #define MD_ROUTE_H
+
 #include "md_core.h"
+#include "md_conf.h"
+#include "md_list.h"
+
+#include <jansson.h>
+
+#define MD_ROUTE_MAX_ESP 16 /* accounts in one route */
+
+/* ---- configuration ----------------------------------------------------------------- */
+
+typedef struct md_route_def_s {
+    char *name;
+    size_t n;
+    char *esp[MD_ROUTE_MAX_ESP];
+    unsigned weight[MD_ROUTE_MAX_ESP];
+    int weighted; /* any "weight" was written */
+} md_route_def_t;
+
+typedef struct md_route_tenant_s {
+    char *tenant; /* UUID text, lower case */
+    char *route;
+} md_route_tenant_t;
+
+typedef struct md_route_conf_s {
+    md_route_def_t *routes;
+    size_t nroutes;
+    char *default_route; /* NULL: the first route */
+    md_route_tenant_t *tenants;
+    size_t ntenants;
+    int breaker_failures;
+    double breaker_error_rate;
+    double breaker_window;
+    int breaker_min_requests;
+    double breaker_cooldown;
+} md_route_conf_t;
+
+/* routing { }: the setter and cleanup of its row in md_conf.c's main table
+ * (base is the md_conf_t; the parsed block goes to md_conf_t.routing). */
+extern const md_conf_block_t md_route_conf_block;
+int md_route_conf_set(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+void md_route_conf_free(const md_conf_cmd_t *cmd, void *base);
+
+/* ---- pure parts (unit-tested in t/unit/route_t.c) ---------------------------------- */
+
+enum { MD_BREAKER_CLOSED = 0, MD_BREAKER_OPEN = 1, MD_BREAKER_HALF_OPEN = 2 };
+
+#define MD_BREAKER_BUCKETS 10
+typedef struct md_breaker_s {
+    int state;
+    int consecutive;                    /* retryable failures in a row */
+    double opened_at;                   /* when it last opened */
+    int probing;                        /* half-open: a probe is out */
+    double bucket_span;                 /* window / MD_BREAKER_BUCKETS */
+    long bucket_at[MD_BREAKER_BUCKETS]; /* which span each bucket counts */
+    unsigned ok[MD_BREAKER_BUCKETS], bad[MD_BREAKER_BUCKETS];
+    /* parameters */
+    int failures;
+    double error_rate;
+    double window;
+    int min_requests;
+    double cooldown;
+} md_breaker_t;
+
+void md_breaker_init(md_breaker_t *b, const md_route_conf_t *rc);
+/* May a send go to this account now? Open past its cool-down becomes half-open
+ * and admits one probe (the caller must report its result). */
+bool md_breaker_allow(md_breaker_t *b, double now);
+/* The outcome of a send the breaker admitted: ok is false for a retryable
+ * failure (the account's fault), true for sent and permanent (the account
+ * answered). */
+void md_breaker_result(md_breaker_t *b, bool ok, double now);
+/* A probe admitted but never sent (canceled): lets another probe go. */
+void md_breaker_release(md_breaker_t *b);
+const char *md_breaker_state_name(int state);
+/* Seconds until an open breaker admits a probe (0 when it admits now). */
+double md_breaker_wait(const md_breaker_t *b, double now);
+
+/*
+ * Token bucket, the same arithmetic as the Redis script: a bucket of at most
+ * burst tokens refilled at rate per second from (tokens, at); takes up to want
+ * whole tokens at now. Returns the tokens taken; *wait is the seconds until one
+ * more token would be there (0 when some were taken). Updates tokens and at.
+ */
+int md_bucket_take(double *tokens, double *at, double now, double rate, double burst, int want,
+                   double *wait);
+/* The burst of a bucket of rate r per second: small (a 10 s run at rate 200
+ * must stay within 5%), but at least the batch one worker takes. */
+double md_bucket_burst(double rate);
+/* Tokens one worker takes from Redis at a time for rate r. */
+int md_bucket_batch(double rate);
+
+/*
+ * The try order of a route: order[0..n-1] gets indexes into def->esp. An
+ * ordered route gives 0..n-1; a weighted one draws without replacement by
+ * weight with rnd (uniform [0,1)) called n - 1 times at most.
+ */
+void md_route_order(const md_route_def_t *def, double (*rnd)(void *), void *rctx, size_t *order);
+
+/* AIMD for the adaptive rate: after a throttle, eff halves (at most once a
+ * second, not below floor); after a success it grows by max/20 per second
+ * since the last change, up to max. */
+double md_aimd_throttle(double eff, double max, double *last, double now);
+double md_aimd_success(double eff, double max, double *last, double now);
+
+/* ---- this worker's state ------------------------------------------------------------- */
+
+struct md_app_s;
+struct md_esp_s;
+
+/* Makes the per-account state (esp->route of every account) and registers the
+ * bucket script on app->redis (before md_redis_start). MD_OK or MD_ERROR. */
+int md_route_init(struct md_app_s *app);
+/* Frees it: waiters still queued are dropped without a callback. */
+void md_route_destroy(void);
+
+/*
+ * The accounts a message tries, in order, into out (at most MD_ROUTE_MAX_ESP):
+ * its own esp (that one alone; NULL and *unknown set when not configured), else
+ * its tenant's route, the default route, or the default account. Returns how
+ * many. rnd/rctx: see md_route_order.
+ */
+size_t md_route_pick(const char *tenant, const char *esp_name, struct md_esp_s **out,
+                     bool *unknown);
+
+/* A send waiting for a token of its account. */
+typedef struct md_route_waiter_s md_route_waiter_t;
+struct md_route_waiter_s {
+    md_list_t link;
+    void (*ready)(md_route_waiter_t *w); /* a token is now the waiter's */
+    int queued;
+};
+
+/* May esp take a send now? false: its circuit is open (*wait: seconds until a
+ * probe). true: admitted; the result must follow (md_route_result) or, when
+ * never sent, md_route_abandon. */
+bool md_route_admit(struct md_esp_s *esp, double *wait);
+/* Takes a token of esp's rate: MD_OK (taken now) or MD_AGAIN (w queued; its
+ * ready runs from the loop when one comes). Unlimited accounts answer MD_OK. */
+int md_route_token(struct md_esp_s *esp, md_route_waiter_t *w);
+/* Takes w off its queue (if queued); no callback. */
+void md_route_token_cancel(struct md_esp_s *esp, md_route_waiter_t *w);
+/* A send starts / ended: outcome MD_ESP_*, code (retryable/permanent), latency
+ * in seconds. Feeds the breaker, counters, recent errors and the adaptive rate. */
+void md_route_started(struct md_esp_s *esp);
+void md_route_result(struct md_esp_s *esp, int outcome, const char *code, double latency);
+void md_route_abandon(struct md_esp_s *esp);
+
+/* This worker's view of every account for GET /v1/admin/esps (new reference),
+ * or an empty array when the dispatcher does not run here. */
+json_t *md_route_stats_json(void);
+
 #endif

@@ -76,8 +76,8 @@ void md_queue_schedule(const char *id, int priority, double at);
  * md_queue_dead. The API reads dead_letters; the sweeper deletes rows and trims
  * stream entries older than queue_dead_retention.
  */
-#define MD_QUEUE_LIVE "mailerd:q:live" /* SET of message ids with an unacked stream entry */
-#define MD_QUEUE_DEAD "mailerd:q:dead" /* stream: id, tenant, code, reason */
+#define MD_QUEUE_LIVE        "mailerd:q:live" /* SET of message ids with an unacked stream entry */
+#define MD_QUEUE_DEAD        "mailerd:q:dead" /* stream: id, tenant, code, reason */
 #define MD_QUEUE_DEAD_MAXLEN "100000"
 
 /* Fire and forget: XADD to MD_QUEUE_DEAD (MAXLEN ~). */
