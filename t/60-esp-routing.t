@@ -4,9 +4,11 @@
 #   - failover: the primary (SendGrid API) answers 500 / 429 / hangs -> every
 #     message arrives at the secondary (Postmark API), none lost, each with an
 #     esp_failed event for the hop while the primary was tried;
-#   - the primary's circuit opens (GET /v1/admin/esps) and closes once it
-#     recovers and the cool-down has passed;
-#   - rate 200 with two workers: a 10 s window sends 2,000 +/- 5%;
+#   - the primary's circuit opens (GET /v1/admin/esps, "scope": "server", and
+#     mailerd_esp_* in /metrics) and closes once it recovers and the cool-down
+#     has passed;
+#   - rate 200 with two workers: a 10 s window sends 2,000 +/- 5%, and every
+#     worker answers GET /v1/admin/esps with both workers' sends;
 #   - keep-alive: 10,000 sends to one account open no more than max_connections
 #     TLS connections (the mock's counters).
 # Skips, saying why, when tools/mock-esp is not built or does not answer.
@@ -62,9 +64,17 @@ sub wait_final {
 }
 
 sub esps {
-    my ($s) = @_;
+    my ($s, $whole) = @_;
     my $r = $s->{t}->json_request($s->{admin}, 'GET', '/v1/admin/esps');
+    return $r->{status} == 200 ? $r->{json} : {} if $whole;
     return $r->{status} == 200 ? { map { $_->{name} => $_ } @{ $r->{json}{data} } } : {};
+}
+
+# The value of one /metrics sample (name with its labels, as written), or undef.
+sub metric {
+    my ($s, $sample) = @_;
+    my $body = $s->{t}->request('GET', '/metrics')->{body} // '';
+    return $body =~ /^\Q$sample\E (\S+)$/m ? $1 : undef;
 }
 
 sub journal_count {
@@ -116,6 +126,16 @@ for my $fault ([status => 500], [status => 429, retry_after => 1], [hang => JSON
         like($e->{primary}{state} // '', qr/^(open|half-open)\z/, 'the primary circuit opened')
           or diag explain $e->{primary};
         ok(@{ $e->{primary}{recent_errors} // [] } > 0, 'recent errors are shown');
+        is(scalar @{ $e->{primary}{workers} // [] }, 1, 'one worker runs the account')
+          or diag explain $e->{primary};
+        like($e->{primary}{workers}[0]{state} // '', qr/^(open|half-open)\z/,
+             "the worker's own breaker state is listed");
+        my $open = metric($s, 'mailerd_esp_circuit_open{esp="primary"}');
+        # a half-open breaker (cool-down over) is no longer counted as open
+        ok(defined $open && $open <= 1, "mailerd_esp_circuit_open{esp=\"primary\"} ("
+           . ($open // 'undef') . ")");
+        ok((metric($s, 'mailerd_esp_failed_total{esp="primary"}') // 0) >= 3,
+           'mailerd_esp_failed_total counts the failed hops');
         $mock->clear_faults;
         # recovery: after the cool-down a probe goes to the primary and closes it
         my $closed = MailerdTest::wait_for(sub {
@@ -133,11 +153,22 @@ for my $fault ([status => 500], [status => 429, retry_after => 1], [hang => JSON
 subtest 'admin view' => sub {
     my $r = $s->{t}->json_request(undef, 'GET', '/v1/admin/esps');
     is($r->{status}, 401, 'needs the admin token');
-    my $e = esps($s);
+    my $w = esps($s, 1);
+    is($w->{scope}, 'server', 'server-wide figures ("scope": "server")');
+    is($w->{recent_errors_scope}, 'worker', 'recent errors are the answering worker\'s');
+    my $e = { map { $_->{name} => $_ } @{ $w->{data} // [] } };
     is($e->{primary}{driver}, 'sendgrid', 'driver');
     ok(defined $e->{primary}{latency}{p50_ms}, 'latency p50');
+    ok($e->{primary}{latency}{samples} > 0, 'latency samples');
     ok($e->{primary}{sent} > 0 && $e->{secondary}{sent} > 0, 'sent counts');
     ok(exists $e->{primary}{in_flight}, 'in flight');
+    is($e->{primary}{state}, 'closed', 'closed again');
+    my $sent = sql($s, "SELECT count(*) FROM messages WHERE esp = 'primary' AND status IN ('sent', 'delivered')");
+    is($e->{primary}{sent}, $sent, "sent is every message the primary took ($sent)");
+    is(metric($s, 'mailerd_esp_sent_total{esp="primary"}'), $sent, 'mailerd_esp_sent_total');
+    is(metric($s, 'mailerd_esp_circuit_open{esp="primary"}'), 0, 'mailerd_esp_circuit_open 0');
+    ok(defined metric($s, 'mailerd_esp_latency_seconds_count{esp="secondary"}'),
+       'mailerd_esp_latency_seconds');
 };
 
 subtest 'keep-alive: 10,000 sends, at most max_connections connections' => sub {
@@ -167,6 +198,24 @@ subtest 'rate 200 with two workers: 2,000 +/- 5% in 10 s' => sub {
     my $b = $mock->stats->{sendgrid}{accepted};
     my $got = ($b - $a) * 10 / (time - $start);
     ok(abs($got - 2000) <= 100, sprintf('sent %.0f in 10 s (2000 +/- 5%%)', $got));
+    # Server-wide figures: whichever worker answers, "sent" counts both
+    # workers' sends (the mock's count before and after the request bounds it).
+    my (%pids, @bad);
+    for (1 .. 30) {
+        my $m0 = ($mock->stats->{sendgrid}{accepted} // 0) - $t0;
+        my $w = esps($r, 1);
+        my $m1 = ($mock->stats->{sendgrid}{accepted} // 0) - $t0;
+        my ($p) = grep { $_->{name} eq 'paced' } @{ $w->{data} // [] };
+        next unless $p;
+        $pids{ $w->{pid} }++;
+        push @bad, "pid $w->{pid}: sent $p->{sent}, mock $m0..$m1"
+          unless $p->{sent} >= $m0 - 20 && $p->{sent} <= $m1;
+        push @bad, "pid $w->{pid}: " . scalar(@{ $p->{workers} }) . " workers listed"
+          unless @{ $p->{workers} } == 2;
+        last if keys %pids >= 2 && $_ >= 6;
+    }
+    is_deeply(\@bad, [], 'every answer has both workers\' sends and both breakers');
+    diag('answered by ' . scalar(keys %pids) . ' worker(s)');
     $r->{t}->stop;
 };
 

@@ -9,6 +9,7 @@
 #include "md_router.h"
 
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -45,6 +46,18 @@ typedef struct {
     uint64_t sum_ns;
 } md_metrics_hist_t;
 
+/* One account in one slot: counters (kept across the worker that replaces
+ * this one) and gauges (zeroed when the worker goes). Rates are stored in
+ * thousandths and the probe time in microseconds, so every field is one
+ * integer store. */
+typedef struct {
+    uint64_t count[MD_METRICS_ESP_N];
+    md_metrics_hist_t latency;
+    int64_t live, in_flight, waiting, state, consecutive;
+    int64_t probe_at_us;
+    int64_t rate_milli, eff_milli;
+} md_metrics_esp_slot_t;
+
 typedef struct {
     uint64_t used; /* set once a process attached: render skips never-used slots */
     int64_t connections;
@@ -66,6 +79,9 @@ typedef struct {
     /* delivery (counters) */
     uint64_t delivery[MD_METRICS_DELIVERY_N];
     uint64_t delivery_latency_ns, delivery_latency_count;
+    /* ESP accounts by shared index (md_metrics_esp_register) */
+    md_metrics_esp_slot_t esp[MD_METRICS_MAX_ESPS];
+    int64_t tenant_waiting; /* gauge */
 } md_metrics_slot_t;
 
 /* Queue gauges: one server-wide value, whoever sampled it last (md_metrics.h).
@@ -80,6 +96,11 @@ typedef struct {
     uint64_t worker_restarts;
     uint64_t start_time_ms;
     md_metrics_queue_t queue;
+    /* ESP account names: entries below nesp are complete (written before nesp
+     * grows, release/acquire); writers take esp_lock. */
+    uint32_t esp_lock;
+    uint32_t nesp;
+    char esp_name[MD_METRICS_MAX_ESPS][MD_METRICS_ESP_NAME_MAX + 1];
     md_metrics_slot_t slot[MD_METRICS_MAX_SLOTS];
 } md_metrics_shm_t;
 
@@ -175,6 +196,16 @@ md_metrics_slot_released(unsigned slot)
     STORE(&s->pg_waiting, 0);
     STORE(&s->redis_connected, 0);
     STORE(&s->redis_in_flight, 0);
+    STORE(&s->tenant_waiting, 0);
+    for (unsigned i = 0; i < MD_METRICS_MAX_ESPS; i++) {
+        md_metrics_esp_slot_t *e = &s->esp[i];
+        STORE(&e->live, 0);
+        STORE(&e->in_flight, 0);
+        STORE(&e->waiting, 0);
+        STORE(&e->state, 0);
+        STORE(&e->consecutive, 0);
+        STORE(&e->eff_milli, 0);
+    }
 }
 
 void
@@ -516,6 +547,299 @@ status_label(char *buf, size_t len, unsigned si)
         snprintf(buf, len, "other");
 }
 
+/* ---- ESP accounts (issue 6) ------------------------------------------------------------ */
+
+#define ESP_BREAKER_OPEN 1 /* MD_BREAKER_OPEN of md_route.h */
+
+/* Takes the name table's lock. Only registration writes under it, for a few
+ * microseconds at a worker's start; a holder that died inside would leave it
+ * taken, so after a bounded wait the caller goes on without it (the worst
+ * outcome is one account with two entries, each counting its own). */
+static bool
+esp_lock(void)
+{
+    for (unsigned i = 0; i < 100000; i++) {
+        uint32_t expect = 0;
+        if (__atomic_compare_exchange_n(&shm->esp_lock, &expect, 1, false, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED))
+            return true;
+        sched_yield();
+    }
+    return false;
+}
+
+static int
+esp_find(const char *name)
+{
+    uint32_t n = __atomic_load_n(&shm->nesp, __ATOMIC_ACQUIRE);
+    for (uint32_t i = 0; i < n && i < MD_METRICS_MAX_ESPS; i++) {
+        if (strcmp(shm->esp_name[i], name) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+int
+md_metrics_esp_find(const char *name)
+{
+    if (shm == NULL || name == NULL)
+        return -1;
+    return esp_find(name);
+}
+
+int
+md_metrics_esp_register(const char *name)
+{
+    if (shm == NULL || name == NULL || strlen(name) > MD_METRICS_ESP_NAME_MAX)
+        return -1;
+    int idx = esp_find(name);
+    if (idx >= 0)
+        return idx;
+    bool locked = esp_lock();
+    idx = esp_find(name);
+    if (idx < 0) {
+        uint32_t n = __atomic_load_n(&shm->nesp, __ATOMIC_ACQUIRE);
+        if (n < MD_METRICS_MAX_ESPS) {
+            snprintf(shm->esp_name[n], sizeof(shm->esp_name[n]), "%s", name);
+            __atomic_store_n(&shm->nesp, n + 1, __ATOMIC_RELEASE);
+            idx = (int)n;
+        }
+    }
+    if (locked)
+        __atomic_store_n(&shm->esp_lock, 0, __ATOMIC_RELEASE);
+    return idx;
+}
+
+void
+md_metrics_esp_count(int idx, int what, uint64_t n)
+{
+    if (self && idx >= 0 && idx < MD_METRICS_MAX_ESPS && what >= 0 && what < MD_METRICS_ESP_N)
+        INC(&self->esp[idx].count[what], n);
+}
+
+void
+md_metrics_esp_latency(int idx, double seconds)
+{
+    if (self == NULL || idx < 0 || idx >= MD_METRICS_MAX_ESPS)
+        return;
+    uint64_t ns = 0;
+    if (seconds > 0)
+        ns = seconds < 1e9 ? (uint64_t)(seconds * 1e9 + 0.5) : (uint64_t)1e18;
+    unsigned b = 0;
+    while (b < NBOUNDS && ns > bucket_ns[b])
+        b++;
+    md_metrics_hist_t *h = &self->esp[idx].latency;
+    INC(&h->bucket[b], 1);
+    INC(&h->sum_ns, ns);
+}
+
+void
+md_metrics_esp_gauges(int idx, const md_metrics_esp_gauges_t *g)
+{
+    if (self == NULL || idx < 0 || idx >= MD_METRICS_MAX_ESPS)
+        return;
+    md_metrics_esp_slot_t *e = &self->esp[idx];
+    STORE(&e->in_flight, g->in_flight);
+    STORE(&e->waiting, g->waiting);
+    STORE(&e->state, g->state);
+    STORE(&e->consecutive, g->consecutive);
+    STORE(&e->probe_at_us, (int64_t)(g->probe_at * 1e6));
+    STORE(&e->rate_milli, (int64_t)(g->rate * 1000.0 + 0.5));
+    STORE(&e->eff_milli, (int64_t)(g->effective * 1000.0 + 0.5));
+    STORE(&e->live, g->live ? 1 : 0);
+}
+
+void
+md_metrics_tenant_waiting(int64_t n)
+{
+    if (self)
+        STORE(&self->tenant_waiting, n);
+}
+
+/* A quantile of a per-bucket (not cumulative) histogram of count samples, by
+ * linear interpolation inside its bucket; the +Inf bucket answers its lower
+ * bound. */
+static double
+esp_quantile(const uint64_t *bucket, uint64_t count, double q)
+{
+    if (count == 0)
+        return 0;
+    double want = q * (double)count, cum = 0;
+    for (unsigned i = 0; i < NBUCKETS; i++) {
+        if (bucket[i] == 0)
+            continue;
+        double lo = i == 0 ? 0 : (double)bucket_ns[i - 1] / 1e9;
+        if (i == NBOUNDS)
+            return lo;
+        if (cum + (double)bucket[i] >= want) {
+            double hi = (double)bucket_ns[i] / 1e9;
+            return lo + (hi - lo) * ((want - cum) / (double)bucket[i]);
+        }
+        cum += (double)bucket[i];
+    }
+    return (double)bucket_ns[NBOUNDS - 1] / 1e9;
+}
+
+/* Sums idx over the used slots into out, and the histogram into bucket. */
+static void
+esp_sum(int idx, md_metrics_esp_t *out, uint64_t *bucket)
+{
+    memset(out, 0, sizeof(*out));
+    memset(bucket, 0, sizeof(uint64_t) * NBUCKETS);
+    uint64_t sum_ns = 0;
+    double eff = 0;
+    unsigned live = 0;
+    for (unsigned s = 0; s < MD_METRICS_MAX_SLOTS; s++) {
+        const md_metrics_slot_t *sl = &shm->slot[s];
+        if (!LOAD(&sl->used))
+            continue;
+        const md_metrics_esp_slot_t *e = &sl->esp[idx];
+        for (unsigned i = 0; i < MD_METRICS_ESP_N; i++)
+            out->count[i] += LOAD(&e->count[i]);
+        for (unsigned i = 0; i < NBUCKETS; i++)
+            bucket[i] += LOAD(&e->latency.bucket[i]);
+        sum_ns += LOAD(&e->latency.sum_ns);
+        if (!LOAD(&e->live))
+            continue;
+        md_metrics_esp_worker_t *w = &out->worker[out->nworkers++];
+        w->slot = s;
+        w->state = (int)LOAD(&e->state);
+        w->consecutive = (int)LOAD(&e->consecutive);
+        w->probe_at = (double)LOAD(&e->probe_at_us) / 1e6;
+        w->effective = (double)LOAD(&e->eff_milli) / 1000.0;
+        w->in_flight = LOAD(&e->in_flight);
+        w->waiting = LOAD(&e->waiting);
+        out->in_flight += w->in_flight;
+        out->waiting += w->waiting;
+        if (w->state == ESP_BREAKER_OPEN)
+            out->open++;
+        double rate = (double)LOAD(&e->rate_milli) / 1000.0;
+        if (rate > out->rate)
+            out->rate = rate;
+        eff += w->effective;
+        live++;
+    }
+    for (unsigned i = 0; i < NBUCKETS; i++)
+        out->latency_count += bucket[i];
+    out->latency_sum = (double)sum_ns / 1e9;
+    out->p50 = esp_quantile(bucket, out->latency_count, 0.5);
+    out->p90 = esp_quantile(bucket, out->latency_count, 0.9);
+    out->effective = live ? eff / live : 0;
+}
+
+int
+md_metrics_esp_read(int idx, md_metrics_esp_t *out)
+{
+    if (shm == NULL || idx < 0 || (uint32_t)idx >= __atomic_load_n(&shm->nesp, __ATOMIC_ACQUIRE))
+        return MD_DECLINED;
+    uint64_t bucket[NBUCKETS];
+    esp_sum(idx, out, bucket);
+    return MD_OK;
+}
+
+/* Every account's figures for one render; static for the same reason as the
+ * route sums below (about 200 KB). */
+static md_metrics_esp_t esp_all[MD_METRICS_MAX_ESPS];
+static uint64_t esp_bucket[MD_METRICS_MAX_ESPS][NBUCKETS];
+
+static void
+esp_series(md_buf_t *out, unsigned n, const char *name, const char *type, const char *help,
+           int what)
+{
+    md_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    for (unsigned i = 0; i < n; i++) {
+        const md_metrics_esp_t *e = &esp_all[i];
+        md_buf_printf(out, "%s{esp=\"", name);
+        append_label(out, shm->esp_name[i]);
+        md_buf_append_str(out, "\"} ");
+        switch (what) {
+        case -1:
+            md_buf_printf(out, "%lld\n", (long long)e->in_flight);
+            break;
+        case -2:
+            md_buf_printf(out, "%lld\n", (long long)e->waiting);
+            break;
+        case -3:
+            md_buf_printf(out, "%u\n", e->open);
+            break;
+        case -4:
+            md_buf_printf(out, "%.3f\n", e->rate);
+            break;
+        case -5:
+            md_buf_printf(out, "%.3f\n", e->effective);
+            break;
+        default:
+            md_buf_printf(out, "%llu\n", (unsigned long long)e->count[what]);
+        }
+    }
+}
+
+/* The accounts any process registered, summed over the slots. */
+static void
+render_esps(md_buf_t *out)
+{
+    if (shm == NULL)
+        return;
+    int64_t tw = 0;
+    for (unsigned s = 0; s < MD_METRICS_MAX_SLOTS; s++) {
+        if (LOAD(&shm->slot[s].used))
+            tw += LOAD(&shm->slot[s].tenant_waiting);
+    }
+    md_buf_printf(out,
+                  "# HELP mailerd_tenant_rate_waiting Sends waiting for a token of their "
+                  "tenant's rate (tenant_rate).\n"
+                  "# TYPE mailerd_tenant_rate_waiting gauge\n"
+                  "mailerd_tenant_rate_waiting %lld\n",
+                  (long long)tw);
+    unsigned n = __atomic_load_n(&shm->nesp, __ATOMIC_ACQUIRE);
+    if (n > MD_METRICS_MAX_ESPS)
+        n = MD_METRICS_MAX_ESPS;
+    if (n == 0)
+        return;
+    for (unsigned i = 0; i < n; i++)
+        esp_sum((int)i, &esp_all[i], esp_bucket[i]);
+    esp_series(out, n, "mailerd_esp_sent_total", "counter", "Sends the ESP account took.",
+               MD_METRICS_ESP_SENT);
+    esp_series(out, n, "mailerd_esp_failed_total", "counter",
+               "Sends to the ESP account that failed retryably (timeouts, 5xx, throttling).",
+               MD_METRICS_ESP_FAILED);
+    esp_series(out, n, "mailerd_esp_rejected_total", "counter",
+               "Sends the ESP account refused for good (address or content).",
+               MD_METRICS_ESP_REJECTED);
+    esp_series(out, n, "mailerd_esp_throttled_total", "counter",
+               "Sends the ESP account throttled (429, TooManyRequests).", MD_METRICS_ESP_THROTTLED);
+    esp_series(out, n, "mailerd_esp_in_flight", "gauge", "Sends to the ESP account out now.", -1);
+    esp_series(out, n, "mailerd_esp_waiting_for_token", "gauge",
+               "Sends waiting for a token of the ESP account's rate.", -2);
+    esp_series(out, n, "mailerd_esp_circuit_open", "gauge",
+               "Workers whose circuit breaker of the ESP account is open.", -3);
+    esp_series(out, n, "mailerd_esp_rate_limit", "gauge",
+               "Configured sending rate of the ESP account (messages/s, 0: unlimited).", -4);
+    esp_series(out, n, "mailerd_esp_rate_effective", "gauge",
+               "Effective sending rate of the ESP account (mean over workers; lowered "
+               "adaptively after throttling).",
+               -5);
+    md_buf_append_str(out, "# HELP mailerd_esp_latency_seconds Time from send to the ESP "
+                           "account's answer.\n# TYPE mailerd_esp_latency_seconds histogram\n");
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t cum = 0;
+        for (unsigned b = 0; b < NBUCKETS; b++) {
+            cum += esp_bucket[i][b];
+            md_buf_append_str(out, "mailerd_esp_latency_seconds_bucket{esp=\"");
+            append_label(out, shm->esp_name[i]);
+            md_buf_printf(out, "\",le=\"%s\"} %llu\n", bucket_le[b], (unsigned long long)cum);
+        }
+        uint64_t ns = (uint64_t)(esp_all[i].latency_sum * 1e9 + 0.5);
+        md_buf_append_str(out, "mailerd_esp_latency_seconds_sum{esp=\"");
+        append_label(out, shm->esp_name[i]);
+        md_buf_printf(out, "\"} %llu.%09llu\n", (unsigned long long)(ns / 1000000000),
+                      (unsigned long long)(ns % 1000000000));
+        md_buf_append_str(out, "mailerd_esp_latency_seconds_count{esp=\"");
+        append_label(out, shm->esp_name[i]);
+        md_buf_printf(out, "\"} %llu\n", (unsigned long long)cum);
+    }
+}
+
 /* Sums of every used slot; static because a render is never reentered and these
  * are too big for a worker's stack to carry comfortably. */
 static uint64_t sum_req[MD_METRICS_MAX_ROUTES][NSTATUS];
@@ -667,4 +991,5 @@ md_metrics_render(md_buf_t *out, const md_router_t *rt)
     render_group_commit(out);
     render_delivery(out);
     render_queue(out);
+    render_esps(out);
 }

@@ -98,4 +98,76 @@ void md_metrics_delivery_latency(double seconds);
 void md_metrics_queue_gauges(long long transactional, long long bulk, long long scheduled,
                              long long in_flight, long long dead);
 
+/*
+ * ESP accounts (issue 6, src/esp/md_route.c). The segment holds a table of
+ * account names (MD_METRICS_MAX_ESPS, claimed by name by the first process
+ * that registers one, never given back, so an index means the same account in
+ * every process and across reloads) and, per slot and account, counters (kept
+ * when the worker goes), a latency histogram and gauges (zeroed when it goes):
+ * in flight, waiting for a token, this worker's circuit breaker and effective
+ * rate. md_metrics_esp_read sums the slots, so whichever worker answers gives
+ * the same server-wide figures. Rendered as mailerd_esp_*{esp="NAME"}.
+ */
+#define MD_METRICS_MAX_ESPS     32
+#define MD_METRICS_ESP_NAME_MAX 64
+enum {
+    MD_METRICS_ESP_SENT = 0,
+    MD_METRICS_ESP_FAILED,    /* retryable failures (the account's fault) */
+    MD_METRICS_ESP_REJECTED,  /* permanent failures (the account answered no) */
+    MD_METRICS_ESP_THROTTLED, /* retryable failures that were throttling */
+    MD_METRICS_ESP_N
+};
+/* The account's index in the shared table (found, or claimed when new), or -1
+ * (no segment, no slot attached, table full, or a name too long). */
+int md_metrics_esp_register(const char *name);
+void md_metrics_esp_count(int idx, int what, uint64_t n);
+void md_metrics_esp_latency(int idx, double seconds);
+
+/* This worker's gauges of one account, published whole after each change. */
+typedef struct md_metrics_esp_gauges_s {
+    int live;          /* 1 while this worker's dispatcher runs the account, 0 after */
+    int64_t in_flight; /* sends out now */
+    int64_t waiting;   /* sends waiting for a token of the account's rate */
+    int state;         /* MD_BREAKER_* (md_route.h) */
+    int consecutive;   /* retryable failures in a row */
+    double probe_at;   /* open: CLOCK_MONOTONIC seconds when it admits a probe */
+    double rate;       /* configured, 0: unlimited */
+    double effective;  /* this worker's effective rate (AIMD) */
+} md_metrics_esp_gauges_t;
+void md_metrics_esp_gauges(int idx, const md_metrics_esp_gauges_t *g);
+
+/* One worker's view of an account, in a read. */
+typedef struct md_metrics_esp_worker_s {
+    unsigned slot;
+    int state;
+    int consecutive;
+    double probe_at;
+    double effective;
+    int64_t in_flight, waiting;
+} md_metrics_esp_worker_t;
+
+/* Server-wide figures of one account: sums over every slot, and the workers
+ * whose dispatcher runs it now (live). */
+typedef struct md_metrics_esp_s {
+    uint64_t count[MD_METRICS_ESP_N];
+    int64_t in_flight, waiting;
+    uint64_t latency_count;
+    double latency_sum; /* seconds */
+    double p50, p90;    /* seconds, estimated from the histogram; 0 without samples */
+    double rate;        /* configured, as the live workers publish it */
+    double effective;   /* mean of the live workers' effective rates */
+    unsigned open;      /* live workers whose breaker is open */
+    unsigned nworkers;  /* entries of worker[] */
+    md_metrics_esp_worker_t worker[MD_METRICS_MAX_SLOTS];
+} md_metrics_esp_t;
+/* Sends of this worker waiting for a token of their tenant's rate
+ * (tenant_rate), an absolute value; rendered summed as
+ * mailerd_tenant_rate_waiting. */
+void md_metrics_tenant_waiting(int64_t n);
+/* The index of name, or -1 when no process registered it. */
+int md_metrics_esp_find(const char *name);
+/* Fills out (the caller's, about 6 KB) for idx: MD_OK, or MD_DECLINED when
+ * idx is not a registered account. */
+int md_metrics_esp_read(int idx, md_metrics_esp_t *out);
+
 #endif

@@ -1364,6 +1364,7 @@ md_job_start(md_batch_t *b, size_t i, const PGresult *res, int row)
     const char *esp_name = j->row.v[C_ESP_ROUTE];
     bool unknown = false;
     j->nroute = md_route_pick(e->tenant, esp_name, j->route, &unknown);
+    md_route_waiter_tenant(&j->w, e->tenant);
     snprintf(e->esp, sizeof(e->esp), "%s",
              j->nroute > 0 ? j->route[0]->conf->name : (esp_name ? esp_name : ""));
     md_esp_result_t r;

@@ -13,8 +13,13 @@
  *
  * Answers: 200 {"id": "<...>", "message": "Queued. Thank you."} -> sent, the id
  * without its angle brackets (the form Mailgun's events use); 429 and 5xx ->
- * retryable; 400, 401, 402, 404 and any other 4xx -> permanent, code "http_NNN",
- * text = "message" (401 answers a plain "Forbidden").
+ * retryable; 401 (a wrong key: a plain "Forbidden") and 403 (the key may not
+ * do this, e.g. a sandbox domain's unauthorized recipient) -> retryable
+ * "auth_failed" with text "http_NNN: message": the account, not the message, is
+ * at fault, so the router fails over and, with no account left, the message is
+ * deferred and dead-lettered after max_attempts (a retry-failed resends it once
+ * the key is fixed); 400, 402, 404 and any other 4xx -> permanent, code
+ * "http_NNN", text = "message".
  */
 #include "md_esp.h"
 #include "md_id.h"
@@ -201,6 +206,11 @@ md_mailgun_read(md_esp_t *esp, const md_esp_response_t *resp, md_esp_result_t *r
         md_esp_result_retryable(res, "throttled", md_esp_retry_after(h, time(NULL)), text);
     } else if (h->status >= 500 || h->status < 400) {
         md_esp_result_retryable(res, code, md_esp_retry_after(h, time(NULL)), text);
+    } else if (h->status == 401 || h->status == 403) {
+        char why[256];
+        /* the provider's code first: it survives a long message */
+        snprintf(why, sizeof(why), "%.63s: %.190s", code, text);
+        md_esp_result_retryable(res, "auth_failed", md_esp_retry_after(h, time(NULL)), why);
     } else {
         md_esp_result_permanent(res, code, text);
     }

@@ -14,9 +14,13 @@
  * codes (300 invalid request, ...) are permanent, code = the ErrorCode in
  * decimal, text = Message; 405 ("not allowed to send": the account is out of
  * credits or paused) is retryable, because it is the account's state and not the
- * message's, so the router can fail over. 401 (ErrorCode 10, bad token) and
- * other 4xx are permanent; 429 and 5xx retryable. The batch endpoint
- * (/email/batch) is not used yet.
+ * message's, so the router can fail over. 401 and 403, and ErrorCode 10 (a bad
+ * or missing server token) whatever the status -> retryable "auth_failed" with
+ * text "ErrorCode: Message": the account's credentials, not the message, are at
+ * fault, so the router fails over and, with no account left, the message is
+ * deferred and dead-lettered after max_attempts (a retry-failed resends it once
+ * the token is fixed). Other 4xx are permanent; 429 and 5xx retryable. The
+ * batch endpoint (/email/batch) is not used yet.
  */
 #include "md_esp.h"
 
@@ -26,6 +30,7 @@
 #include <time.h>
 
 #define MD_POSTMARK_NOT_ALLOWED 405
+#define MD_POSTMARK_BAD_TOKEN   10
 
 static void
 md_postmark_field(md_buf_t *b, const char *key, const md_mime_addr_t *list, size_t n, md_buf_t *tmp)
@@ -125,8 +130,13 @@ md_postmark_read(md_esp_t *esp, const md_esp_response_t *resp, md_esp_result_t *
         md_esp_result_retryable(res, code, md_esp_retry_after(h, time(NULL)), text);
     } else if (errcode == MD_POSTMARK_NOT_ALLOWED) {
         md_esp_result_retryable(res, code, 0, text);
+    } else if (errcode == MD_POSTMARK_BAD_TOKEN || h->status == 401 || h->status == 403) {
+        char why[256];
+        /* the provider's code first: it survives a long message */
+        snprintf(why, sizeof(why), "%.63s: %.190s", code, text);
+        md_esp_result_retryable(res, "auth_failed", md_esp_retry_after(h, time(NULL)), why);
     } else {
-        /* 422 with an ErrorCode, 401, other 4xx, or a 200 that carries an error */
+        /* 422 with an ErrorCode, other 4xx, or a 200 that carries an error */
         md_esp_result_permanent(res, code, text);
     }
     json_decref(root);

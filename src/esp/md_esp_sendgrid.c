@@ -14,8 +14,14 @@
  *
  * Answers: 202 (empty body) with X-Message-Id -> sent; 429 -> retryable, the
  * wait from Retry-After or else X-RateLimit-Reset (a Unix time); 5xx ->
- * retryable; 400/401/403/413 and any other 4xx -> permanent, code "http_NNN",
- * text errors[0].message (and its field).
+ * retryable; 401 (a wrong or revoked key) and 403 (a key without the mail.send
+ * scope, or a sender identity the account has not verified) -> retryable
+ * "auth_failed" with text "http_NNN: errors[0].message": the account's setup,
+ * not the message, is at fault, so the router fails over to the next account
+ * and, with none left, the message is deferred and dead-lettered after
+ * max_attempts (a retry-failed resends it once the key is fixed); 400/413 and
+ * any other 4xx -> permanent, code "http_NNN", text errors[0].message (and its
+ * field).
  */
 #include "md_esp.h"
 
@@ -212,6 +218,11 @@ md_sendgrid_read(md_esp_t *esp, const md_esp_response_t *resp, md_esp_result_t *
         md_esp_result_retryable(res, "throttled", wait, text);
     } else if (h->status >= 500 || h->status < 400) {
         md_esp_result_retryable(res, code, md_esp_retry_after(h, time(NULL)), text);
+    } else if (h->status == 401 || h->status == 403) {
+        char why[256];
+        /* the provider's code first: it survives a long message */
+        snprintf(why, sizeof(why), "%.63s: %.190s", code, text);
+        md_esp_result_retryable(res, "auth_failed", md_esp_retry_after(h, time(NULL)), why);
     } else {
         md_esp_result_permanent(res, code, text);
     }

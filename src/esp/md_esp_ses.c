@@ -28,6 +28,17 @@
  *       send at all, which says nothing about this message; another account (the
  *       router's failover) can send it, and a permanent failure would wrongly fail
  *       every message queued while the account is paused
+ *   401 or 403, and the credential errors whatever their status:
+ *   SignatureDoesNotMatch, InvalidSignatureException, IncompleteSignatureException,
+ *   UnrecognizedClientException, MissingAuthenticationToken(Exception),
+ *   InvalidClientTokenId, InvalidAccessKeyId, ExpiredToken(Exception),
+ *   AccessDenied(Exception), NotAuthorizedException
+ *                                                     -> retryable "auth_failed", text
+ *       "CODE: message": a wrong, expired or revoked key (or a skewed clock) is the
+ *       account's fault, not the message's; the router fails over to the next
+ *       account, and with none left the message is deferred and, after
+ *       max_attempts, dead-lettered, so a retry-failed resends it once the key
+ *       is fixed instead of every message of the outage being lost
  *   MessageRejected, MailFromDomainNotVerifiedException, BadRequestException,
  *   NotFoundException and any other 4xx              -> permanent with the code
  */
@@ -201,6 +212,27 @@ md_ses_is(const char *code, const char *name)
     return strcmp(code, name) == 0;
 }
 
+/* The error codes that mean the account's credentials (or their permissions)
+ * were refused: never the message's fault (see the top of the file). */
+static bool
+md_ses_auth_error(const char *code)
+{
+    static const char *const auth[] = {
+        "SignatureDoesNotMatch",        "InvalidSignatureException",
+        "IncompleteSignatureException", "UnrecognizedClientException",
+        "MissingAuthenticationToken",   "MissingAuthenticationTokenException",
+        "InvalidClientTokenId",         "ExpiredToken",
+        "ExpiredTokenException",        "AccessDenied",
+        "AccessDeniedException",        "NotAuthorizedException",
+        "InvalidAccessKeyId",
+    };
+    for (size_t i = 0; i < sizeof(auth) / sizeof(auth[0]); i++) {
+        if (md_ses_is(code, auth[i]))
+            return true;
+    }
+    return false;
+}
+
 static void
 md_ses_read(md_esp_t *esp, const md_esp_response_t *resp, md_esp_result_t *res)
 {
@@ -254,7 +286,12 @@ md_ses_read(md_esp_t *esp, const md_esp_response_t *resp, md_esp_result_t *res)
     else if (md_ses_is(code, "AccountSuspendedException") ||
              md_ses_is(code, "SendingPausedException"))
         md_esp_result_retryable(res, code, wait, text);
-    else
+    else if (h->status == 401 || h->status == 403 || md_ses_auth_error(code)) {
+        char why[256];
+        /* the provider's code first: it survives a long message */
+        snprintf(why, sizeof(why), "%.63s: %.190s", code, text);
+        md_esp_result_retryable(res, "auth_failed", wait, why);
+    } else
         md_esp_result_permanent(res, code, text);
 }
 

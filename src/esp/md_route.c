@@ -1,10 +1,14 @@
 /*
  * Routing, circuit breakers and rate limits of the ESP accounts (md_route.h).
  *
- * Per worker: each account's breaker, effective rate and counters live in this
- * worker only (GET /v1/admin/esps says so: "scope": "worker"); a breaker that
- * opens in one worker does not open the others', which is fine: each learns
- * from its own sends within a few failures.
+ * Per worker: each account's breaker and effective rate live in this worker
+ * only; a breaker that opens in one worker does not open the others', which is
+ * fine: each learns from its own sends within a few failures. What they are,
+ * with the account's counters, in-flight and waiting sends and latency, goes
+ * to the metrics segment after every change (md_route_publish,
+ * md_metrics_esp_*), so GET /v1/admin/esps and /metrics show server-wide
+ * figures ("scope": "server") and each worker's breaker. Recent errors stay
+ * in the worker that saw them.
  *
  * Rate: a token bucket per account in Redis (md_route_bucket_lua), refilled at
  * the account's rate and holding at most md_bucket_burst(rate) tokens. A
@@ -15,6 +19,15 @@
  * worker paces itself with a local bucket at rate / worker_processes, so an
  * outage neither stops sending nor lets it run unbounded.
  *
+ * Tenants: `tenant_rate` / `default_tenant_rate` give a tenant a bucket of
+ * its own (key "mailerd:tenant_rate:{TENANT}", the same script), made in a
+ * worker on the tenant's first send and swept when idle once there are many. A
+ * message takes its tenant's token once (md_route_waiter_t.tenant_state), on
+ * its first md_route_token, and keeps it across failover hops; the account's
+ * token comes after. The dispatcher does not pass the tenant to md_route_token:
+ * the waiter takes it from the latest md_route_pick (the same loop turn), unless
+ * md_route_waiter_tenant set it.
+ *
  * SES sends no Retry-After when it throttles: a throttled SES answer halves
  * that account's effective rate in this worker (at most once a second), and
  * each success raises it again by rate/20 per second (AIMD), never above rate.
@@ -24,8 +37,10 @@
 #include "md_app.h"
 #include "md_esp.h"
 #include "md_log.h"
+#include "md_metrics.h"
 #include "md_redis.h"
 
+#include <errno.h>
 #include <ev.h>
 #include <math.h>
 #include <stdio.h>
@@ -37,8 +52,7 @@
 #define MD_CONF_ROUTING   0x1000u
 #define MD_CONF_ROUTE_DEF 0x2000u
 
-#define MD_ROUTE_ERRORS  8  /* recent errors kept per account */
-#define MD_ROUTE_LATENCY 64 /* recent latencies kept per account */
+#define MD_ROUTE_ERRORS 8 /* recent errors kept per account */
 
 /* ---- configuration ----------------------------------------------------------------- */
 
@@ -115,13 +129,11 @@ md_route_conf_route(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
     return MD_OK;
 }
 
-/* tenant_route TENANT_ID ROUTE (may repeat; a tenant once). */
-static int
-md_route_conf_tenant(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
+/* A tenant id in UUID text into low (lower case): true, or false when t is
+ * no UUID. */
+static bool
+md_route_uuid_lower(const char *t, char low[37])
 {
-    md_unused(cmd);
-    md_route_conf_t *rc = base;
-    const char *t = md_conf_arg(cf, 1);
     size_t n = strlen(t);
     bool ok = n == 36;
     for (size_t i = 0; ok && i < n; i++) {
@@ -131,10 +143,22 @@ md_route_conf_tenant(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
                  : ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'));
     }
     if (!ok)
-        return md_conf_error(cf, "invalid tenant id \"%s\" in \"tenant_route\" (a UUID)", t);
-    char low[37];
+        return false;
     for (size_t i = 0; i <= n; i++)
         low[i] = (char)((t[i] >= 'A' && t[i] <= 'F') ? t[i] - 'A' + 'a' : t[i]);
+    return true;
+}
+
+/* tenant_route TENANT_ID ROUTE (may repeat; a tenant once). */
+static int
+md_route_conf_tenant(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
+{
+    md_unused(cmd);
+    md_route_conf_t *rc = base;
+    const char *t = md_conf_arg(cf, 1);
+    char low[37];
+    if (!md_route_uuid_lower(t, low))
+        return md_conf_error(cf, "invalid tenant id \"%s\" in \"tenant_route\" (a UUID)", t);
     for (size_t i = 0; i < rc->ntenants; i++) {
         if (strcmp(rc->tenants[i].tenant, low) == 0)
             return md_conf_error(cf, "duplicate tenant_route for \"%s\"", low);
@@ -144,6 +168,68 @@ md_route_conf_tenant(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
     rc->tenants[rc->ntenants].route = md_xstrdup(md_conf_arg(cf, 2));
     rc->ntenants++;
     return MD_OK;
+}
+
+#define MD_ROUTE_RATE_MAX 1000000
+
+/* A rate: a whole number of messages/s, 0 (unlimited) to MD_ROUTE_RATE_MAX. */
+static int
+md_route_conf_rate_value(md_conf_parser_t *cf, const char *directive, const char *v, int *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long r = strtol(v, &end, 10);
+    if (v[0] == '\0' || *end != '\0' || errno != 0 || r < 0 || r > MD_ROUTE_RATE_MAX)
+        return md_conf_error(cf,
+                             "invalid value \"%s\" in \"%s\", expected messages per second "
+                             "from 0 (unlimited) to %d",
+                             v, directive, MD_ROUTE_RATE_MAX);
+    *out = (int)r;
+    return MD_OK;
+}
+
+/* tenant_rate TENANT_ID N (may repeat; a tenant once). */
+static int
+md_route_conf_tenant_rate(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
+{
+    md_route_conf_t *rc = base;
+    const char *t = md_conf_arg(cf, 1);
+    char low[37];
+    if (!md_route_uuid_lower(t, low))
+        return md_conf_error(cf, "invalid tenant id \"%s\" in \"tenant_rate\" (a UUID)", t);
+    int rate = 0;
+    if (md_route_conf_rate_value(cf, cmd->name, md_conf_arg(cf, 2), &rate) != MD_OK)
+        return MD_ERROR;
+    for (size_t i = 0; i < rc->ntenant_rates; i++) {
+        if (strcmp(rc->tenant_rates[i].tenant, low) == 0)
+            return md_conf_error(cf, "duplicate tenant_rate for \"%s\"", low);
+    }
+    rc->tenant_rates =
+        md_xrealloc(rc->tenant_rates, sizeof(*rc->tenant_rates) * (rc->ntenant_rates + 1));
+    rc->tenant_rates[rc->ntenant_rates].tenant = md_xstrdup(low);
+    rc->tenant_rates[rc->ntenant_rates].rate = rate;
+    rc->ntenant_rates++;
+    return MD_OK;
+}
+
+/* default_tenant_rate N */
+static int
+md_route_conf_default_rate(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
+{
+    return md_route_conf_rate_value(cf, cmd->name, md_conf_arg(cf, 1),
+                                    (int *)(void *)((char *)base + cmd->offset));
+}
+
+int
+md_route_tenant_rate(const md_route_conf_t *rc, const char *tenant)
+{
+    if (rc == NULL || tenant == NULL || tenant[0] == '\0')
+        return 0;
+    for (size_t i = 0; i < rc->ntenant_rates; i++) {
+        if (strcasecmp(rc->tenant_rates[i].tenant, tenant) == 0)
+            return rc->tenant_rates[i].rate;
+    }
+    return rc->default_tenant_rate;
 }
 
 static int
@@ -180,6 +266,10 @@ static const md_conf_cmd_t md_route_conf_cmds[] = {
      offsetof(md_route_conf_t, breaker_min_requests), &md_route_min_requests_bounds, "20", NULL},
     {"breaker_cooldown", MD_CONF_ROUTING, MD_CONF_TAKE1, md_conf_set_time,
      offsetof(md_route_conf_t, breaker_cooldown), &md_route_time_bounds, "10s", NULL},
+    {"tenant_rate", MD_CONF_ROUTING, MD_CONF_TAKE2 | MD_CONF_MULTI, md_route_conf_tenant_rate, 0,
+     NULL, NULL, NULL},
+    {"default_tenant_rate", MD_CONF_ROUTING, MD_CONF_TAKE1, md_route_conf_default_rate,
+     offsetof(md_route_conf_t, default_tenant_rate), NULL, NULL, NULL},
     {NULL, 0, 0, NULL, 0, NULL, NULL, NULL},
 };
 
@@ -201,6 +291,9 @@ md_route_conf_release(md_route_conf_t *rc)
         free(rc->tenants[i].route);
     }
     free(rc->tenants);
+    for (size_t i = 0; i < rc->ntenant_rates; i++)
+        free(rc->tenant_rates[i].tenant);
+    free(rc->tenant_rates);
     free(rc->default_route);
     free(rc);
 }
@@ -483,33 +576,52 @@ md_aimd_success(double eff, double max, double *last, double now)
     return eff > max ? max : eff;
 }
 
-/* ---- this worker's accounts ---------------------------------------------------------- */
+/* ---- this worker's buckets and accounts ----------------------------------------------- */
+
+/*
+ * A rate's token bucket as this worker sees it: tokens taken from Redis and
+ * not spent yet, the sends waiting for one, and the refill in flight or timed.
+ * An account embeds one; a tenant with a rate has one made on its first send
+ * (md_route_tenant_bucket). A tenant bucket's waiters go on to their account's
+ * bucket once they hold the tenant's token.
+ */
+typedef struct md_route_bucket_s md_route_bucket_t;
+struct md_route_bucket_s {
+    struct md_route_acct_s *acct; /* an account's bucket; NULL for a tenant's */
+    double rate;                  /* configured (0: unlimited) */
+    double eff;                   /* what refills ask for: AIMD for SES, else rate */
+    char key[96];                 /* Redis key */
+    int tokens;                   /* taken from Redis, not spent yet */
+    int refilling;
+    int redis_down; /* the last refill failed: the next round is local */
+    unsigned nwaiting;
+    md_list_t waiters;
+    ev_timer refill;
+    double local_tokens, local_at; /* fallback bucket while Redis is away */
+    /* tenant buckets */
+    md_route_bucket_t *next; /* hash chain */
+    int serving;             /* inside md_route_serve: the sweep must not free it */
+    char tenant[37];
+};
 
 typedef struct md_route_acct_s {
     md_esp_t *esp;
     md_breaker_t br;
-    double rate; /* configured (0: unlimited) */
-    double eff;  /* effective: AIMD for SES, else rate */
+    md_route_bucket_t bk;
     double aimd_last;
     int adaptive;
-    char key[96]; /* Redis key of the bucket */
-    int tokens;   /* taken from Redis, not spent yet */
-    int refilling;
-    int redis_down; /* the last refill failed: the next round is local */
-    md_list_t waiters;
-    ev_timer refill;
-    double local_tokens, local_at; /* fallback bucket while Redis is away */
-    /* counters of this worker */
+    int midx; /* index in the metrics segment, or -1 */
     int in_flight;
-    uint64_t sent, failed, rejected, throttled;
+    /* recent errors of this worker (the shared segment keeps counts only) */
     struct {
         double at;
         char code[64];
     } errors[MD_ROUTE_ERRORS];
     unsigned nerrors;
-    double latency[MD_ROUTE_LATENCY];
-    unsigned nlatency;
 } md_route_acct_t;
+
+#define MD_ROUTE_TENANT_HASH 256
+#define MD_ROUTE_TENANT_KEEP 4096 /* idle tenant buckets kept before a sweep */
 
 typedef struct md_route_state_s {
     md_app_t *app;
@@ -517,6 +629,10 @@ typedef struct md_route_state_s {
     md_route_acct_t *accts;
     size_t n;
     int script;
+    char pick_tenant[37]; /* the tenant of the latest md_route_pick */
+    md_route_bucket_t *tenants[MD_ROUTE_TENANT_HASH];
+    size_t ntenants, tenant_keep;
+    int64_t tenant_waiting; /* waiters queued at tenant buckets */
 } md_route_state_t;
 
 static md_route_state_t *md_route;
@@ -543,7 +659,54 @@ md_route_acct(md_esp_t *esp)
     return esp ? esp->route : NULL;
 }
 
+/* This worker's gauges of a into the metrics segment; after every change (a
+ * handful of relaxed stores). */
+static void
+md_route_publish(md_route_acct_t *a, int live)
+{
+    if (a->midx < 0)
+        return;
+    md_metrics_esp_gauges_t g = {
+        .live = live,
+        .in_flight = a->in_flight,
+        .waiting = a->bk.nwaiting,
+        .state = a->br.state,
+        .consecutive = a->br.consecutive,
+        .probe_at = a->br.state == MD_BREAKER_OPEN ? a->br.opened_at + a->br.cooldown : 0,
+        .rate = a->bk.rate,
+        .effective = a->bk.eff,
+    };
+    md_metrics_esp_gauges(a->midx, &g);
+}
+
 static void md_route_refill_cb(struct ev_loop *loop, ev_timer *t, int revents);
+
+static void
+md_route_bucket_init(md_route_bucket_t *bk, double rate, const char *prefix, const char *name)
+{
+    bk->rate = rate;
+    bk->eff = rate;
+    snprintf(bk->key, sizeof(bk->key), "%s{%s}", prefix, name);
+    md_list_init(&bk->waiters);
+    ev_init(&bk->refill, md_route_refill_cb);
+    bk->refill.data = bk;
+    bk->local_tokens = md_bucket_burst(rate);
+    bk->local_at = md_route_now();
+}
+
+/* Stops bk's timer and drops its waiters without a callback. */
+static void
+md_route_bucket_stop(md_route_state_t *s, md_route_bucket_t *bk)
+{
+    ev_timer_stop(s->app->loop, &bk->refill);
+    while (!md_list_empty(&bk->waiters)) {
+        md_route_waiter_t *w = md_list_data(bk->waiters.next, md_route_waiter_t, link);
+        md_list_remove(&w->link);
+        w->queued = 0;
+        w->bucket = NULL;
+    }
+    bk->nwaiting = 0;
+}
 
 int
 md_route_init(md_app_t *app)
@@ -554,6 +717,7 @@ md_route_init(md_app_t *app)
     s->app = app;
     s->rc = conf->routing;
     s->script = -1;
+    s->tenant_keep = MD_ROUTE_TENANT_KEEP;
     if (app->redis)
         s->script = md_redis_script(app->redis, md_route_bucket_lua);
     s->accts = md_xcalloc(conf->nesp ? conf->nesp : 1, sizeof(*s->accts));
@@ -564,15 +728,17 @@ md_route_init(md_app_t *app)
         md_route_acct_t *a = &s->accts[s->n++];
         a->esp = esp;
         md_breaker_init(&a->br, conf->routing);
-        a->rate = esp->conf->rate > 0 ? esp->conf->rate : 0;
-        a->eff = a->rate;
+        md_route_bucket_init(&a->bk, esp->conf->rate > 0 ? esp->conf->rate : 0,
+                             "mailerd:rate:", esp->conf->name);
+        a->bk.acct = a;
         a->adaptive = esp->conf->driver == MD_ESP_DRIVER_SES;
-        snprintf(a->key, sizeof(a->key), "mailerd:rate:{%s}", esp->conf->name);
-        md_list_init(&a->waiters);
-        ev_init(&a->refill, md_route_refill_cb);
-        a->refill.data = a;
-        a->local_at = md_route_now();
+        a->midx = md_metrics_esp_register(esp->conf->name);
+        if (a->midx < 0)
+            md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("esp", esp->conf->name)),
+                    "esp account left out of the shared figures (more than %d accounts)",
+                    MD_METRICS_MAX_ESPS);
         esp->route = a;
+        md_route_publish(a, 1);
     }
     md_route = s;
     return MD_OK;
@@ -586,14 +752,20 @@ md_route_destroy(void)
         return;
     for (size_t i = 0; i < s->n; i++) {
         md_route_acct_t *a = &s->accts[i];
-        ev_timer_stop(s->app->loop, &a->refill);
-        while (!md_list_empty(&a->waiters)) {
-            md_route_waiter_t *w = md_list_data(a->waiters.next, md_route_waiter_t, link);
-            md_list_remove(&w->link);
-            w->queued = 0;
-        }
+        md_route_bucket_stop(s, &a->bk);
+        a->in_flight = 0;
+        md_route_publish(a, 0);
         a->esp->route = NULL;
     }
+    for (size_t h = 0; h < MD_ROUTE_TENANT_HASH; h++) {
+        while (s->tenants[h]) {
+            md_route_bucket_t *bk = s->tenants[h];
+            s->tenants[h] = bk->next;
+            md_route_bucket_stop(s, bk);
+            free(bk);
+        }
+    }
+    md_metrics_tenant_waiting(0);
     free(s->accts);
     free(s);
     md_route = NULL;
@@ -609,6 +781,12 @@ size_t
 md_route_pick(const char *tenant, const char *esp_name, md_esp_t **out, bool *unknown)
 {
     *unknown = false;
+    if (md_route) {
+        char low[37];
+        if (tenant == NULL || !md_route_uuid_lower(tenant, low))
+            low[0] = '\0';
+        memcpy(md_route->pick_tenant, low, sizeof(low));
+    }
     if (esp_name && esp_name[0]) {
         out[0] = md_esp_get(esp_name);
         *unknown = out[0] == NULL;
@@ -648,101 +826,149 @@ md_route_admit(md_esp_t *esp, double *wait)
     if (a == NULL)
         return true;
     double now = md_route_now();
-    if (md_breaker_allow(&a->br, now))
+    int before = a->br.state;
+    bool ok = md_breaker_allow(&a->br, now);
+    if (a->br.state != before)
+        md_route_publish(a, 1);
+    if (ok)
         return true;
     *wait = md_breaker_wait(&a->br, now);
     return false;
 }
 
-/* Hands tokens to waiters, in order. Runs from the loop only (a refill reply or
- * the timer), never inside a client's destroy. */
+static int md_route_acct_token(md_route_acct_t *a, md_route_waiter_t *w);
+
+/* The waiters of bk changed by delta: the account's gauges, or the count of
+ * sends waiting for a tenant's token. */
 static void
-md_route_serve(md_route_acct_t *a)
+md_route_waiting_changed(md_route_bucket_t *bk, int delta)
 {
-    while (a->tokens > 0 && !md_list_empty(&a->waiters)) {
-        md_route_waiter_t *w = md_list_data(a->waiters.next, md_route_waiter_t, link);
-        md_list_remove(&w->link);
-        w->queued = 0;
-        a->tokens--;
-        w->ready(w);
+    if (bk->acct) {
+        md_route_publish(bk->acct, 1);
+    } else if (md_route) {
+        md_route->tenant_waiting += delta;
+        md_metrics_tenant_waiting(md_route->tenant_waiting);
     }
 }
 
-static void md_route_refill(md_route_acct_t *a);
+static void
+md_route_enqueue(md_route_bucket_t *bk, md_route_waiter_t *w)
+{
+    md_list_insert_tail(&bk->waiters, &w->link);
+    w->queued = 1;
+    w->bucket = bk;
+    bk->nwaiting++;
+    md_route_waiting_changed(bk, 1);
+}
+
+static md_route_waiter_t *
+md_route_dequeue(md_route_bucket_t *bk)
+{
+    md_route_waiter_t *w = md_list_data(bk->waiters.next, md_route_waiter_t, link);
+    md_list_remove(&w->link);
+    w->queued = 0;
+    w->bucket = NULL;
+    bk->nwaiting--;
+    md_route_waiting_changed(bk, -1);
+    return w;
+}
+
+/* Hands tokens to waiters, in order: an account's waiter is ready; a tenant's
+ * goes on to its account's bucket (ready at once when that has a token too).
+ * Runs from the loop only (a refill reply or the timer), never inside a
+ * client's destroy. */
+static void
+md_route_serve(md_route_bucket_t *bk)
+{
+    bk->serving++;
+    while (bk->tokens > 0 && !md_list_empty(&bk->waiters)) {
+        md_route_waiter_t *w = md_route_dequeue(bk);
+        bk->tokens--;
+        if (bk->acct == NULL) {
+            w->tenant_state = 2;
+            if (md_route_acct_token(md_route_acct(w->esp), w) != MD_OK)
+                continue; /* queued at its account */
+        }
+        w->ready(w);
+    }
+    bk->serving--;
+}
+
+static void md_route_refill(md_route_bucket_t *bk);
 
 static void
-md_route_refill_later(md_route_acct_t *a, double after)
+md_route_refill_later(md_route_bucket_t *bk, double after)
 {
     if (md_route == NULL)
         return;
     if (after < 0.001)
         after = 0.001;
-    ev_timer_stop(md_route->app->loop, &a->refill);
-    ev_timer_set(&a->refill, after, 0.);
-    ev_timer_start(md_route->app->loop, &a->refill);
+    ev_timer_stop(md_route->app->loop, &bk->refill);
+    ev_timer_set(&bk->refill, after, 0.);
+    ev_timer_start(md_route->app->loop, &bk->refill);
 }
 
 /* Redis is away: this worker's share of the rate from a local bucket. */
 static void
-md_route_local_tokens(md_route_acct_t *a)
+md_route_local_tokens(md_route_bucket_t *bk)
 {
     int workers =
         md_route->app->conf->worker_processes > 0 ? md_route->app->conf->worker_processes : 1;
-    double rate = a->eff / workers, wait = 0;
-    int got = md_bucket_take(&a->local_tokens, &a->local_at, md_route_now(), rate,
+    double rate = bk->eff / workers, wait = 0;
+    int got = md_bucket_take(&bk->local_tokens, &bk->local_at, md_route_now(), rate,
                              md_bucket_burst(rate), md_bucket_batch(rate), &wait);
-    a->tokens += got;
-    md_route_serve(a);
-    if (!md_list_empty(&a->waiters))
-        md_route_refill_later(a, got > 0 ? 0.001 : wait);
+    bk->tokens += got;
+    md_route_serve(bk);
+    if (!md_list_empty(&bk->waiters))
+        md_route_refill_later(bk, got > 0 ? 0.001 : wait);
 }
 
 static void
 md_route_refill_reply(void *ctx, redisReply *reply, const char *err)
 {
-    md_route_acct_t *a = ctx;
-    a->refilling = 0;
+    md_route_bucket_t *bk = ctx;
+    bk->refilling = 0;
     if (md_route == NULL)
         return;
     if (err || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
         reply->element[0]->type != REDIS_REPLY_INTEGER ||
         reply->element[1]->type != REDIS_REPLY_INTEGER) {
         /* From the loop later: this may run inside the client's destroy. */
-        a->redis_down = 1;
-        md_route_refill_later(a, 0.001);
+        bk->redis_down = 1;
+        md_route_refill_later(bk, 0.001);
         return;
     }
     long long got = reply->element[0]->integer, wait_us = reply->element[1]->integer;
-    a->tokens += (int)got;
-    md_route_serve(a);
-    if (!md_list_empty(&a->waiters)) {
+    bk->tokens += (int)got;
+    md_route_serve(bk);
+    if (!md_list_empty(&bk->waiters)) {
         if (got > 0)
-            md_route_refill(a);
+            md_route_refill(bk);
         else
-            md_route_refill_later(a, (double)wait_us / 1e6);
+            md_route_refill_later(bk, (double)wait_us / 1e6);
     }
 }
 
 static void
-md_route_refill(md_route_acct_t *a)
+md_route_refill(md_route_bucket_t *bk)
 {
-    if (a->refilling || md_route == NULL)
+    if (bk->refilling || md_route == NULL)
         return;
     md_app_t *app = md_route->app;
     if (md_route->script < 0 || app->redis == NULL || !md_redis_ready(app->redis)) {
-        md_route_local_tokens(a);
+        md_route_local_tokens(bk);
         return;
     }
     char rate[32], burst[32], want[16];
-    snprintf(rate, sizeof(rate), "%.3f", a->eff);
-    snprintf(burst, sizeof(burst), "%.3f", md_bucket_burst(a->rate));
-    snprintf(want, sizeof(want), "%d", md_bucket_batch(a->eff));
-    const char *argv[] = {a->key, rate, burst, want};
-    if (md_redis_eval(app->redis, md_route->script, 1, 4, argv, NULL, md_route_refill_reply, a) ==
+    snprintf(rate, sizeof(rate), "%.3f", bk->eff);
+    snprintf(burst, sizeof(burst), "%.3f", md_bucket_burst(bk->rate));
+    snprintf(want, sizeof(want), "%d", md_bucket_batch(bk->eff));
+    const char *argv[] = {bk->key, rate, burst, want};
+    if (md_redis_eval(app->redis, md_route->script, 1, 4, argv, NULL, md_route_refill_reply, bk) ==
         MD_OK)
-        a->refilling = 1;
+        bk->refilling = 1;
     else
-        md_route_local_tokens(a);
+        md_route_local_tokens(bk);
 }
 
 static void
@@ -750,41 +976,135 @@ md_route_refill_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     md_unused(loop);
     md_unused(revents);
-    md_route_acct_t *a = t->data;
-    if (a->redis_down) {
+    md_route_bucket_t *bk = t->data;
+    if (bk->redis_down) {
         /* one round from the local bucket, then Redis again */
-        a->redis_down = 0;
-        md_route_local_tokens(a);
+        bk->redis_down = 0;
+        md_route_local_tokens(bk);
         return;
     }
-    if (!md_list_empty(&a->waiters))
-        md_route_refill(a);
+    if (!md_list_empty(&bk->waiters))
+        md_route_refill(bk);
+}
+
+/* Takes a token of bk for w now (MD_OK), or queues w (MD_AGAIN). */
+static int
+md_route_bucket_token(md_route_bucket_t *bk, md_route_waiter_t *w)
+{
+    if (bk->tokens > 0 && md_list_empty(&bk->waiters)) {
+        bk->tokens--;
+        return MD_OK;
+    }
+    md_route_enqueue(bk, w);
+    if (!bk->refilling && !ev_is_active(&bk->refill))
+        md_route_refill(bk);
+    return MD_AGAIN;
+}
+
+static int
+md_route_acct_token(md_route_acct_t *a, md_route_waiter_t *w)
+{
+    if (a == NULL || a->bk.rate <= 0)
+        return MD_OK;
+    return md_route_bucket_token(&a->bk, w);
+}
+
+static unsigned
+md_route_tenant_hash(const char *t)
+{
+    unsigned h = 2166136261u;
+    for (; *t; t++)
+        h = (h ^ (unsigned char)*t) * 16777619u;
+    return h % MD_ROUTE_TENANT_HASH;
+}
+
+/* Frees the tenant buckets nobody waits on or refills (their unspent tokens,
+ * a batch at most, are given up: the tenant sends a little under its rate). */
+static void
+md_route_tenant_sweep(md_route_state_t *s)
+{
+    for (size_t h = 0; h < MD_ROUTE_TENANT_HASH; h++) {
+        md_route_bucket_t **pp = &s->tenants[h];
+        while (*pp) {
+            md_route_bucket_t *bk = *pp;
+            if (md_list_empty(&bk->waiters) && !bk->refilling && !bk->serving &&
+                !ev_is_active(&bk->refill)) {
+                *pp = bk->next;
+                free(bk);
+                s->ntenants--;
+                continue;
+            }
+            pp = &bk->next;
+        }
+    }
+    s->tenant_keep = md_max((size_t)MD_ROUTE_TENANT_KEEP, s->ntenants * 2);
+}
+
+/* The bucket of tenant at rate (made on first use; a reload makes new ones). */
+static md_route_bucket_t *
+md_route_tenant_bucket(md_route_state_t *s, const char *tenant, int rate)
+{
+    unsigned h = md_route_tenant_hash(tenant);
+    for (md_route_bucket_t *bk = s->tenants[h]; bk; bk = bk->next) {
+        if (strcmp(bk->tenant, tenant) == 0)
+            return bk;
+    }
+    if (s->ntenants >= s->tenant_keep)
+        md_route_tenant_sweep(s);
+    md_route_bucket_t *bk = md_xcalloc(1, sizeof(*bk));
+    snprintf(bk->tenant, sizeof(bk->tenant), "%s", tenant);
+    md_route_bucket_init(bk, rate, "mailerd:tenant_rate:", tenant);
+    bk->next = s->tenants[h];
+    s->tenants[h] = bk;
+    s->ntenants++;
+    return bk;
+}
+
+void
+md_route_waiter_tenant(md_route_waiter_t *w, const char *tenant)
+{
+    if (tenant == NULL || !md_route_uuid_lower(tenant, w->tenant))
+        w->tenant[0] = '\0';
+    w->tenant_state = 1;
 }
 
 int
 md_route_token(md_esp_t *esp, md_route_waiter_t *w)
 {
-    md_route_acct_t *a = md_route_acct(esp);
-    if (a == NULL || a->rate <= 0)
+    md_route_state_t *s = md_route;
+    if (s == NULL)
         return MD_OK;
-    if (a->tokens > 0 && md_list_empty(&a->waiters)) {
-        a->tokens--;
-        return MD_OK;
+    if (w->tenant_state == 0) {
+        memcpy(w->tenant, s->pick_tenant, sizeof(w->tenant));
+        w->tenant_state = 1;
     }
-    md_list_insert_tail(&a->waiters, &w->link);
-    w->queued = 1;
-    if (!a->refilling && !ev_is_active(&a->refill))
-        md_route_refill(a);
-    return MD_AGAIN;
+    if (w->tenant_state == 1) {
+        int rate = md_route_tenant_rate(s->rc, w->tenant);
+        if (rate <= 0) {
+            w->tenant_state = 2;
+        } else {
+            w->esp = esp;
+            if (md_route_bucket_token(md_route_tenant_bucket(s, w->tenant, rate), w) != MD_OK)
+                return MD_AGAIN; /* md_route_serve goes on to the account */
+            w->tenant_state = 2;
+        }
+    }
+    return md_route_acct_token(md_route_acct(esp), w);
 }
 
 void
 md_route_token_cancel(md_esp_t *esp, md_route_waiter_t *w)
 {
     md_unused(esp);
-    if (w->queued) {
-        md_list_remove(&w->link);
-        w->queued = 0;
+    if (!w->queued)
+        return;
+    md_route_bucket_t *bk = w->bucket;
+    md_list_remove(&w->link);
+    w->queued = 0;
+    w->bucket = NULL;
+    if (bk) {
+        bk->nwaiting--;
+        md_route_waiting_changed(bk, -1);
     }
 }
 
@@ -792,8 +1112,10 @@ void
 md_route_started(md_esp_t *esp)
 {
     md_route_acct_t *a = md_route_acct(esp);
-    if (a)
-        a->in_flight++;
+    if (a == NULL)
+        return;
+    a->in_flight++;
+    md_route_publish(a, 1);
 }
 
 static bool
@@ -818,31 +1140,31 @@ md_route_result(md_esp_t *esp, int outcome, const char *code, double latency)
     if (a->in_flight > 0)
         a->in_flight--;
     md_breaker_result(&a->br, outcome != MD_ESP_RETRYABLE, now);
-    a->latency[a->nlatency++ % MD_ROUTE_LATENCY] = latency;
+    md_metrics_esp_latency(a->midx, latency);
     if (outcome == MD_ESP_SENT) {
-        a->sent++;
-        if (a->adaptive && a->rate > 0)
-            a->eff = md_aimd_success(a->eff, a->rate, &a->aimd_last, now);
+        md_metrics_esp_count(a->midx, MD_METRICS_ESP_SENT, 1);
+        if (a->adaptive && a->bk.rate > 0)
+            a->bk.eff = md_aimd_success(a->bk.eff, a->bk.rate, &a->aimd_last, now);
+        md_route_publish(a, 1);
         return;
     }
-    if (outcome == MD_ESP_RETRYABLE)
-        a->failed++;
-    else
-        a->rejected++;
+    md_metrics_esp_count(
+        a->midx, outcome == MD_ESP_RETRYABLE ? MD_METRICS_ESP_FAILED : MD_METRICS_ESP_REJECTED, 1);
     unsigned k = a->nerrors++ % MD_ROUTE_ERRORS;
     a->errors[k].at = md_route_wall();
     snprintf(a->errors[k].code, sizeof(a->errors[k].code), "%s", code ? code : "");
     if (outcome == MD_ESP_RETRYABLE && md_route_is_throttle(code)) {
-        a->throttled++;
-        if (a->adaptive && a->rate > 0) {
-            double before = a->eff;
-            a->eff = md_aimd_throttle(a->eff, a->rate, &a->aimd_last, now);
-            if (a->eff < before)
+        md_metrics_esp_count(a->midx, MD_METRICS_ESP_THROTTLED, 1);
+        if (a->adaptive && a->bk.rate > 0) {
+            double before = a->bk.eff;
+            a->bk.eff = md_aimd_throttle(a->bk.eff, a->bk.rate, &a->aimd_last, now);
+            if (a->bk.eff < before)
                 md_logf(MD_LOG_INFO, 0,
-                        MD_LOG_FIELDS(MD_LS("esp", esp->conf->name), MD_LD("rate", a->eff)),
+                        MD_LOG_FIELDS(MD_LS("esp", esp->conf->name), MD_LD("rate", a->bk.eff)),
                         "esp throttled: effective rate lowered");
         }
     }
+    md_route_publish(a, 1);
 }
 
 void
@@ -854,84 +1176,122 @@ md_route_abandon(md_esp_t *esp)
     if (a->in_flight > 0)
         a->in_flight--;
     md_breaker_release(&a->br);
+    md_route_publish(a, 1);
 }
 
+/* ---- GET /v1/admin/esps ---------------------------------------------------------------- */
+
+/* A breaker state as a reader sees it: open past its cool-down admits the
+ * next send, so it shows as half-open. */
 static int
-md_route_dcmp(const void *x, const void *y)
+md_route_seen_state(int state, double probe_at, double now)
 {
-    double a = *(const double *)x, b = *(const double *)y;
-    return a < b ? -1 : a > b;
+    return state == MD_BREAKER_OPEN && probe_at <= now ? MD_BREAKER_HALF_OPEN : state;
+}
+
+static json_t *
+md_route_ms(double seconds, bool have)
+{
+    return have ? json_real(seconds * 1000.0) : json_null();
+}
+
+/* This worker's recent errors of a, newest first. */
+static json_t *
+md_route_errors_json(const md_route_acct_t *a)
+{
+    json_t *errs = json_array();
+    unsigned ne = a ? md_min(a->nerrors, (unsigned)MD_ROUTE_ERRORS) : 0;
+    for (unsigned k = 0; k < ne; k++) {
+        unsigned idx = (a->nerrors - 1 - k) % MD_ROUTE_ERRORS;
+        char at[40];
+        time_t sec = (time_t)a->errors[idx].at;
+        struct tm tm;
+        gmtime_r(&sec, &tm);
+        size_t len = strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(at + len, sizeof(at) - len, ".%03dZ",
+                 (int)((a->errors[idx].at - (double)sec) * 1000.0));
+        json_t *e = json_object();
+        json_object_set_new(e, "code", json_string(a->errors[idx].code));
+        json_object_set_new(e, "at", json_string(at));
+        json_array_append_new(errs, e);
+    }
+    return errs;
+}
+
+static md_route_acct_t *
+md_route_acct_named(const char *name)
+{
+    for (size_t i = 0; md_route && i < md_route->n; i++) {
+        if (strcmp(md_route->accts[i].esp->conf->name, name) == 0)
+            return &md_route->accts[i];
+    }
+    return NULL;
 }
 
 json_t *
-md_route_stats_json(void)
+md_route_stats_json(const md_conf_t *conf)
 {
     json_t *arr = json_array();
-    md_route_state_t *s = md_route;
-    if (s == NULL)
+    if (conf == NULL)
         return arr;
+    static md_metrics_esp_t m; /* about 6 KB: not on a worker's stack */
     double now = md_route_now();
-    for (size_t i = 0; i < s->n; i++) {
-        md_route_acct_t *a = &s->accts[i];
-        /* an open breaker past its cool-down is half-open for the next send */
-        int state = a->br.state;
-        if (state == MD_BREAKER_OPEN && md_breaker_wait(&a->br, now) <= 0)
-            state = MD_BREAKER_HALF_OPEN;
+    for (size_t i = 0; i < conf->nesp; i++) {
+        const md_esp_conf_t *ec = &conf->esp[i];
+        md_route_acct_t *a = md_route_acct_named(ec->name);
+        if (md_metrics_esp_read(md_metrics_esp_find(ec->name), &m) != MD_OK)
+            memset(&m, 0, sizeof(m));
+        /* the worst state of the workers: one with its circuit open is not
+         * sending there, which is what an operator looks for */
+        int state = MD_BREAKER_CLOSED, consecutive = 0;
+        json_t *workers = json_array();
+        for (unsigned k = 0; k < m.nworkers; k++) {
+            const md_metrics_esp_worker_t *w = &m.worker[k];
+            int st = md_route_seen_state(w->state, w->probe_at, now);
+            if (st == MD_BREAKER_OPEN || (st == MD_BREAKER_HALF_OPEN && state == MD_BREAKER_CLOSED))
+                state = st;
+            consecutive = md_max(consecutive, w->consecutive);
+            json_t *o = json_object();
+            json_object_set_new(o, "worker", json_integer(w->slot));
+            json_object_set_new(o, "state", json_string(md_breaker_state_name(st)));
+            json_object_set_new(o, "consecutive_failures", json_integer(w->consecutive));
+            json_object_set_new(o, "in_flight", json_integer((json_int_t)w->in_flight));
+            json_object_set_new(o, "waiting_for_token", json_integer((json_int_t)w->waiting));
+            json_object_set_new(o, "effective_rate",
+                                ec->rate > 0 ? json_real(w->effective) : json_null());
+            json_array_append_new(workers, o);
+        }
         json_t *o = json_object();
-        json_object_set_new(o, "name", json_string(a->esp->conf->name));
-        json_object_set_new(o, "driver",
-                            json_string(a->esp->driver ? a->esp->driver->name : "unknown"));
+        json_object_set_new(o, "name", json_string(ec->name));
+        json_object_set_new(o, "driver", json_string(md_esp_driver_name(ec->driver)));
         json_object_set_new(o, "state", json_string(md_breaker_state_name(state)));
-        json_object_set_new(o, "consecutive_failures", json_integer(a->br.consecutive));
+        json_object_set_new(o, "circuit_open_workers", json_integer(m.open));
+        json_object_set_new(o, "consecutive_failures", json_integer(consecutive));
         json_t *rate = json_object();
-        json_object_set_new(rate, "configured", a->rate > 0 ? json_real(a->rate) : json_null());
-        json_object_set_new(rate, "effective", a->rate > 0 ? json_real(a->eff) : json_null());
+        json_object_set_new(rate, "configured", ec->rate > 0 ? json_real(ec->rate) : json_null());
+        json_object_set_new(rate, "effective",
+                            ec->rate > 0 ? json_real(m.nworkers ? m.effective : ec->rate)
+                                         : json_null());
         json_object_set_new(o, "rate", rate);
-        json_object_set_new(o, "in_flight", json_integer(a->in_flight));
-        json_int_t waiting = 0;
-        for (md_list_t *l = a->waiters.next; l != &a->waiters; l = l->next)
-            waiting++;
-        json_object_set_new(o, "waiting_for_token", json_integer(waiting));
-        json_object_set_new(o, "sent", json_integer((json_int_t)a->sent));
-        json_object_set_new(o, "failed", json_integer((json_int_t)a->failed));
-        json_object_set_new(o, "rejected", json_integer((json_int_t)a->rejected));
-        json_object_set_new(o, "throttled", json_integer((json_int_t)a->throttled));
-        json_t *errs = json_array();
-        unsigned ne = md_min(a->nerrors, (unsigned)MD_ROUTE_ERRORS);
-        for (unsigned k = 0; k < ne; k++) {
-            unsigned idx = (a->nerrors - 1 - k) % MD_ROUTE_ERRORS; /* newest first */
-            char at[40];
-            time_t sec = (time_t)a->errors[idx].at;
-            struct tm tm;
-            gmtime_r(&sec, &tm);
-            size_t len = strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%S", &tm);
-            snprintf(at + len, sizeof(at) - len, ".%03dZ",
-                     (int)((a->errors[idx].at - (double)sec) * 1000.0));
-            json_t *e = json_object();
-            json_object_set_new(e, "code", json_string(a->errors[idx].code));
-            json_object_set_new(e, "at", json_string(at));
-            json_array_append_new(errs, e);
-        }
-        json_object_set_new(o, "recent_errors", errs);
-        unsigned nl = md_min(a->nlatency, (unsigned)MD_ROUTE_LATENCY);
+        json_object_set_new(o, "in_flight", json_integer((json_int_t)m.in_flight));
+        json_object_set_new(o, "waiting_for_token", json_integer((json_int_t)m.waiting));
+        json_object_set_new(o, "sent", json_integer((json_int_t)m.count[MD_METRICS_ESP_SENT]));
+        json_object_set_new(o, "failed", json_integer((json_int_t)m.count[MD_METRICS_ESP_FAILED]));
+        json_object_set_new(o, "rejected",
+                            json_integer((json_int_t)m.count[MD_METRICS_ESP_REJECTED]));
+        json_object_set_new(o, "throttled",
+                            json_integer((json_int_t)m.count[MD_METRICS_ESP_THROTTLED]));
+        bool have = m.latency_count > 0;
         json_t *lat = json_object();
-        if (nl > 0) {
-            double v[MD_ROUTE_LATENCY], sum = 0;
-            for (unsigned k = 0; k < nl; k++) {
-                v[k] = a->latency[k];
-                sum += v[k];
-            }
-            qsort(v, nl, sizeof(v[0]), md_route_dcmp);
-            json_object_set_new(lat, "mean_ms", json_real(sum / nl * 1000.0));
-            json_object_set_new(lat, "p50_ms", json_real(v[nl / 2] * 1000.0));
-            json_object_set_new(lat, "samples", json_integer(nl));
-        } else {
-            json_object_set_new(lat, "mean_ms", json_null());
-            json_object_set_new(lat, "p50_ms", json_null());
-            json_object_set_new(lat, "samples", json_integer(0));
-        }
+        json_object_set_new(lat, "mean_ms",
+                            md_route_ms(have ? m.latency_sum / (double)m.latency_count : 0, have));
+        json_object_set_new(lat, "p50_ms", md_route_ms(m.p50, have));
+        json_object_set_new(lat, "p90_ms", md_route_ms(m.p90, have));
+        json_object_set_new(lat, "samples", json_integer((json_int_t)m.latency_count));
         json_object_set_new(o, "latency", lat);
-        if (a->esp->endpoint) {
+        json_object_set_new(o, "workers", workers);
+        json_object_set_new(o, "recent_errors", md_route_errors_json(a));
+        if (a && a->esp->endpoint) {
             md_http_endpoint_stats_t es;
             md_http_endpoint_stats(a->esp->endpoint, &es);
             json_t *c = json_object();

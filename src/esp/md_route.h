@@ -15,6 +15,8 @@
  *       breaker_window 30s;          #     over this window
  *       breaker_min_requests 20;     #     once it saw this many
  *       breaker_cooldown 10s;        # open -> half-open after this
+ *       tenant_rate TENANT_UUID 50;  # messages/s of one tenant (0: unlimited; may repeat)
+ *       default_tenant_rate 0;       # every other tenant's (0: unlimited, the default)
  *   }
  *
  * The esp blocks a route names must come before the routing block. A message's
@@ -26,9 +28,16 @@
  * order of a weighted route varies per message.
  *
  * Everything below the configuration is per worker (after fork): the circuit
- * breaker, the effective rate and the counters each worker keeps for itself;
- * only the token bucket of `rate N` is shared, in Redis (key
- * "mailerd:rate:{ACCOUNT}"), so the rate holds across workers and hosts.
+ * breaker, the effective rate and the recent errors each worker keeps for
+ * itself; the token buckets are shared, in Redis (keys "mailerd:rate:{ACCOUNT}"
+ * and "mailerd:tenant_rate:{TENANT}"), so rates hold across workers and hosts,
+ * and each account's counters, gauges and breaker state go to the metrics
+ * segment (md_metrics_esp_*), so GET /v1/admin/esps and /metrics answer the
+ * same server-wide figures from any worker.
+ *
+ * A tenant's rate is taken before the account's: a send first takes a token
+ * of its tenant's bucket (once per message, whatever the failover), then one
+ * of the account's; without either it waits (not a failure).
  */
 #ifndef MD_ROUTE_H
 #define MD_ROUTE_H
@@ -56,6 +65,11 @@ typedef struct md_route_tenant_s {
     char *route;
 } md_route_tenant_t;
 
+typedef struct md_route_tenant_rate_s {
+    char *tenant; /* UUID text, lower case */
+    int rate;     /* messages/s, 0: unlimited */
+} md_route_tenant_rate_t;
+
 typedef struct md_route_conf_s {
     md_route_def_t *routes;
     size_t nroutes;
@@ -67,6 +81,9 @@ typedef struct md_route_conf_s {
     double breaker_window;
     int breaker_min_requests;
     double breaker_cooldown;
+    md_route_tenant_rate_t *tenant_rates; /* tenant_rate (may repeat; a tenant once) */
+    size_t ntenant_rates;
+    int default_tenant_rate; /* messages/s of the tenants not listed, 0: unlimited */
 } md_route_conf_t;
 
 /* routing { }: the setter and cleanup of its row in md_conf.c's main table
@@ -76,6 +93,10 @@ int md_route_conf_set(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base
 void md_route_conf_free(const md_conf_cmd_t *cmd, void *base);
 
 /* ---- pure parts (unit-tested in t/unit/route_t.c) ---------------------------------- */
+
+/* The sending rate of tenant (UUID text, any case; NULL or "" for none) under
+ * rc: its tenant_rate, else default_tenant_rate; 0 means unlimited. */
+int md_route_tenant_rate(const md_route_conf_t *rc, const char *tenant);
 
 enum { MD_BREAKER_CLOSED = 0, MD_BREAKER_OPEN = 1, MD_BREAKER_HALF_OPEN = 2 };
 
@@ -157,20 +178,35 @@ void md_route_destroy(void);
 size_t md_route_pick(const char *tenant, const char *esp_name, struct md_esp_s **out,
                      bool *unknown);
 
-/* A send waiting for a token of its account. */
+/* A send waiting for a token of its tenant or of its account. The owner
+ * zero-fills it and sets ready; the fields after queued are md_route's. */
 typedef struct md_route_waiter_s md_route_waiter_t;
 struct md_route_waiter_s {
     md_list_t link;
-    void (*ready)(md_route_waiter_t *w); /* a token is now the waiter's */
+    void (*ready)(md_route_waiter_t *w); /* the account's token is now the waiter's */
     int queued;
+    int tenant_state;     /* 0: tenant not known yet; 1: known, its token not taken;
+                             2: its token taken (or the tenant is unlimited) */
+    char tenant[37];      /* the message's tenant, lower case ("" for none) */
+    struct md_esp_s *esp; /* the account it goes on to after its tenant token */
+    void *bucket;         /* the bucket whose queue holds it (queued) */
 };
+/*
+ * The tenant whose rate the waiter's message counts against. The dispatcher
+ * may call it once per message before the first md_route_token; a waiter it
+ * was not called for takes the tenant of the latest md_route_pick (the
+ * dispatcher picks the route and takes the first token of a message in the
+ * same loop turn, so that is the message's tenant).
+ */
+void md_route_waiter_tenant(md_route_waiter_t *w, const char *tenant);
 
 /* May esp take a send now? false: its circuit is open (*wait: seconds until a
  * probe). true: admitted; the result must follow (md_route_result) or, when
  * never sent, md_route_abandon. */
 bool md_route_admit(struct md_esp_s *esp, double *wait);
-/* Takes a token of esp's rate: MD_OK (taken now) or MD_AGAIN (w queued; its
- * ready runs from the loop when one comes). Unlimited accounts answer MD_OK. */
+/* Takes a token of w's tenant's rate (once per message) and then of esp's
+ * rate: MD_OK (both taken now) or MD_AGAIN (w queued; its ready runs from the
+ * loop once it holds both). Unlimited tenants and accounts take none. */
 int md_route_token(struct md_esp_s *esp, md_route_waiter_t *w);
 /* Takes w off its queue (if queued); no callback. */
 void md_route_token_cancel(struct md_esp_s *esp, md_route_waiter_t *w);
@@ -180,8 +216,11 @@ void md_route_started(struct md_esp_s *esp);
 void md_route_result(struct md_esp_s *esp, int outcome, const char *code, double latency);
 void md_route_abandon(struct md_esp_s *esp);
 
-/* This worker's view of every account for GET /v1/admin/esps (new reference),
- * or an empty array when the dispatcher does not run here. */
-json_t *md_route_stats_json(void);
+/* Every configured account for GET /v1/admin/esps (new reference): the
+ * server-wide figures of the metrics segment (counters, in flight, waiting,
+ * latency, each worker's breaker and effective rate) and this worker's recent
+ * errors and connection pool. conf lists the accounts (the answering worker's
+ * configuration). */
+json_t *md_route_stats_json(const md_conf_t *conf);
 
 #endif

@@ -1,16 +1,17 @@
 /*
- * GET /v1/admin/esps (admin token): the health of each ESP account as this
- * worker sees it (md_route_stats_json): driver, circuit state (closed, open,
- * half-open), configured and effective rate, sends in flight and waiting for a
- * token, sent/failed/rejected/throttled counts, recent errors (newest first,
- * with times), latency (mean and p50 of the last 64 sends) and the account's
- * connection pool.
+ * GET /v1/admin/esps (admin token): the health of each configured ESP account,
+ * server-wide (md_route_stats_json): driver, circuit state (the worst of the
+ * workers: open, half-open, closed) and each worker's breaker, configured and
+ * effective rate, sends in flight and waiting for a token, sent / failed /
+ * rejected / throttled counts, latency (mean, p50 and p90 from a histogram)
+ * and, from the worker that answers, the recent errors (newest first, with
+ * times) and the account's connection pool.
  *
- * Scope: the worker that answers ("scope": "worker", with its "worker" slot
- * and "pid"). Breakers and counters are per worker by design (md_route.c);
- * only the rate's token bucket is shared (Redis). With several workers each
- * request may land on another one; a server-wide view would need the counters
- * in the metrics shared memory.
+ * Scope: "server". Counters, gauges and breaker states live in the metrics
+ * shared memory (md_metrics_esp_*), so every worker answers the same figures.
+ * Recent errors and connection pools are per worker by nature (each worker has
+ * its own pool and sees its own failures): "worker" and "pid" name the one that
+ * answered, and "recent_errors_scope" says so in the body.
  */
 #include "md_router.h"
 #include "md_app.h"
@@ -29,10 +30,11 @@ api_admin_esps(md_http_request_t *r)
     if (md_auth_admin(r) != MD_OK)
         return MD_OK;
     json_t *o = json_object();
-    json_object_set_new(o, "scope", json_string("worker"));
+    json_object_set_new(o, "scope", json_string("server"));
+    json_object_set_new(o, "recent_errors_scope", json_string("worker"));
     json_object_set_new(o, "worker", json_integer(md_app ? (json_int_t)md_app->slot : 0));
     json_object_set_new(o, "pid", json_integer((json_int_t)getpid()));
-    json_object_set_new(o, "data", md_route_stats_json());
+    json_object_set_new(o, "data", md_route_stats_json(md_app ? md_app->conf : NULL));
     md_http_send_json(r, 200, o);
     return MD_OK;
 }

@@ -509,6 +509,53 @@ test_ses(void)
            NULL, NULL, &res);
     ok(res.outcome == MD_ESP_RETRYABLE && strcmp(res.code, "AccountSuspendedException") == 0,
        "ses: AccountSuspendedException -> retryable (the account, not the message)");
+    /* credentials: the account's fault, never the message's */
+    static const char *const ses_auth[] = {
+        "SignatureDoesNotMatch",
+        "InvalidSignatureException",
+        "IncompleteSignatureException",
+        "UnrecognizedClientException",
+        "MissingAuthenticationToken",
+        "MissingAuthenticationTokenException",
+        "InvalidClientTokenId",
+        "InvalidAccessKeyId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "AccessDenied",
+        "AccessDeniedException",
+        "NotAuthorizedException",
+    };
+    for (size_t i = 0; i < sizeof(ses_auth) / sizeof(ses_auth[0]); i++) {
+        char hv[128];
+        snprintf(hv, sizeof(hv), "%s:http://internal.amazon.com/coral/com.amazonaws.sesv2/",
+                 ses_auth[i]);
+        t_read(e, 403, "{\"message\":\"The request signature we calculated does not match\"}",
+               "x-amzn-ErrorType", hv, NULL, NULL, &res);
+        ok(res.outcome == MD_ESP_RETRYABLE && strcmp(res.code, "auth_failed") == 0 &&
+               strncmp(res.text, ses_auth[i], strlen(ses_auth[i])) == 0 &&
+               strstr(res.text, "signature we calculated") != NULL,
+           "ses: 403 %s -> retryable auth_failed, code and message kept (%s)", ses_auth[i],
+           res.text);
+    }
+    t_read(e, 400,
+           "{\"__type\":\"com.amazonaws.sesv2#IncompleteSignatureException\","
+           "\"message\":\"Authorization header requires 'Credential'\"}",
+           NULL, NULL, NULL, NULL, &res);
+    ok(res.outcome == MD_ESP_RETRYABLE && strcmp(res.code, "auth_failed") == 0 &&
+           strstr(res.text, "IncompleteSignatureException: Authorization header") != NULL,
+       "ses: an auth error by its code whatever the status (400) -> auth_failed (%s)", res.text);
+    t_read(e, 403, "", NULL, NULL, NULL, NULL, &res);
+    ok(res.outcome == MD_ESP_RETRYABLE && strcmp(res.code, "auth_failed") == 0 &&
+           strncmp(res.text, "http_403: ", 10) == 0,
+       "ses: a bare 403 -> auth_failed (%s)", res.text);
+    t_read(e, 401, "{\"message\":\"nope\"}", NULL, NULL, NULL, NULL, &res);
+    ok(res.outcome == MD_ESP_RETRYABLE && strcmp(res.code, "auth_failed") == 0 &&
+           strcmp(res.text, "http_401: nope") == 0,
+       "ses: a bare 401 -> auth_failed (%s)", res.text);
+    t_read(e, 400, "{\"message\":\"Illegal address\"}", "x-amzn-ErrorType", "MessageRejected", NULL,
+           NULL, &res);
+    ok(res.outcome == MD_ESP_PERMANENT && strcmp(res.code, "MessageRejected") == 0,
+       "ses: a rejected address stays permanent beside the auth errors");
     t_read(e, 503, "{\"message\":\"Service Unavailable\"}", NULL, NULL, NULL, NULL, &res);
     ok(res.outcome == MD_ESP_RETRYABLE && strcmp(res.code, "http_503") == 0,
        "ses: 503 -> retryable (%s)", res.code);
@@ -659,12 +706,23 @@ test_sendgrid(void)
            strstr(res.text, "does not match a verified Sender Identity") &&
            strstr(res.text, "field from"),
        "sendgrid: 400 -> permanent with errors[0].message: %s", res.text);
-    const int perm[] = {401, 403, 413};
-    for (size_t i = 0; i < 3; i++) {
-        t_read(e, perm[i], "{\"errors\":[{\"message\":\"nope\"}]}", NULL, NULL, NULL, NULL, &res);
-        ok(res.outcome == MD_ESP_PERMANENT && strcmp(res.text, "nope") == 0,
-           "sendgrid: %d -> permanent", perm[i]);
-    }
+    t_read(e, 413, "{\"errors\":[{\"message\":\"nope\"}]}", NULL, NULL, NULL, NULL, &res);
+    ok(res.outcome == MD_ESP_PERMANENT && strcmp(res.code, "http_413") == 0 &&
+           strcmp(res.text, "nope") == 0,
+       "sendgrid: 413 -> permanent");
+    t_read(e, 401,
+           "{\"errors\":[{\"message\":\"The provided authorization grant is invalid, expired, "
+           "or revoked\",\"field\":null,\"help\":null}]}",
+           NULL, NULL, NULL, NULL, &res);
+    ok(res.outcome == MD_ESP_RETRYABLE && strcmp(res.code, "auth_failed") == 0 &&
+           strcmp(res.text, "http_401: The provided authorization grant is invalid, expired, or "
+                            "revoked") == 0,
+       "sendgrid: 401 -> retryable auth_failed, status and message kept (%s)", res.text);
+    t_read(e, 403, "{\"errors\":[{\"message\":\"access forbidden\"}]}", NULL, NULL, NULL, NULL,
+           &res);
+    ok(res.outcome == MD_ESP_RETRYABLE && strcmp(res.code, "auth_failed") == 0 &&
+           strcmp(res.text, "http_403: access forbidden") == 0,
+       "sendgrid: 403 -> retryable auth_failed (%s)", res.text);
     t_transport(e, "sendgrid");
 }
 
@@ -726,8 +784,18 @@ test_postmark(void)
        "postmark: 405 (account cannot send) -> retryable");
     t_read(e, 401, "{\"ErrorCode\":10,\"Message\":\"Bad or missing Server API token.\"}", NULL,
            NULL, NULL, NULL, &res);
-    ok(res.outcome == MD_ESP_PERMANENT && strcmp(res.code, "10") == 0,
-       "postmark: 401 -> permanent with ErrorCode 10");
+    ok(res.outcome == MD_ESP_RETRYABLE && strcmp(res.code, "auth_failed") == 0 &&
+           strcmp(res.text, "10: Bad or missing Server API token.") == 0,
+       "postmark: 401 ErrorCode 10 -> retryable auth_failed, ErrorCode and Message kept (%s)",
+       res.text);
+    t_read(e, 422, "{\"ErrorCode\":10,\"Message\":\"Bad or missing Server API token.\"}", NULL,
+           NULL, NULL, NULL, &res);
+    ok(res.outcome == MD_ESP_RETRYABLE && strcmp(res.code, "auth_failed") == 0,
+       "postmark: ErrorCode 10 whatever the status -> auth_failed");
+    t_read(e, 401, "", NULL, NULL, NULL, NULL, &res);
+    ok(res.outcome == MD_ESP_RETRYABLE && strcmp(res.code, "auth_failed") == 0 &&
+           strncmp(res.text, "http_401: ", 10) == 0,
+       "postmark: a bare 401 -> auth_failed (%s)", res.text);
     t_read(e, 429, "{\"ErrorCode\":429,\"Message\":\"Rate limit exceeded\"}", "Retry-After", "3",
            NULL, NULL, &res);
     ok(res.outcome == MD_ESP_RETRYABLE && fabs(res.retry_after - 3) < 1e-9 &&
@@ -863,9 +931,14 @@ test_mailgun(void)
            strstr(res.text, "not a valid address"),
        "mailgun: 400 -> permanent with message");
     t_read(e, 401, "Forbidden", NULL, NULL, NULL, NULL, &res);
-    ok(res.outcome == MD_ESP_PERMANENT && strcmp(res.code, "http_401") == 0 &&
-           strstr(res.text, "Forbidden"),
-       "mailgun: 401 plain text -> permanent (%s)", res.text);
+    ok(res.outcome == MD_ESP_RETRYABLE && strcmp(res.code, "auth_failed") == 0 &&
+           strncmp(res.text, "http_401: ", 10) == 0 && strstr(res.text, "Forbidden"),
+       "mailgun: 401 Forbidden (plain text) -> retryable auth_failed (%s)", res.text);
+    t_read(e, 403, "{\"message\":\"Sandbox subdomains are for test purposes only\"}", NULL, NULL,
+           NULL, NULL, &res);
+    ok(res.outcome == MD_ESP_RETRYABLE && strcmp(res.code, "auth_failed") == 0 &&
+           strcmp(res.text, "http_403: Sandbox subdomains are for test purposes only") == 0,
+       "mailgun: 403 -> retryable auth_failed (%s)", res.text);
     t_read(e, 402, "{\"message\":\"Domain disabled\"}", NULL, NULL, NULL, NULL, &res);
     ok(res.outcome == MD_ESP_PERMANENT, "mailgun: 402 -> permanent");
     t_read(e, 404, "{\"message\":\"Domain not found: mg.example.com\"}", NULL, NULL, NULL, NULL,

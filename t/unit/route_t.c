@@ -4,6 +4,7 @@
  * AIMD, and the routing { } configuration block.
  */
 #include "md_route.h"
+#include "md_metrics.h"
 #include "tap.h"
 
 #include <math.h>
@@ -258,6 +259,153 @@ test_conf(void)
     }
 }
 
+static void
+test_tenant_rate_conf(void)
+{
+    char err[512] = "";
+    md_conf_t *c = load("esp a { driver sink; }\n"
+                        "routing {\n  tenant_rate 0190ABCD-0000-7000-8000-000000000001 50;\n"
+                        "  tenant_rate 0190abcd-0000-7000-8000-000000000002 0;\n"
+                        "  default_tenant_rate 20;\n}\n",
+                        err, sizeof(err));
+    ok(c != NULL, "tenant_rate and default_tenant_rate load (%s)", err);
+    if (c) {
+        md_route_conf_t *r = c->routing;
+        ok(r && r->ntenant_rates == 2, "two tenant rates");
+        is_str(r ? r->tenant_rates[0].tenant : "", "0190abcd-0000-7000-8000-000000000001",
+               "tenant id lower-cased");
+        is_int(md_route_tenant_rate(r, "0190abcd-0000-7000-8000-000000000001"), 50,
+               "a listed tenant's rate");
+        is_int(md_route_tenant_rate(r, "0190ABCD-0000-7000-8000-000000000001"), 50,
+               "looked up in any case");
+        is_int(md_route_tenant_rate(r, "0190abcd-0000-7000-8000-000000000002"), 0,
+               "0 listed: unlimited despite the default");
+        is_int(md_route_tenant_rate(r, "0190abcd-0000-7000-8000-000000000003"), 20,
+               "an unlisted tenant gets default_tenant_rate");
+        is_int(md_route_tenant_rate(r, ""), 0, "no tenant: unlimited");
+        is_int(md_route_tenant_rate(r, NULL), 0, "NULL tenant: unlimited");
+        md_conf_free(c);
+    }
+    c = load("esp a { driver sink; }\nrouting { route m { esp a; } }\n", err, sizeof(err));
+    ok(c != NULL, "routing without tenant rates (%s)", err);
+    if (c) {
+        ok(c->routing->default_tenant_rate == 0 && c->routing->ntenant_rates == 0,
+           "default: no tenant is limited");
+        is_int(md_route_tenant_rate(c->routing, "0190abcd-0000-7000-8000-000000000001"), 0,
+               "unlimited");
+        md_conf_free(c);
+    }
+    is_int(md_route_tenant_rate(NULL, "0190abcd-0000-7000-8000-000000000001"), 0,
+           "no routing block: unlimited");
+
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"esp a { driver sink; }\nrouting { tenant_rate nope 5; }\n", "invalid tenant id"},
+        {"esp a { driver sink; }\nrouting { tenant_rate 0190abcd-0000-7000-8000-000000000001 -1; "
+         "}\n",
+         "expected messages per second"},
+        {"esp a { driver sink; }\nrouting { tenant_rate 0190abcd-0000-7000-8000-000000000001 5x; "
+         "}\n",
+         "expected messages per second"},
+        {"esp a { driver sink; }\nrouting { tenant_rate 0190abcd-0000-7000-8000-000000000001 "
+         "2000000; }\n",
+         "expected messages per second"},
+        {"esp a { driver sink; }\nrouting { tenant_rate 0190abcd-0000-7000-8000-000000000001; }\n",
+         "tenant_rate"},
+        {"esp a { driver sink; }\nrouting {\n tenant_rate 0190abcd-0000-7000-8000-000000000001 5;\n"
+         " tenant_rate 0190ABCD-0000-7000-8000-000000000001 6;\n}\n",
+         "duplicate tenant_rate"},
+        {"esp a { driver sink; }\nrouting { default_tenant_rate fast; }\n",
+         "expected messages per second"},
+        {"esp a { driver sink; }\nrouting { default_tenant_rate 5; default_tenant_rate 6; }\n",
+         "duplicate"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        md_conf_t *b = load(bad[i].text, err, sizeof(err));
+        ok(b == NULL && strstr(err, bad[i].want) != NULL, "refused: %s (%s)", bad[i].want, err);
+        if (b)
+            md_conf_free(b);
+    }
+}
+
+/* The accounts' figures in the metrics segment: registration by name, sums
+ * over the slots, the quantiles and the /metrics series. */
+static void
+test_metrics(void)
+{
+    ok(md_metrics_init() == MD_OK, "metrics segment");
+    md_metrics_attach(3);
+    int a = md_metrics_esp_register("acct_a"), b = md_metrics_esp_register("acct_b");
+    ok(a >= 0 && b >= 0 && a != b, "two accounts, two indexes (%d, %d)", a, b);
+    is_int(md_metrics_esp_register("acct_a"), a, "a name registered again keeps its index");
+    is_int(md_metrics_esp_find("acct_b"), b, "find");
+    is_int(md_metrics_esp_find("nope"), -1, "an unknown name");
+    char longname[80];
+    memset(longname, 'x', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    is_int(md_metrics_esp_register(longname), -1, "a name too long is refused");
+
+    md_metrics_esp_count(a, MD_METRICS_ESP_SENT, 3);
+    md_metrics_esp_count(a, MD_METRICS_ESP_FAILED, 1);
+    for (int i = 0; i < 10; i++)
+        md_metrics_esp_latency(a, 0.003); /* bucket (2.5 ms, 5 ms] */
+    md_metrics_esp_gauges_t g = {.live = 1,
+                                 .in_flight = 2,
+                                 .waiting = 5,
+                                 .state = MD_BREAKER_OPEN,
+                                 .consecutive = 4,
+                                 .probe_at = 123.5,
+                                 .rate = 200,
+                                 .effective = 100};
+    md_metrics_esp_gauges(a, &g);
+    /* another worker's slot */
+    md_metrics_attach(4);
+    md_metrics_esp_count(a, MD_METRICS_ESP_SENT, 2);
+    g.state = MD_BREAKER_CLOSED;
+    g.in_flight = 1;
+    g.waiting = 0;
+    g.effective = 200;
+    md_metrics_esp_gauges(a, &g);
+
+    static md_metrics_esp_t m;
+    ok(md_metrics_esp_read(a, &m) == MD_OK, "read");
+    ok(m.count[MD_METRICS_ESP_SENT] == 5 && m.count[MD_METRICS_ESP_FAILED] == 1,
+       "counts summed over the slots");
+    ok(m.in_flight == 3 && m.waiting == 5, "gauges summed");
+    ok(m.nworkers == 2 && m.open == 1, "two workers, one open");
+    ok(m.worker[0].slot == 3 && m.worker[0].state == MD_BREAKER_OPEN &&
+           fabs(m.worker[0].probe_at - 123.5) < 1e-6 && m.worker[0].consecutive == 4,
+       "each worker's breaker");
+    ok(fabs(m.effective - 150) < 1e-6 && fabs(m.rate - 200) < 1e-6,
+       "effective rate is the workers' mean");
+    ok(m.latency_count == 10 && fabs(m.latency_sum - 0.03) < 1e-6, "latency sum and count");
+    ok(m.p50 > 0.0025 && m.p50 <= 0.005, "p50 inside its bucket (%.4f)", m.p50);
+    ok(md_metrics_esp_read(b, &m) == MD_OK && m.count[MD_METRICS_ESP_SENT] == 0 && m.p50 == 0,
+       "an idle account");
+    ok(md_metrics_esp_read(MD_METRICS_MAX_ESPS - 1, &m) == MD_DECLINED, "unregistered index");
+
+    md_metrics_slot_released(3);
+    md_metrics_esp_read(a, &m);
+    ok(m.nworkers == 1 && m.open == 0 && m.count[MD_METRICS_ESP_SENT] == 5,
+       "a released slot drops its gauges, keeps its counts");
+
+    md_buf_t out;
+    md_buf_init(&out);
+    md_metrics_render(&out, NULL);
+    md_buf_append(&out, "", 1);
+    ok(strstr(out.pos, "mailerd_esp_sent_total{esp=\"acct_a\"} 5\n") != NULL, "sent_total");
+    ok(strstr(out.pos, "mailerd_esp_circuit_open{esp=\"acct_a\"} 0\n") != NULL, "circuit_open");
+    ok(strstr(out.pos, "mailerd_esp_latency_seconds_count{esp=\"acct_a\"} 10\n") != NULL,
+       "latency histogram");
+    ok(strstr(out.pos, "mailerd_esp_latency_seconds_bucket{esp=\"acct_a\",le=\"0.005\"} 10\n") !=
+           NULL,
+       "cumulative buckets");
+    ok(strstr(out.pos, "mailerd_esp_in_flight{esp=\"acct_b\"} 0\n") != NULL, "idle account");
+    md_buf_free(&out);
+}
+
 int
 main(void)
 {
@@ -267,5 +415,7 @@ main(void)
     test_order();
     test_aimd();
     test_conf();
+    test_tenant_rate_conf();
+    test_metrics();
     return done_testing();
 }
