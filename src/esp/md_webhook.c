@@ -1,0 +1,2 @@
+/* md_webhook: placeholder, being written (issue 7). */
+#include "md_webhook.h"
