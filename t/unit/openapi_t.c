@@ -47,17 +47,6 @@ method_name(unsigned bit)
     return "?";
 }
 
-static const char *
-srcdir(void)
-{
-    const char *s = getenv("MD_SRCDIR");
-#ifdef MD_SRCDIR
-    if (s == NULL || *s == '\0')
-        s = MD_SRCDIR;
-#endif
-    return s && *s ? s : ".";
-}
-
 /* Spaces at the start of line. */
 static size_t
 indent(const char *line)
@@ -226,7 +215,7 @@ static md_conf_t *
 load_conf(char *tmp)
 {
     char file[4096], err[512];
-    snprintf(file, sizeof(file), "%s/conf/mailerd.conf", srcdir());
+    snprintf(file, sizeof(file), "%s/conf/mailerd.conf", tap_srcdir());
     /* The prefix is a scratch directory: nothing may be created in the source tree. */
     md_conf_t *c = md_conf_load(file, tmp, err, sizeof(err));
     if (c == NULL)
@@ -239,7 +228,7 @@ main(void)
 {
     static op_t ops[MAX_OPS];
     char spec[4096], tmp[] = "/tmp/openapi_t.XXXXXX";
-    snprintf(spec, sizeof(spec), "%s/docs/openapi.yaml", srcdir());
+    snprintf(spec, sizeof(spec), "%s/docs/openapi.yaml", tap_srcdir());
     if (mkdtemp(tmp) == NULL) {
         printf("Bail out! mkdtemp: %s\n", strerror(errno));
         return 1;

@@ -24,17 +24,6 @@
 #define SECRET "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 #define MAXH   32
 
-static const char *
-srcdir(void)
-{
-    const char *s = getenv("MD_SRCDIR");
-#ifdef MD_SRCDIR
-    if (s == NULL || *s == '\0')
-        s = MD_SRCDIR;
-#endif
-    return s && *s ? s : ".";
-}
-
 /* Whole file, NUL-terminated, or NULL. The caller frees. */
 static char *
 slurp(const char *path, size_t *len)
@@ -333,7 +322,7 @@ static char *
 read_crt(const char *name, const char *file)
 {
     char path[1024];
-    snprintf(path, sizeof(path), "%s/t/data/sigv4/aws-c-auth/%s/%s", srcdir(), name, file);
+    snprintf(path, sizeof(path), "%s/t/data/sigv4/aws-c-auth/%s/%s", tap_srcdir(), name, file);
     char *s = slurp(path, NULL);
     if (s == NULL)
         printf("# cannot read %s\n", path);
@@ -750,7 +739,7 @@ int
 main(void)
 {
     char dir[1024];
-    snprintf(dir, sizeof(dir), "%s/t/data/sigv4/aws-sig-v4-test-suite", srcdir());
+    snprintf(dir, sizeof(dir), "%s/t/data/sigv4/aws-sig-v4-test-suite", tap_srcdir());
     walk(dir);
     is_int(ncases, 28, "all 28 cases of the suite were found and run");
     for (size_t i = 0; i < md_nelems(crt_cases); i++)

@@ -24,17 +24,6 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-static const char *
-srcdir(void)
-{
-    const char *s = getenv("MD_SRCDIR");
-#ifdef MD_SRCDIR
-    if (s == NULL || *s == '\0')
-        s = MD_SRCDIR;
-#endif
-    return s && *s ? s : ".";
-}
-
 static char datadir[4096];
 
 /* Whole file, NUL-terminated, or NULL. The caller frees. */
@@ -771,7 +760,7 @@ test_local_key(void)
 int
 main(void)
 {
-    snprintf(datadir, sizeof(datadir), "%s/t/data/sns", srcdir());
+    snprintf(datadir, sizeof(datadir), "%s/t/data/sns", tap_srcdir());
     is_str(md_sns_verdict_name(MD_SNS_OK), "ok", "verdict name ok");
     is_str(md_sns_verdict_name(MD_SNS_BAD_CERT_URL), "bad_cert_url", "verdict name bad_cert_url");
     test_corpus();

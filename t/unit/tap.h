@@ -3,6 +3,7 @@
 #define MD_TAP_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int tap_n, tap_failed;
@@ -35,6 +36,19 @@ static int tap_n, tap_failed;
         if (g_ != w_)                                                                              \
             printf("#   got:  %lld\n#   want: %lld\n", g_, w_);                                    \
     } while (0)
+
+/* The source tree (test data lives under it): $MD_SRCDIR, else the build's
+ * MD_SRCDIR, else ".". */
+static inline const char *
+tap_srcdir(void)
+{
+    const char *s = getenv("MD_SRCDIR");
+#ifdef MD_SRCDIR
+    if (s == NULL || *s == '\0')
+        s = MD_SRCDIR;
+#endif
+    return s && *s ? s : ".";
+}
 
 static inline int
 done_testing(void)

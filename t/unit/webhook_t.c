@@ -19,23 +19,12 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-static const char *
-srcdir(void)
-{
-    const char *s = getenv("MD_SRCDIR");
-#ifdef MD_SRCDIR
-    if (s == NULL || *s == '\0')
-        s = MD_SRCDIR;
-#endif
-    return s && *s ? s : ".";
-}
-
 /* Whole file under t/data, NUL-terminated, or NULL. The caller frees. */
 static char *
 slurp(const char *rel, size_t *len)
 {
     char path[1024];
-    snprintf(path, sizeof(path), "%s/t/data/%s", srcdir(), rel);
+    snprintf(path, sizeof(path), "%s/t/data/%s", tap_srcdir(), rel);
     FILE *f = fopen(path, "rb");
     if (f == NULL)
         return NULL;
@@ -340,7 +329,7 @@ test_table_covers_corpus(void)
     size_t files = 0, missing = 0;
     for (size_t d = 0; d < md_nelems(dirs); d++) {
         char path[1024];
-        snprintf(path, sizeof(path), "%s/t/data/%s", srcdir(), dirs[d]);
+        snprintf(path, sizeof(path), "%s/t/data/%s", tap_srcdir(), dirs[d]);
         DIR *dir = opendir(path);
         ok(dir != NULL, "fixture dir %s exists", dirs[d]);
         if (dir == NULL)
