@@ -140,6 +140,9 @@ void md_api_messages_register(md_router_t *rt, const md_conf_t *conf);  /* md_ap
 void md_api_templates_register(md_router_t *rt, const md_conf_t *conf); /* md_api_templates.c */
 void md_api_queue_register(md_router_t *rt, const md_conf_t *conf);     /* md_api_queue.c */
 void md_api_esps_register(md_router_t *rt, const md_conf_t *conf);      /* md_api_esps.c */
+void md_api_suppressions_register(md_router_t *rt,
+                                  const md_conf_t *conf);              /* md_api_suppressions.c */
+void md_api_webhooks_register(md_router_t *rt, const md_conf_t *conf); /* md_api_webhooks.c */
 
 void
 md_api_register(md_router_t *rt, const md_conf_t *conf)
@@ -152,6 +155,8 @@ md_api_register(md_router_t *rt, const md_conf_t *conf)
     md_api_templates_register(rt, conf);
     md_api_queue_register(rt, conf);
     md_api_esps_register(rt, conf);
+    md_api_suppressions_register(rt, conf);
+    md_api_webhooks_register(rt, conf);
     if (conf && conf->debug_endpoints) {
         md_router_add(rt, MD_M_POST, "/debug/echo", api_debug_echo);
         md_router_add(rt, MD_M_GET, "/debug/sleep", api_debug_sleep);

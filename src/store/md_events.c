@@ -1,0 +1,2 @@
+/* md_events: placeholder, being written (issue 7). */
+#include "md_events.h"
