@@ -21,9 +21,11 @@
 #include "md_migrate.h"
 #include "md_pg.h"
 #include "md_dns.h"
+#include "md_events.h"
 #include "md_client.h"
 #include "md_queue.h"
 #include "md_redis.h"
+#include "md_suppressions.h"
 #include "md_templates.h"
 
 #include <stdio.h>
@@ -125,9 +127,11 @@ app_free(md_app_priv_t *p)
     p->app.dns = NULL;
     if (p->auth_up)
         md_auth_app_destroy(&p->app);
-    md_messages_app_destroy(&p->app);  /* a no-op unless its init ran */
-    md_templates_app_destroy(&p->app); /* a no-op unless its init ran */
-    md_queue_app_destroy(&p->app);     /* a no-op unless its init ran */
+    md_messages_app_destroy(&p->app);     /* a no-op unless its init ran */
+    md_templates_app_destroy(&p->app);    /* a no-op unless its init ran */
+    md_queue_app_destroy(&p->app);        /* a no-op unless its init ran */
+    md_suppressions_app_destroy(&p->app); /* a no-op unless its init ran */
+    md_events_app_destroy(&p->app);       /* a no-op unless its init ran */
     md_app = NULL;
     free(p);
 }
@@ -204,6 +208,14 @@ md_app_init(struct ev_loop *loop, const md_conf_t *conf, unsigned slot, char *er
     }
     if (md_queue_app_init(&p->app) != MD_OK) {
         snprintf(err, errlen, "queue module failed to start");
+        goto fail;
+    }
+    if (md_suppressions_app_init(&p->app) != MD_OK) {
+        snprintf(err, errlen, "suppressions module failed to start");
+        goto fail;
+    }
+    if (md_events_app_init(&p->app) != MD_OK) {
+        snprintf(err, errlen, "events module failed to start");
         goto fail;
     }
 

@@ -168,6 +168,8 @@ static const md_conf_cmd_t md_conf_main_cmds[] = {
      offsetof(md_conf_t, default_esp), NULL, NULL, md_conf_free_str},
     {"routing", MD_CONF_MAIN, MD_CONF_NOARGS | MD_CONF_BLOCK, md_route_conf_set,
      offsetof(md_conf_t, routing), NULL, NULL, md_route_conf_free},
+    {"webhooks", MD_CONF_MAIN, MD_CONF_NOARGS | MD_CONF_BLOCK, md_webhooks_conf_set,
+     offsetof(md_conf_t, webhooks), NULL, NULL, md_webhooks_conf_free},
     {"max_attempts", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_number,
      offsetof(md_conf_t, max_attempts), &md_conf_max_attempts_bounds, "5", NULL},
     {"retry_backoff_base", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time,
@@ -182,6 +184,8 @@ static const md_conf_cmd_t md_conf_main_cmds[] = {
      offsetof(md_conf_t, max_message_age), &md_conf_max_age_bounds, "3d", NULL},
     {"queue_dead_retention", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time,
      offsetof(md_conf_t, queue_dead_retention), &md_conf_retention_bounds, "30d", NULL},
+    {"suppression_cleanup_interval", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time,
+     offsetof(md_conf_t, suppression_cleanup_interval), &md_conf_recovery_bounds, "1m", NULL},
     {"dispatch_concurrency", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_number,
      offsetof(md_conf_t, dispatch_concurrency), &md_conf_dispatch_concurrency_bounds, "256", NULL},
     {NULL, 0, 0, NULL, 0, NULL, NULL, NULL},
@@ -1348,4 +1352,66 @@ md_conf_free(md_conf_t *conf)
     free(conf->file);
     free(conf->prefix);
     free(conf);
+}
+
+/*
+ * NAME value | NAME_file PATH (both rows point at the same field): the secret
+ * itself, or the contents of PATH read now (config load runs in the master,
+ * never in a worker loop) with trailing CR/LF stripped. Giving both forms is an
+ * error, whichever comes first, so an operator never wonders which one won.
+ */
+int
+md_conf_set_secret(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
+{
+    char **f = (char **)(void *)((char *)base + cmd->offset);
+    size_t nl = strlen(cmd->name);
+    bool is_file = nl > 5 && strcmp(cmd->name + nl - 5, "_file") == 0;
+    if (*f != NULL)
+        return md_conf_error(cf, "\"%.*s\" and \"%.*s_file\" are both given (use one)",
+                             (int)(is_file ? nl - 5 : nl), cmd->name, (int)(is_file ? nl - 5 : nl),
+                             cmd->name);
+    const char *v = md_conf_arg(cf, 1);
+    if (!is_file) {
+        if (v[0] == '\0')
+            return md_conf_error(cf, "empty value in \"%s\" directive", cmd->name);
+        *f = md_xstrdup(v);
+        return MD_OK;
+    }
+    char *path = md_conf_full_path(cf, v);
+    FILE *fp = fopen(path, "re");
+    if (fp == NULL) {
+        int e = errno;
+        md_conf_error(cf, "cannot open \"%s\" in \"%s\" directive: %s", path, cmd->name,
+                      strerror(e));
+        free(path);
+        return MD_ERROR;
+    }
+    char *buf = md_xmalloc(MD_CONF_SECRET_MAX + 1);
+    size_t n = fread(buf, 1, MD_CONF_SECRET_MAX + 1, fp);
+    int rerr = ferror(fp) ? errno : 0;
+    fclose(fp);
+    int rc = MD_OK;
+    if (rerr)
+        rc = md_conf_error(cf, "cannot read \"%s\": %s", path, strerror(rerr));
+    else if (n > MD_CONF_SECRET_MAX)
+        rc = md_conf_error(cf, "\"%s\" is larger than %d bytes: not a secret file", path,
+                           MD_CONF_SECRET_MAX);
+    if (rc == MD_OK) {
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+            n--;
+        buf[n] = '\0';
+        if (n == 0)
+            rc = md_conf_error(cf, "\"%s\" (in \"%s\") is empty", path, cmd->name);
+        else if (strlen(buf) != n || strpbrk(buf, "\r\n") != NULL)
+            rc = md_conf_error(cf, "\"%s\" (in \"%s\") holds more than one line", path, cmd->name);
+    }
+    free(path);
+    if (rc != MD_OK) {
+        /* the buffer may hold a secret: do not leave it in freed memory */
+        explicit_bzero(buf, MD_CONF_SECRET_MAX + 1);
+        free(buf);
+        return MD_ERROR;
+    }
+    *f = buf;
+    return MD_OK;
 }

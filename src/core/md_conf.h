@@ -133,19 +133,22 @@ typedef struct md_conf_s {
     /* delivery: ESP accounts, the dispatcher and the queue (src/esp, md_queue.c) */
     md_esp_conf_t *esp; /* esp NAME { } blocks in file order; NULL when none */
     size_t nesp;
-    char *default_esp;               /* resolved name: the first esp block when not given;
-                                        NULL only when there is no esp block */
-    int max_attempts;                /* sends of one message before it fails for good */
-    double retry_backoff_base;       /* first retry delay bound; doubles per attempt */
-    double retry_backoff_max;        /* cap of the retry delay bound */
-    double queue_recovery_interval;  /* sweeper period, and the age before an uncovered
-                                        message is put back on the queue */
-    double queue_lease;              /* a claimed message's lease; also the idle time after
-                                        which XAUTOCLAIM takes a dead consumer's entries */
-    double max_message_age;          /* a message not sent this long after accept fails */
-    double queue_dead_retention;     /* dead-letter entries older than this are cleaned up */
-    int dispatch_concurrency;        /* messages one worker's dispatcher holds at once */
-    struct md_route_conf_s *routing; /* routing { } (src/esp/md_route.c), or NULL */
+    char *default_esp;                   /* resolved name: the first esp block when not given;
+                                            NULL only when there is no esp block */
+    int max_attempts;                    /* sends of one message before it fails for good */
+    double retry_backoff_base;           /* first retry delay bound; doubles per attempt */
+    double retry_backoff_max;            /* cap of the retry delay bound */
+    double queue_recovery_interval;      /* sweeper period, and the age before an uncovered
+                                            message is put back on the queue */
+    double queue_lease;                  /* a claimed message's lease; also the idle time after
+                                            which XAUTOCLAIM takes a dead consumer's entries */
+    double max_message_age;              /* a message not sent this long after accept fails */
+    double queue_dead_retention;         /* dead-letter entries older than this are cleaned up */
+    int dispatch_concurrency;            /* messages one worker's dispatcher holds at once */
+    double suppression_cleanup_interval; /* expired suppressions and old soft bounces are
+                                            deleted this often (every worker) */
+    struct md_route_conf_s *routing;     /* routing { } (src/esp/md_route.c), or NULL */
+    struct md_webhooks_conf_s *webhooks; /* webhooks { } (src/store/md_events.c), or NULL */
 } md_conf_t;
 
 /*
@@ -230,6 +233,11 @@ int md_conf_set_size(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
 int md_conf_set_time(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
 int md_conf_set_str(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
 int md_conf_set_path(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+/* A secret: NAME value, or NAME_file PATH (two rows on one char * field) read at
+ * load with trailing CR/LF stripped; one line, at most MD_CONF_SECRET_MAX bytes;
+ * both forms at once is an error. */
+#define MD_CONF_SECRET_MAX 4096
+int md_conf_set_secret(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
 int md_conf_set_path_or_off(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
 int md_conf_set_enum(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
 int md_conf_set_block(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
@@ -260,6 +268,10 @@ void md_esp_conf_free(const md_conf_cmd_t *cmd, void *base);
  * the circuit breaker's parameters, into md_conf_t.routing. */
 int md_route_conf_set(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
 void md_route_conf_free(const md_conf_cmd_t *cmd, void *base);
+/* webhooks { } (src/store/md_events.c, md_events.h): the receivers' secrets and
+ * the automatic suppression rule, into md_conf_t.webhooks. */
+int md_webhooks_conf_set(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+void md_webhooks_conf_free(const md_conf_cmd_t *cmd, void *base);
 
 /* The current directive: argument 0 is its name. Valid inside a setter. */
 size_t md_conf_nargs(const md_conf_parser_t *cf);

@@ -82,6 +82,11 @@ typedef struct {
     /* ESP accounts by shared index (md_metrics_esp_register) */
     md_metrics_esp_slot_t esp[MD_METRICS_MAX_ESPS];
     int64_t tenant_waiting; /* gauge */
+    /* provider webhooks (counters) */
+    uint64_t wh_events[MD_METRICS_MAX_WEBHOOK_NAMES];
+    uint64_t wh_suppressions[MD_METRICS_MAX_WEBHOOK_NAMES];
+    uint64_t wh_unknown[MD_METRICS_MAX_WEBHOOK_NAMES];
+    uint64_t wh_refused[MD_METRICS_MAX_WEBHOOK_NAMES];
 } md_metrics_slot_t;
 
 /* Queue gauges: one server-wide value, whoever sampled it last (md_metrics.h).
@@ -336,6 +341,90 @@ render_group_commit(md_buf_t *out)
 }
 
 static void append_label(md_buf_t *out, const char *s);
+
+/* Webhook label tables (md_metrics_webhook_names), per process. */
+static const char *const *wh_names[4];
+static unsigned wh_n[4];
+
+void
+md_metrics_webhook_names(const char *const *types, unsigned ntypes, const char *const *reasons,
+                         unsigned nreason, const char *const *providers, unsigned nproviders)
+{
+    wh_names[0] = types;
+    wh_n[0] = md_min(ntypes, MD_METRICS_MAX_WEBHOOK_NAMES);
+    wh_names[1] = reasons;
+    wh_n[1] = md_min(nreason, MD_METRICS_MAX_WEBHOOK_NAMES);
+    wh_names[2] = wh_names[3] = providers;
+    wh_n[2] = wh_n[3] = md_min(nproviders, MD_METRICS_MAX_WEBHOOK_NAMES);
+}
+
+void
+md_metrics_webhook_event(unsigned type, uint64_t n)
+{
+    if (self && type < MD_METRICS_MAX_WEBHOOK_NAMES)
+        INC(&self->wh_events[type], n);
+}
+
+void
+md_metrics_webhook_suppression(unsigned reason, uint64_t n)
+{
+    if (self && reason < MD_METRICS_MAX_WEBHOOK_NAMES)
+        INC(&self->wh_suppressions[reason], n);
+}
+
+void
+md_metrics_webhook_unknown(unsigned provider, uint64_t n)
+{
+    if (self && provider < MD_METRICS_MAX_WEBHOOK_NAMES)
+        INC(&self->wh_unknown[provider], n);
+}
+
+void
+md_metrics_webhook_refused(unsigned provider, uint64_t n)
+{
+    if (self && provider < MD_METRICS_MAX_WEBHOOK_NAMES)
+        INC(&self->wh_refused[provider], n);
+}
+
+/* The four webhook families, summed over the slots; every registered label is
+ * rendered (0 included) so a rate() sees the series from the start. */
+static void
+render_webhooks(md_buf_t *out)
+{
+    static const char *const fam[4][3] = {
+        {"mailerd_events_total", "Provider events stored, by type.", "type"},
+        {"mailerd_suppressions_added_total",
+         "Suppression entries added or extended by provider events, by reason.", "reason"},
+        {"mailerd_webhook_unknown_messages_total",
+         "Provider events that named no message of this server, by provider.", "provider"},
+        {"mailerd_webhook_verification_failures_total",
+         "Webhook requests refused (signature, credentials, replay, topic), by provider.",
+         "provider"},
+    };
+    if (shm == NULL)
+        return;
+    for (unsigned f = 0; f < 4; f++) {
+        if (wh_names[f] == NULL)
+            continue;
+        md_buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n", fam[f][0], fam[f][1], fam[f][0]);
+        for (unsigned i = 0; i < wh_n[f]; i++) {
+            uint64_t sum = 0;
+            for (unsigned sl = 0; sl < MD_METRICS_MAX_SLOTS; sl++) {
+                const md_metrics_slot_t *p = &shm->slot[sl];
+                if (!LOAD(&p->used))
+                    continue;
+                const uint64_t *a = f == 0   ? p->wh_events
+                                    : f == 1 ? p->wh_suppressions
+                                    : f == 2 ? p->wh_unknown
+                                             : p->wh_refused;
+                sum += LOAD(&a[i]);
+            }
+            md_buf_printf(out, "%s{%s=\"", fam[f][0], fam[f][2]);
+            append_label(out, wh_names[f][i]);
+            md_buf_printf(out, "\"} %llu\n", (unsigned long long)sum);
+        }
+    }
+}
 
 void
 md_metrics_delivery(int what, uint64_t n)
@@ -992,4 +1081,5 @@ md_metrics_render(md_buf_t *out, const md_router_t *rt)
     render_delivery(out);
     render_queue(out);
     render_esps(out);
+    render_webhooks(out);
 }

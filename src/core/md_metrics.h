@@ -170,4 +170,22 @@ int md_metrics_esp_find(const char *name);
  * idx is not a registered account. */
 int md_metrics_esp_read(int idx, md_metrics_esp_t *out);
 
+/*
+ * Provider webhooks (issue 7, src/store/md_events.c, src/http/md_api_webhooks.c):
+ * events stored by type, suppressions the webhooks added by reason, events that
+ * named no message of ours and refused webhook requests, by provider. The
+ * names are registered once per process (a static table of the caller's,
+ * indexes beyond MD_METRICS_MAX_WEBHOOK_NAMES are dropped) and rendered as
+ * mailerd_events_total{type}, mailerd_suppressions_added_total{reason},
+ * mailerd_webhook_unknown_messages_total{provider} and
+ * mailerd_webhook_verification_failures_total{provider}.
+ */
+#define MD_METRICS_MAX_WEBHOOK_NAMES 16
+void md_metrics_webhook_names(const char *const *types, unsigned ntypes, const char *const *reasons,
+                              unsigned nreason, const char *const *providers, unsigned nproviders);
+void md_metrics_webhook_event(unsigned type, uint64_t n);
+void md_metrics_webhook_suppression(unsigned reason, uint64_t n);
+void md_metrics_webhook_unknown(unsigned provider, uint64_t n);
+void md_metrics_webhook_refused(unsigned provider, uint64_t n);
+
 #endif

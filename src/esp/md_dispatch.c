@@ -126,24 +126,41 @@
  * was first due (send_at for a scheduled send), so a send scheduled days ahead
  * does not expire on arrival. Only a claimable message becomes 'failed' here, so
  * the new status tells which rows expired.
+ *
+ * A recipient suppressed since the accept is not sent to: the claim makes the
+ * message 'suppressed' (no attempt, a 'suppressed' event with code
+ * "suppressed") before its age is looked at. The suppression key is worked out
+ * in SQL from to_addr (the local part as stored, '@', the domain lower-cased):
+ * md_address_normalize()'s form for every unquoted local part at an ASCII
+ * domain. An IDN domain (stored in UTF-8, suppressed in A-label form) or a
+ * needlessly quoted local part is only checked at accept.
  */
+#define MD_DISPATCH_SUPPRESSED_KEY                                                                 \
+    "(substring(mm.to_addr FROM '^(.*)@') || '@'"                                                  \
+    " || lower(substring(mm.to_addr FROM '@([^@]*)$')))"
 #define MD_DISPATCH_EXPIRED                                                                        \
     "(greatest(m.created_at, coalesce(m.send_at, m.created_at))"                                   \
     " < now() - make_interval(secs => $4::float8))"
 static const char md_dispatch_claim_sql[] =
-    "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(id, eid, n)),"
+    "WITH r AS (SELECT r.*, EXISTS (SELECT 1 FROM messages mm JOIN suppressions s"
+    "   ON s.tenant_id = mm.tenant_id AND s.address = " MD_DISPATCH_SUPPRESSED_KEY
+    "   AND (s.expires_at IS NULL OR s.expires_at > now()) WHERE mm.id = r.id) AS supp"
+    "  FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(id, eid, n)),"
     " u AS ("
     "  UPDATE messages m SET"
-    "   status = CASE WHEN " MD_DISPATCH_EXPIRED " THEN 'failed' ELSE 'sending' END,"
-    "   attempts = m.attempts + CASE WHEN " MD_DISPATCH_EXPIRED " THEN 0 ELSE 1 END,"
-    "   lease_until = CASE WHEN " MD_DISPATCH_EXPIRED " THEN NULL"
+    "   status = CASE WHEN r.supp THEN 'suppressed' WHEN " MD_DISPATCH_EXPIRED " THEN 'failed'"
+    "    ELSE 'sending' END,"
+    "   attempts = m.attempts + CASE WHEN r.supp OR " MD_DISPATCH_EXPIRED " THEN 0 ELSE 1 END,"
+    "   lease_until = CASE WHEN r.supp OR " MD_DISPATCH_EXPIRED " THEN NULL"
     "    ELSE date_trunc('milliseconds', now() + make_interval(secs => $3::float8))"
     "         + $5::int * interval '1 microsecond' END,"
-    "   last_error = CASE WHEN " MD_DISPATCH_EXPIRED
-    "    THEN 'expired: not sent within max_message_age'"
+    "   last_error = CASE WHEN r.supp"
+    "    THEN 'suppressed: the recipient was suppressed after the message was accepted'"
+    "    WHEN " MD_DISPATCH_EXPIRED " THEN 'expired: not sent within max_message_age'"
     "         || coalesce(' (last error: ' || m.last_error || ')', '')"
     "    ELSE m.last_error END,"
-    "   next_attempt_at = CASE WHEN " MD_DISPATCH_EXPIRED " THEN NULL ELSE m.next_attempt_at END,"
+    "   next_attempt_at = CASE WHEN r.supp OR " MD_DISPATCH_EXPIRED
+    "    THEN NULL ELSE m.next_attempt_at END,"
     "   updated_at = now()"
     "  FROM r WHERE m.id = r.id"
     "   AND (m.status = 'queued'"
@@ -154,11 +171,13 @@ static const char md_dispatch_claim_sql[] =
     "    OR (m.status = 'sending' AND m.lease_until < now())) IS TRUE"
     "   AND NOT EXISTS (SELECT 1 FROM queue_pauses p"
     "                   WHERE p.scope = '*' OR p.scope = m.tenant_id::text)"
-    "  RETURNING m.*, r.eid, r.n, m.status = 'failed' AS expired),"
+    "  RETURNING m.*, r.eid, r.n, m.status = 'failed' AS expired,"
+    "   m.status = 'suppressed' AS suppressed),"
     " e AS (INSERT INTO events (id, tenant_id, message_id, type, data)"
     "  SELECT u.eid, u.tenant_id, u.id, u.status,"
-    "   CASE WHEN u.expired THEN jsonb_build_object('code', 'expired', 'error', u.last_error,"
-    "                                               'attempt', u.attempts)"
+    "   CASE WHEN u.expired OR u.suppressed THEN jsonb_build_object("
+    "    'code', CASE WHEN u.expired THEN 'expired' ELSE 'suppressed' END,"
+    "    'error', u.last_error, 'attempt', u.attempts)"
     "   ELSE jsonb_build_object('attempt', u.attempts) END FROM u),"
     " dl AS (INSERT INTO dead_letters (message_id, tenant_id, batch_id, code, reason, attempts, "
     "esp)"
@@ -171,7 +190,7 @@ static const char md_dispatch_claim_sql[] =
     "  u.text_body, u.html_body, u.headers::text, u.esp_route,"
     "  extract(epoch FROM u.created_at)::float8,"
     "  extract(epoch FROM greatest(u.created_at, coalesce(u.send_at, u.created_at)))::float8,"
-    "  u.last_error"
+    "  u.last_error, u.suppressed"
     " FROM u";
 enum {
     C_N,
@@ -194,7 +213,8 @@ enum {
     C_ESP_ROUTE,
     C_CREATED,
     C_AGE_BASE,
-    C_LAST_ERROR
+    C_LAST_ERROR,
+    C_SUPPRESSED /* not copied with the row (C_NCOLS): only the claim's answer reads it */
 };
 
 /*
@@ -1477,6 +1497,12 @@ md_batch_claimed(void *ctx, const md_pg_result_t *res)
         int row = row_of[i];
         if (row < 0) {
             /* canceled, done, paused, not due, or held by another consumer */
+            md_entry_ack(b, e);
+        } else if (PQgetvalue(r, row, C_SUPPRESSED)[0] == 't') {
+            md_logf(MD_LOG_NOTICE, 0,
+                    MD_LOG_FIELDS(MD_LS("message_id", e->id),
+                                  MD_LS("tenant_id", PQgetvalue(r, row, C_TENANT))),
+                    "message not sent: its recipient was suppressed after the accept");
             md_entry_ack(b, e);
         } else if (PQgetvalue(r, row, C_EXPIRED)[0] == 't') {
             expired++;

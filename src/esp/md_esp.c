@@ -48,69 +48,6 @@ static const md_conf_enum_t md_esp_driver_names[] = {
 };
 
 /* Secrets kept in files are short (keys, tokens): anything larger is a wrong path. */
-#define MD_ESP_SECRET_MAX 4096
-
-/*
- * NAME value | NAME_file PATH (both rows point at the same field): the secret
- * itself, or the contents of PATH read now (config load runs in the master,
- * never in a worker loop) with trailing CR/LF stripped. Giving both forms is an
- * error, whichever comes first, so an operator never wonders which one won.
- */
-static int
-md_esp_conf_set_secret(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
-{
-    char **f = (char **)(void *)((char *)base + cmd->offset);
-    size_t nl = strlen(cmd->name);
-    bool is_file = nl > 5 && strcmp(cmd->name + nl - 5, "_file") == 0;
-    if (*f != NULL)
-        return md_conf_error(cf, "\"%.*s\" and \"%.*s_file\" are both given (use one)",
-                             (int)(is_file ? nl - 5 : nl), cmd->name, (int)(is_file ? nl - 5 : nl),
-                             cmd->name);
-    const char *v = md_conf_arg(cf, 1);
-    if (!is_file) {
-        if (v[0] == '\0')
-            return md_conf_error(cf, "empty value in \"%s\" directive", cmd->name);
-        *f = md_xstrdup(v);
-        return MD_OK;
-    }
-    char *path = md_conf_full_path(cf, v);
-    FILE *fp = fopen(path, "re");
-    if (fp == NULL) {
-        int e = errno;
-        md_conf_error(cf, "cannot open \"%s\" in \"%s\" directive: %s", path, cmd->name,
-                      strerror(e));
-        free(path);
-        return MD_ERROR;
-    }
-    char *buf = md_xmalloc(MD_ESP_SECRET_MAX + 1);
-    size_t n = fread(buf, 1, MD_ESP_SECRET_MAX + 1, fp);
-    int rerr = ferror(fp) ? errno : 0;
-    fclose(fp);
-    int rc = MD_OK;
-    if (rerr)
-        rc = md_conf_error(cf, "cannot read \"%s\": %s", path, strerror(rerr));
-    else if (n > MD_ESP_SECRET_MAX)
-        rc = md_conf_error(cf, "\"%s\" is larger than %d bytes: not a secret file", path,
-                           MD_ESP_SECRET_MAX);
-    if (rc == MD_OK) {
-        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-            n--;
-        buf[n] = '\0';
-        if (n == 0)
-            rc = md_conf_error(cf, "\"%s\" (in \"%s\") is empty", path, cmd->name);
-        else if (strlen(buf) != n || strpbrk(buf, "\r\n") != NULL)
-            rc = md_conf_error(cf, "\"%s\" (in \"%s\") holds more than one line", path, cmd->name);
-    }
-    free(path);
-    if (rc != MD_OK) {
-        /* the buffer may hold a secret: do not leave it in freed memory */
-        explicit_bzero(buf, MD_ESP_SECRET_MAX + 1);
-        free(buf);
-        return MD_ERROR;
-    }
-    *f = buf;
-    return MD_OK;
-}
 
 /* endpoint URL: http(s)://host[:port], stored without a trailing "/". The
  * client parses it fully when a worker makes the endpoint; this catches the
@@ -188,10 +125,10 @@ static const md_conf_bounds_t md_esp_conns_bounds = {1, 4096};
 static const md_conf_bounds_t md_esp_timeout_bounds = {0.001, 3600};
 
 #define MD_ESP_SECRET_ROWS(name, field)                                                            \
-    {name, MD_CONF_ESP, MD_CONF_TAKE1,   md_esp_conf_set_secret, offsetof(md_esp_conf_t, field),   \
+    {name, MD_CONF_ESP, MD_CONF_TAKE1,   md_conf_set_secret, offsetof(md_esp_conf_t, field),       \
      NULL, NULL,        md_conf_free_str},                                                         \
     {                                                                                              \
-        name "_file", MD_CONF_ESP, MD_CONF_TAKE1, md_esp_conf_set_secret,                          \
+        name "_file", MD_CONF_ESP, MD_CONF_TAKE1, md_conf_set_secret,                              \
             offsetof(md_esp_conf_t, field), NULL, NULL, NULL                                       \
     }
 

@@ -17,6 +17,15 @@
  * is listed in "rejected" ({index, code, field, message}) and the rest go on;
  * when none is left the answer is 422 all_recipients_rejected with the list.
  *
+ * Suppressed recipients (the tenant's list, checked by the accept statement
+ * itself, so no extra round trip) are refused: nothing is stored for them. A
+ * single send to one "to" answers 422 suppressed (field /to); otherwise the
+ * recipient is listed in "rejected" with code suppressed (a single send's
+ * answer then has a "rejected" array too) and the others are accepted, or 422
+ * all_recipients_rejected when none is left. With an Idempotency-Key the
+ * stored answer is made to match (see md_accept_t); a request refused whole
+ * stores no key.
+ *
  * A POST body is application/json (else 415 unsupported_media_type); bad JSON is
  * 400 invalid_json; every refused field is 422
  *   {"error":{"code":"<stable code>","message":"...","field":"<JSON pointer>"}}
@@ -74,6 +83,7 @@
 #define LIST_LIMIT_DEFAULT 50
 #define LIST_LIMIT_MAX     100
 #define FIELD_MAX          200
+#define SUPPRESSED_MSG     "the recipient is on this tenant's suppression list"
 
 void md_api_messages_register(md_router_t *rt, const md_conf_t *conf);
 
@@ -118,6 +128,7 @@ static const char *const reject_codes[] = {"invalid_json",
                                            "all_recipients_rejected",
                                            "idempotency_conflict",
                                            "invalid_template_id",
+                                           "suppressed",
                                            NULL};
 
 static void
@@ -485,90 +496,13 @@ check_metadata(md_pool_t *pool, json_t *m, const char *field, const char **json,
     return true;
 }
 
-/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; H. Hinnant's algorithm). */
-static long
-days_from_civil(long y, unsigned m, unsigned d)
-{
-    y -= m <= 2;
-    long era = (y >= 0 ? y : y - 399) / 400;
-    unsigned yoe = (unsigned)(y - era * 400);
-    unsigned doy = (153 * (m + (m > 2 ? (unsigned)-3 : 9)) + 2) / 5 + d - 1;
-    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + (long)doe - 719468;
-}
-
-static bool
-digits(const char *s, size_t n, unsigned *out)
-{
-    unsigned v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (unsigned)(s[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
-/*
- * RFC 3339 date-time (section 5.6): YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm|-hh:mm),
- * 'T' and 'Z' in either case. *out gets unix seconds. A leap second (:60) is
- * taken as the next second.
- */
-static bool
-parse_rfc3339(const char *s, size_t n, double *out)
-{
-    unsigned y, mo, d, h, mi, se, oh = 0, om = 0;
-    if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' ||
-        s[16] != ':')
-        return false;
-    if (!digits(s, 4, &y) || !digits(s + 5, 2, &mo) || !digits(s + 8, 2, &d) ||
-        !digits(s + 11, 2, &h) || !digits(s + 14, 2, &mi) || !digits(s + 17, 2, &se))
-        return false;
-    static const unsigned mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) ||
-        h > 23 || mi > 59 || se > 60)
-        return false;
-    size_t i = 19;
-    double frac = 0, scale = 0.1;
-    if (s[i] == '.') {
-        i++;
-        size_t start = i;
-        while (i < n && s[i] >= '0' && s[i] <= '9') {
-            frac += (s[i] - '0') * scale;
-            scale /= 10;
-            i++;
-        }
-        if (i == start || i - start > 9)
-            return false;
-    }
-    int sign = 0;
-    if (i < n && (s[i] == 'Z' || s[i] == 'z')) {
-        i++;
-    } else if (i < n && (s[i] == '+' || s[i] == '-')) {
-        sign = s[i] == '+' ? 1 : -1;
-        if (n - i != 6 || s[i + 3] != ':' || !digits(s + i + 1, 2, &oh) ||
-            !digits(s + i + 4, 2, &om) || oh > 23 || om > 59)
-            return false;
-        i += 6;
-    } else {
-        return false;
-    }
-    if (i != n)
-        return false;
-    double t = (double)days_from_civil((long)y, mo, d) * 86400.0 + h * 3600.0 + mi * 60.0 + se;
-    t -= sign * (oh * 3600.0 + om * 60.0);
-    *out = t + frac;
-    return true;
-}
-
 /* --- one request's state --------------------------------------------------------------- */
 
 /* One recipient of a send: a "to" address or a batch recipient. */
 typedef struct rcpt_s {
     unsigned index;
     md_msg_addr_t to;
+    char to_field[FIELD_MAX]; /* JSON pointer of its address, for a refusal */
     char *suppress_key;
     json_t *variables; /* owned (released by the request's cleanup), or NULL */
     const char *metadata_json;
@@ -845,7 +779,8 @@ validate_common(send_t *q, verr_t *e)
     v = json_object_get(b, "send_at");
     if (v && !json_is_null(v)) {
         double t, now = ev_now(q->r->loop);
-        if (!json_is_string(v) || !parse_rfc3339(json_string_value(v), json_string_length(v), &t))
+        if (!json_is_string(v) ||
+            !md_api_parse_rfc3339(json_string_value(v), json_string_length(v), &t))
             return fail(e, "invalid_send_at", "/send_at",
                         "must be an RFC 3339 date-time such as 2030-01-02T03:04:05Z");
         if (t > now + SEND_AT_MAX_AHEAD)
@@ -910,6 +845,7 @@ validate_single(send_t *q, verr_t *e)
         if (!parse_addr(pool, v, f, &a, &pa, e))
             return false;
         q->rc[i].index = (unsigned)i;
+        snprintf(q->rc[i].to_field, sizeof(q->rc[i].to_field), "%s", f);
         q->rc[i].metadata_json = q->metadata_json;
         q->rc[i].tags = q->tags;
         q->rc[i].ntags = q->ntags;
@@ -998,6 +934,7 @@ validate_recipient(send_t *q, rcpt_t *rc, json_t *v)
     if (q->has_template)
         rc->variables = merge_objects(q->variables, json_is_object(vars) ? vars : NULL);
     rcpt_set(pool, rc, &a, &pa);
+    snprintf(rc->to_field, sizeof(rc->to_field), "%s/to", base);
     rc->rejected = false;
     rc->err = NULL;
 }
@@ -1036,6 +973,14 @@ validate_batch(send_t *q, verr_t *e)
 
 /* --- accept ---------------------------------------------------------------------------- */
 
+/* A refused recipient's entry in "rejected" (the same shape as a batch's). */
+static json_t *
+rejected_entry(const rcpt_t *rc)
+{
+    return json_pack("{s:i,s:s,s:s,s:s}", "index", (int)rc->index, "code", rc->err->code, "field",
+                     rc->err->field, "message", rc->err->msg);
+}
+
 static json_t *
 rejected_json(const send_t *q)
 {
@@ -1043,14 +988,14 @@ rejected_json(const send_t *q)
     for (size_t i = 0; i < q->nrc; i++) {
         const rcpt_t *rc = &q->rc[i];
         if (rc->rejected)
-            json_array_append_new(a, json_pack("{s:i,s:s,s:s,s:s}", "index", (int)rc->index, "code",
-                                               rc->err->code, "field", rc->err->field, "message",
-                                               rc->err->msg));
+            json_array_append_new(a, rejected_entry(rc));
     }
     return a;
 }
 
-/* The 202 body with each message's status. Returns a malloc'd string. */
+/* The 202 body with each message's status; a suppressed one is left out (its
+ * recipient is in "rejected", which a single send has only when not empty).
+ * Returns a malloc'd string. */
 static char *
 response_text(const send_t *q, const char *const *status)
 {
@@ -1058,6 +1003,8 @@ response_text(const send_t *q, const char *const *status)
     size_t n = q->accept.n;
     for (size_t i = 0; i < n; i++) {
         const md_msg_new_t *m = &q->msgs[i];
+        if (strcmp(status[i], "suppressed") == 0)
+            continue;
         json_t *o = q->batch ? json_pack("{s:i,s:s,s:s,s:s}", "index", (int)q->msg_rc[i]->index,
                                          "id", m->id, "to", m->to.address, "status", status[i])
                              : json_pack("{s:s,s:s,s:s}", "id", m->id, "to", m->to.address,
@@ -1067,6 +1014,13 @@ response_text(const send_t *q, const char *const *status)
     json_t *root = q->batch ? json_pack("{s:s,s:o,s:o}", "batch_id", q->batch_id, "accepted", list,
                                         "rejected", rejected_json(q))
                             : json_pack("{s:o}", "data", list);
+    if (!q->batch) {
+        json_t *rej = rejected_json(q);
+        if (json_array_size(rej) > 0)
+            json_object_set_new(root, "rejected", rej);
+        else
+            json_decref(rej);
+    }
     char *s = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     return s;
@@ -1094,20 +1048,51 @@ send_replay(md_http_request_t *r, int status, const char *body)
     send_text(r, status, body);
 }
 
+/* The messages the store refused as suppressed become rejected recipients.
+ * Returns how many there were. */
+static size_t
+mark_suppressed(send_t *q, const char *const *status)
+{
+    size_t nsup = 0;
+    for (size_t i = 0; i < q->accept.n; i++) {
+        if (strcmp(status[i], "suppressed") != 0)
+            continue;
+        rcpt_t *rc = q->msg_rc[i];
+        rc->rejected = true;
+        rc->err = md_pcalloc(q->r->pool, sizeof(verr_t));
+        fail(rc->err, "suppressed", rc->to_field, SUPPRESSED_MSG);
+        nsup++;
+    }
+    return nsup;
+}
+
 static void
 accepted(void *ctx, const md_accept_result_t *res)
 {
     send_t *q = ctx;
     md_http_request_t *r = q->r;
     if (res->error == NULL) {
+        size_t nsup = mark_suppressed(q, res->status);
         /* Committed: count it even if the client left meanwhile. */
-        md_metrics_messages_accepted(q->accept.n);
-        if (q->nrejected)
-            for (size_t i = 0; i < q->nrc; i++)
-                if (q->rc[i].rejected)
-                    count_rejected(q->rc[i].err->code, 1);
+        md_metrics_messages_accepted(q->accept.n - nsup);
+        for (size_t i = 0; i < q->nrc; i++)
+            if (q->rc[i].rejected)
+                count_rejected(q->rc[i].err->code, 1);
         if (gone(r))
             return;
+        if (nsup == q->accept.n) {
+            /* Every recipient refused: nothing was stored, the key included. */
+            if (!q->batch && q->nrc == 1) {
+                md_http_send_json(r, 422, err_json(q->rc[0].err));
+                return;
+            }
+            json_t *e =
+                json_pack("{s:{s:s,s:s,s:s,s:o}}", "error", "code", "all_recipients_rejected",
+                          "message", "every recipient was rejected; nothing was accepted", "field",
+                          q->batch ? "/recipients" : "/to", "rejected", rejected_json(q));
+            md_http_send_json(r, 422, e);
+            return;
+        }
         char *s = response_text(q, res->status);
         /* The store wrote the same committed statuses into the stored answer. */
         send_text(r, 202, s);
@@ -1185,6 +1170,16 @@ accept_all(send_t *q)
         m->send_at = q->send_at;
         m->esp_route = q->esp;
         m->suppress_key = rc->suppress_key;
+        {
+            verr_t se;
+            fail(&se, "suppressed", rc->to_field, SUPPRESSED_MSG);
+            json_t *o = json_pack("{s:i,s:s,s:s,s:s}", "index", (int)rc->index, "code", se.code,
+                                  "field", se.field, "message", se.msg);
+            char *t = json_dumps(o, JSON_COMPACT);
+            m->refused_json = md_pstrndup(pool, t, strlen(t));
+            free(t);
+            json_decref(o);
+        }
         q->msg_rc[k] = rc;
         pred[k] = q->send_at > 0 ? "scheduled" : "queued";
         k++;
@@ -1566,7 +1561,7 @@ list_next(md_http_request_t *r, const md_identity_t *who)
                                         "a tag is 1 to 64 characters of [A-Za-z0-9_.:-]");
             f.tag = val;
         } else if (bit == 8) {
-            if (!parse_rfc3339(val, strlen(val), &f.since) || f.since <= 0)
+            if (!md_api_parse_rfc3339(val, strlen(val), &f.since) || f.since <= 0)
                 return md_api_bad_param(r, "invalid_parameter", nm,
                                         "must be an RFC 3339 date-time (encode '+' as %2B)");
         } else if (bit == 16) {
@@ -1581,7 +1576,7 @@ list_next(md_http_request_t *r, const md_identity_t *who)
         } else {
             unsigned v;
             size_t n = strlen(val);
-            if (n < 1 || n > 3 || !digits(val, n, &v) || v < 1 || v > LIST_LIMIT_MAX)
+            if (n < 1 || n > 3 || !md_api_digits(val, n, &v) || v < 1 || v > LIST_LIMIT_MAX)
                 return md_api_bad_param(r, "invalid_parameter", nm,
                                         "must be an integer from 1 to 100");
             f.limit = (int)v;

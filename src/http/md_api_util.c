@@ -237,3 +237,82 @@ md_api_body_object(md_http_request_t *r, bool empty_ok)
     }
     return j;
 }
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; H. Hinnant's algorithm). */
+static long
+days_from_civil(long y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    long era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m + (m > 2 ? (unsigned)-3 : 9)) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (long)doe - 719468;
+}
+
+bool
+md_api_digits(const char *s, size_t n, unsigned *out)
+{
+    unsigned v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+/*
+ * RFC 3339 date-time (section 5.6): YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm|-hh:mm),
+ * 'T' and 'Z' in either case. *out gets unix seconds. A leap second (:60) is
+ * taken as the next second.
+ */
+bool
+md_api_parse_rfc3339(const char *s, size_t n, double *out)
+{
+    unsigned y, mo, d, h, mi, se, oh = 0, om = 0;
+    if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' ||
+        s[16] != ':')
+        return false;
+    if (!md_api_digits(s, 4, &y) || !md_api_digits(s + 5, 2, &mo) || !md_api_digits(s + 8, 2, &d) ||
+        !md_api_digits(s + 11, 2, &h) || !md_api_digits(s + 14, 2, &mi) ||
+        !md_api_digits(s + 17, 2, &se))
+        return false;
+    static const unsigned mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) ||
+        h > 23 || mi > 59 || se > 60)
+        return false;
+    size_t i = 19;
+    double frac = 0, scale = 0.1;
+    if (s[i] == '.') {
+        i++;
+        size_t start = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            frac += (s[i] - '0') * scale;
+            scale /= 10;
+            i++;
+        }
+        if (i == start || i - start > 9)
+            return false;
+    }
+    int sign = 0;
+    if (i < n && (s[i] == 'Z' || s[i] == 'z')) {
+        i++;
+    } else if (i < n && (s[i] == '+' || s[i] == '-')) {
+        sign = s[i] == '+' ? 1 : -1;
+        if (n - i != 6 || s[i + 3] != ':' || !md_api_digits(s + i + 1, 2, &oh) ||
+            !md_api_digits(s + i + 4, 2, &om) || oh > 23 || om > 59)
+            return false;
+        i += 6;
+    } else {
+        return false;
+    }
+    if (i != n)
+        return false;
+    double t = (double)days_from_civil((long)y, mo, d) * 86400.0 + h * 3600.0 + mi * 60.0 + se;
+    t -= sign * (oh * 3600.0 + om * 60.0);
+    *out = t + frac;
+    return true;
+}

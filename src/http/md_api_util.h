@@ -67,4 +67,10 @@ json_t *md_api_body_object(md_http_request_t *r, bool empty_ok);
 /* A pool cleanup that drops one JSON reference (data is the json_t *). */
 void md_api_json_decref_cleanup(void *data);
 
+/* n decimal digits at s into *out; false on any other byte. Callers keep n <= 9. */
+bool md_api_digits(const char *s, size_t n, unsigned *out);
+/* An RFC 3339 date-time (Z or an offset, optional fraction) of n bytes into unix
+ * seconds; false when it is not one or names an impossible date. */
+bool md_api_parse_rfc3339(const char *s, size_t n, double *out);
+
 #endif

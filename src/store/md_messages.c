@@ -109,18 +109,31 @@ enum {
     P_SEND_AT,
     P_ESP_ROUTE,
     P_SUPPRESS_KEY,
+    P_REJECT, /* the "rejected" entry of a suppressed recipient, for the stored answer */
     ACC_NPARAMS
 };
 
 /*
  * The statuses are decided here, in the same snapshot as the inserts: suppressed
  * (the tenant's suppression list holds suppress_key and it has not expired),
- * scheduled (send_at in the future), else queued. The idempotency row goes first
- * and guards the rest: with a key, nothing is written unless this statement
- * inserted (or took over an expired) key row, and a conflict shows as ok = false
- * with no message rows. ON CONFLICT waits for a concurrent inserter of the same
- * key to finish, so two concurrent units with one key write one set of rows. The
- * last SELECT always yields a row, so ok is read even when no message was written.
+ * scheduled (send_at in the future), else queued. A suppressed recipient is
+ * refused: no message row, no event, and the row comes back from the last
+ * SELECT with status 'suppressed' so the caller can tell it. The idempotency row
+ * goes first and guards the rest: with a key, nothing is written unless this
+ * statement inserted (or took over an expired) key row, and a conflict shows as
+ * ok = false with no message rows. A unit whose every recipient is suppressed
+ * stores nothing, its key included (the caller answers 422, and a refused
+ * request keeps no key), and is ok. ON CONFLICT waits for a concurrent inserter
+ * of the same key to finish, so two concurrent units with one key write one set
+ * of rows. The last SELECT always yields a row, so ok is read even when no
+ * message was written.
+ *
+ * The stored answer is the caller's prediction (every recipient accepted) made
+ * true here: the objects of its top-level arrays whose "id" is a suppressed
+ * message leave their array, the recipients' "rejected" entries ($30, built by
+ * the caller) join the top-level "rejected" array (created if absent), sorted
+ * by "index", and mailerd_idem_patch writes the committed statuses. A live
+ * answer built from the returned statuses says the same.
  *
  * The arrays are unnested through (SELECT $n): a custom plan would see them as
  * constants and estimate the row count exactly, which makes every custom plan
@@ -141,24 +154,44 @@ static const char acc_sql[] =
     "  (SELECT $16::jsonb[]), (SELECT $17::text[]), (SELECT $18::text[]), (SELECT $19::text[]),"
     "  (SELECT $20::text[]), (SELECT $21::uuid[]), (SELECT $22::jsonb[]), (SELECT $23::jsonb[]),"
     "  (SELECT $24::text[]), (SELECT $25::jsonb[]), (SELECT $26::text[]), (SELECT $27::float8[]),"
-    "  (SELECT $28::text[]), (SELECT $29::text[]))"
+    "  (SELECT $28::text[]), (SELECT $29::text[]), (SELECT $30::jsonb[]))"
     "  AS u (id, eid, from_addr, from_name, to_addr, to_name, cc, bcc, reply_to, subject,"
     "   text_body, html_body, template_id, variables, headers, tags, metadata, priority,"
-    "   send_at, esp_route, skey)"
+    "   send_at, esp_route, skey, rej)"
+    "), live AS ("
+    " SELECT count(*) FILTER (WHERE status <> 'suppressed') AS nok,"
+    "  count(*) FILTER (WHERE status = 'suppressed') AS nsup FROM src"
     "), idem AS ("
     " INSERT INTO idempotency_keys AS k (tenant_id, key, request_hash, status_code, response)"
-    " SELECT $1::uuid, $5::text, $6::bytea, $7::int, mailerd_idem_patch($8::jsonb,"
-    "  (SELECT jsonb_object_agg(id::text, status) FROM src))"
-    " WHERE $5::text IS NOT NULL"
+    " SELECT $1::uuid, $5::text, $6::bytea, $7::int, mailerd_idem_patch(CASE"
+    "  WHEN (SELECT nsup FROM live) = 0 OR jsonb_typeof($8::jsonb) <> 'object' THEN $8::jsonb"
+    "  ELSE (SELECT jsonb_object_agg(e.k, CASE"
+    "   WHEN e.k = 'rejected' THEN (SELECT COALESCE(jsonb_agg(x.v ORDER BY CASE"
+    "    WHEN jsonb_typeof(x.v -> 'index') = 'number' THEN (x.v ->> 'index')::numeric END),"
+    "    '[]'::jsonb) FROM (SELECT v FROM jsonb_array_elements(CASE"
+    "     WHEN jsonb_typeof(e.v) = 'array' THEN e.v ELSE '[]'::jsonb END) AS a (v)"
+    "     UNION ALL SELECT rej FROM src WHERE status = 'suppressed' AND rej IS NOT NULL) AS x (v))"
+    "   WHEN jsonb_typeof(e.v) = 'array' THEN (SELECT COALESCE(jsonb_agg(a.v ORDER BY a.i),"
+    "    '[]'::jsonb) FROM jsonb_array_elements(e.v) WITH ORDINALITY AS a (v, i)"
+    "    WHERE jsonb_typeof(a.v) <> 'object' OR NOT (a.v ? 'id') OR (a.v ->> 'id') NOT IN"
+    "     (SELECT id::text FROM src WHERE status = 'suppressed'))"
+    "   ELSE e.v END)"
+    "   FROM jsonb_each(CASE WHEN $8::jsonb ? 'rejected' THEN $8::jsonb"
+    "    ELSE $8::jsonb || '{\"rejected\": []}'::jsonb END) AS e (k, v)) END,"
+    "  (SELECT jsonb_object_agg(id::text, status) FROM src WHERE status <> 'suppressed'))"
+    " WHERE $5::text IS NOT NULL AND (SELECT nok FROM live) > 0"
     " ON CONFLICT (tenant_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash,"
     "  status_code = EXCLUDED.status_code, response = EXCLUDED.response, created_at = now()"
     "  WHERE k.created_at <= now() - " IDEM_TTL_SQL " RETURNING 1"
     "), go AS ("
-    " SELECT ($5::text IS NULL OR EXISTS (SELECT 1 FROM idem)) AS ok"
+    " SELECT ($5::text IS NULL OR (SELECT nok FROM live) = 0 OR EXISTS (SELECT 1 FROM idem))"
+    "  AS ok"
     "), batch AS ("
     " INSERT INTO batches (id, tenant_id, accepted, rejected)"
-    " SELECT $2::uuid, $1::uuid, $3::int, $4::int"
-    " WHERE $2::uuid IS NOT NULL AND (SELECT ok FROM go) RETURNING id"
+    " SELECT $2::uuid, $1::uuid, $3::int - (SELECT nsup FROM live), $4::int + (SELECT nsup FROM "
+    "live)"
+    " WHERE $2::uuid IS NOT NULL AND (SELECT ok FROM go) AND (SELECT nok FROM live) > 0"
+    " RETURNING id"
     "), msg AS ("
     " INSERT INTO messages (id, tenant_id, batch_id, status, priority, from_addr, from_name,"
     "  to_addr, to_name, cc, bcc, reply_to, subject, text_body, html_body, template_id, variables,"
@@ -168,19 +201,23 @@ static const char acc_sql[] =
     "  html_body, template_id, variables, COALESCE(headers, '{}'), COALESCE(tags::text[], '{}'),"
     "  COALESCE(metadata, '{}'), esp_route, to_timestamp(send_at),"
     "  CASE WHEN status = 'scheduled' THEN to_timestamp(send_at) END"
-    " FROM src WHERE (SELECT ok FROM go) RETURNING id, status"
+    " FROM src WHERE (SELECT ok FROM go) AND status <> 'suppressed' RETURNING id, status"
     "), ev AS ("
     " INSERT INTO events (id, tenant_id, message_id, type)"
-    " SELECT eid, $1::uuid, id, status FROM src WHERE (SELECT ok FROM go)"
+    " SELECT eid, $1::uuid, id, status FROM src"
+    " WHERE (SELECT ok FROM go) AND status <> 'suppressed'"
     ")"
-    " SELECT (SELECT ok FROM go), m.id, m.status FROM (SELECT 1) AS one LEFT JOIN msg m ON true";
+    " SELECT (SELECT ok FROM go), m.id, m.status FROM (SELECT 1) AS one LEFT JOIN ("
+    "  SELECT id, status FROM msg UNION ALL SELECT id, status FROM src"
+    "  WHERE status = 'suppressed' AND (SELECT ok FROM go)) AS m ON true";
 
 /*
  * The units without an Idempotency-Key or a batch (single sends, the common case)
  * of one flush go in ONE statement: the same inserts, with the tenant per row.
  * Planning and executing one statement of 500 rows costs a fraction of 500
  * one-row statements. If it fails, its units are sent again one statement each,
- * which tells the bad unit from the good ones.
+ * which tells the bad unit from the good ones. Suppressed recipients are refused
+ * as in msg_accept and come back last.
  */
 static const char acc_multi_sql[] =
     "WITH src AS MATERIALIZED ("
@@ -208,13 +245,15 @@ static const char acc_multi_sql[] =
     "  html_body, template_id, variables, COALESCE(headers, '{}'), COALESCE(tags::text[], '{}'),"
     "  COALESCE(metadata, '{}'), esp_route, to_timestamp(send_at),"
     "  CASE WHEN status = 'scheduled' THEN to_timestamp(send_at) END"
-    " FROM src RETURNING id, status"
+    " FROM src WHERE status <> 'suppressed' RETURNING id, status"
     "), ev AS ("
     " INSERT INTO events (id, tenant_id, message_id, type)"
-    " SELECT eid, tenant_id, id, status FROM src"
+    " SELECT eid, tenant_id, id, status FROM src WHERE status <> 'suppressed'"
     ")"
-    " SELECT id, status FROM msg";
-#define ACC_MULTI_NPARAMS (1 + ACC_NPARAMS - P_IDS)
+    " SELECT id, status FROM msg"
+    " UNION ALL SELECT id, status FROM src WHERE status = 'suppressed'";
+/* the tenants, then the message arrays but the refusal entries (no answer is stored) */
+#define ACC_MULTI_NPARAMS (1 + P_REJECT - P_IDS)
 
 /* ---- the other statements ----------------------------------------------------------- */
 
@@ -688,6 +727,7 @@ unit_build(const md_accept_t *a)
     PARAM_END();
     PARAM_ARR(P_ESP_ROUTE, m->esp_route);
     PARAM_ARR(P_SUPPRESS_KEY, m->suppress_key);
+    PARAM_ARR(P_REJECT, m->refused_json);
 #undef TMP_RESET
 #undef TMP_CSTR
 #undef PARAM_BEGIN
@@ -788,7 +828,8 @@ unit_finish(md_msg_unit_t *u)
             gc->stats.failed++;
         } else {
             gc->stats.units++;
-            gc->stats.accepted += u->n;
+            for (size_t k = 0; k < u->n; k++) /* refused recipients were not stored */
+                gc->stats.accepted += u->status[k] && strcmp(u->status[k], "suppressed") != 0;
         }
     }
     u->cb(u->ctx, &r);
@@ -1043,7 +1084,7 @@ merged_params(md_msg_unit_t *const *units, size_t n, md_buf_t *b, const char **v
             md_buf_append(b, units[i]->tenant, MD_UUID_STRLEN);
         }
     md_buf_append(b, "}", 2); /* with the NUL */
-    for (int p = P_IDS; p < ACC_NPARAMS; p++) {
+    for (int p = P_IDS; p < P_REJECT; p++) {
         off[1 + p - P_IDS] = md_buf_len(b);
         md_buf_append(b, "{", 1);
         for (size_t i = 0; i < n; i++) {

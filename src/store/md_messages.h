@@ -48,15 +48,24 @@ typedef struct md_msg_new_s {
     double send_at;            /* unix time; 0 = now */
     const char *esp_route;     /* or NULL */
     const char *suppress_key;  /* md_address_normalize() of to: checked against suppressions */
+    /* When to turns out suppressed the message is refused (not stored); this JSON
+     * object (or NULL) then joins the "rejected" array of the stored
+     * idempotency answer, e.g. {"index","code":"suppressed","field","message"}. */
+    const char *refused_json;
 } md_msg_new_t;
 
-/* One request's worth of messages, stored all or nothing.
- * idem_response_json: the committed statuses are written into it before it is
- * stored (the caller cannot know "suppressed" beforehand): the "status" member of
- * the top-level object when its "id" is one of the unit's messages, and of every
+/* One request's worth of messages, stored all or nothing, but for suppressed
+ * recipients: those are refused (no row, no event) and reported as such.
+ * idem_response_json: the caller's answer as if every recipient were accepted.
+ * Before it is stored, the objects of its top-level arrays whose "id" is a
+ * refused message are taken out and their msgs[i].refused_json go into its
+ * top-level "rejected" array (sorted by "index"; the array is created when
+ * absent), and the committed statuses are written into the "status" member of
+ * the top-level object when its "id" is one of the unit's messages and of every
  * such object in a top-level array ({"messages":[{"id","status",...}]}), so a
- * replay answers what the first request answered. Stored as jsonb: key order
- * and spacing of a replay may differ from the first answer's text. */
+ * replay answers what the first request answered. When every recipient is
+ * refused nothing is stored, the key included. Stored as jsonb: key order and
+ * spacing of a replay may differ from the first answer's text. */
 typedef struct md_accept_s {
     const char *tenant_id;
     const char *batch_id; /* NULL for POST /v1/messages; set: a batches row is written */
@@ -73,8 +82,8 @@ typedef struct md_accept_s {
 
 typedef struct md_accept_result_s {
     /* NULL: committed; status[i] is msgs[i]'s status ("queued", "scheduled" or
-     * "suppressed"). Else "idempotency_replay" (replay_* hold the stored answer),
-     * "idempotency_conflict" (same key, other request), or a store error
+     * "suppressed": refused, not stored). Else "idempotency_replay" (replay_* hold the stored
+     * answer), "idempotency_conflict" (same key, other request), or a store error
      * (md_app_store_down() tells whether to answer 503). */
     const char *error;
     const char *const *status;

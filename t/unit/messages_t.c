@@ -564,12 +564,17 @@ test_idempotency(void)
              T1);
     side_exec(sql);
 
-    /* first request: one message to a suppressed address, with a key */
-    md_msg_new_t m1;
-    fill(&m1, "blocked@example.com");
-    char resp[256];
-    snprintf(resp, sizeof(resp), "{\"messages\":[{\"id\":\"%s\",\"status\":\"queued\"}]}", m1.id);
-    md_accept_t a = unit(T1, &m1, 1);
+    /* first request: a suppressed recipient and another, with a key */
+    md_msg_new_t m1[2];
+    fill(&m1[0], "ok@example.com");
+    fill(&m1[1], "blocked@example.com");
+    m1[1].refused_json = "{\"index\": 1, \"code\": \"suppressed\"}";
+    char resp[512];
+    snprintf(resp, sizeof(resp),
+             "{\"messages\":[{\"id\":\"%s\",\"status\":\"queued\"},{\"id\":\"%s\",\"status\":"
+             "\"queued\"}]}",
+             m1[0].id, m1[1].id);
+    md_accept_t a = unit(T1, m1, 2);
     a.idem_key = "key-1";
     a.idem_hash = h1;
     a.idem_status = 202;
@@ -577,29 +582,51 @@ test_idempotency(void)
     actx_t c = {0};
     accept_sync(&a, &c);
     is_str(c.error, "", "a unit with a key commits");
-    is_str(c.status[0], "suppressed", "its recipient is suppressed");
+    is_str(c.status[0], "queued", "its first recipient is queued");
+    is_str(c.status[1], "suppressed", "its second is refused as suppressed");
+    is_int(side_longf("SELECT count(*) FROM messages WHERE id = '%s'%s", m1[1].id, NULL), 0,
+           "the refused one is not stored");
 
     /* replay: same key, same hash, new ids */
-    md_msg_new_t m2;
-    fill(&m2, "blocked@example.com");
+    md_msg_new_t m2[2];
+    fill(&m2[0], "ok@example.com");
+    fill(&m2[1], "blocked@example.com");
     md_accept_t a2 = a;
-    a2.msgs = &m2;
+    a2.msgs = m2;
     actx_t c2 = {0};
     accept_sync(&a2, &c2);
     is_str(c2.error, "idempotency_replay", "the same key and request: replay");
     is_int(c2.replay_status, 202, "the stored status comes back");
-    ok(strstr(c2.replay, m1.id) != NULL, "the stored answer names the first message: %s",
+    ok(strstr(c2.replay, m1[0].id) != NULL, "the stored answer names the first message: %s",
        c2.replay);
-    ok(strstr(c2.replay, "\"suppressed\"") != NULL && strstr(c2.replay, "\"queued\"") == NULL,
-       "the stored answer carries the committed status (suppressed)");
-    is_int(side_longf("SELECT count(*) FROM messages WHERE id = '%s'%s", m2.id, NULL), 0,
+    ok(strstr(c2.replay, m1[1].id) == NULL && strstr(c2.replay, "\"rejected\"") != NULL &&
+           strstr(c2.replay, "\"suppressed\"") != NULL,
+       "the refused one left \"messages\" and its entry is in \"rejected\"");
+    is_int(side_longf("SELECT count(*) FROM messages WHERE id = '%s'%s", m2[0].id, NULL), 0,
            "a replay inserts nothing");
+
+    /* every recipient refused: nothing stored, the key included */
+    md_msg_new_t mb;
+    fill(&mb, "blocked@example.com");
+    md_accept_t ab = unit(T1, &mb, 1);
+    ab.idem_key = "key-refused";
+    ab.idem_hash = h1;
+    ab.idem_status = 202;
+    ab.idem_response_json = "{}";
+    actx_t cref = {0};
+    accept_sync(&ab, &cref);
+    ok(cref.error[0] == '\0' && cref.status[0] && strcmp(cref.status[0], "suppressed") == 0,
+       "a unit of refused recipients only: ok, suppressed");
+    is_int(
+        side_longf("SELECT count(*) FROM idempotency_keys WHERE key = '%s'%s", "key-refused", NULL),
+        0, "and its key is not stored");
 
     /* conflict: same key, other request */
     md_msg_new_t m3;
     fill(&m3, "z@example.com");
     md_accept_t a3 = a;
     a3.msgs = &m3;
+    a3.n = 1;
     a3.idem_hash = h2;
     actx_t c3 = {0};
     accept_sync(&a3, &c3);
@@ -619,7 +646,7 @@ test_idempotency(void)
     jctx_t j = {0};
     jwait(md_idempotency_get(T1, "key-1", icb, &j), &j);
     ok(j.called == 1 && !j.early && j.found == 1 && j.status == 202 &&
-           memcmp(j.hash, h1, 32) == 0 && strstr(j.response, m1.id),
+           memcmp(j.hash, h1, 32) == 0 && strstr(j.response, m1[0].id),
        "md_idempotency_get finds the key with its hash, status and answer");
     memset(&j, 0, sizeof(j));
     jwait(md_idempotency_get(T1, "no-such-key", icb, &j), &j);
@@ -835,10 +862,10 @@ test_statuses(void)
     is_str(c.status[2], "scheduled", "future send_at: scheduled");
     is_str(c.status[3], "queued", "past send_at: queued");
     is_str(c.status[4], "suppressed", "suppressed beats scheduled");
-    is_int(side_longf("SELECT count(*) FROM events WHERE message_id = '%s' AND type = "
-                      "'suppressed'%s",
-                      m[0].id, NULL),
-           1, "the suppressed message has its 'suppressed' event");
+    is_int(side_longf("SELECT (SELECT count(*) FROM events WHERE message_id = '%s') + (SELECT "
+                      "count(*) FROM messages WHERE id = '%s')",
+                      m[0].id, m[4].id),
+           0, "a suppressed recipient is refused: no message, no event");
     is_int(side_longf("SELECT count(*) FROM events WHERE message_id = '%s' AND type = "
                       "'scheduled'%s",
                       m[2].id, NULL),
@@ -864,7 +891,7 @@ test_get_cancel(void)
 {
     md_msg_new_t m[3];
     fill(&m[0], "get@example.com");
-    fill(&m[1], "blocked@example.com");
+    fill(&m[1], "sending@example.com");
     fill(&m[2], "sched@example.com");
     m[2].send_at = ev_time() + 600;
     md_accept_t a = unit(T1, m, 3);
@@ -917,10 +944,13 @@ test_get_cancel(void)
            strcmp(jstr(j.obj, "status"), "canceled") == 0,
        "canceling twice: not_cancelable, with the current status");
     jfree(&j);
-    jwait(md_messages_cancel(T1, m[1].id, jcb, &j), &j);
-    ok(strcmp(j.error, "not_cancelable") == 0 && j.obj &&
-           strcmp(jstr(j.obj, "status"), "suppressed") == 0,
-       "a suppressed message is not cancelable");
+    md_msg_new_t refused;
+    fill(&refused, "blocked@example.com");
+    md_accept_t ar = unit(T1, &refused, 1);
+    actx_t cr = {0};
+    accept_sync(&ar, &cr);
+    jwait(md_messages_cancel(T1, refused.id, jcb, &j), &j);
+    is_str(j.error, "not_found", "a refused (suppressed) recipient has no message to cancel");
     jfree(&j);
     jwait(md_messages_cancel(T1, m[2].id, jcb, &j), &j);
     ok(j.error[0] == '\0' && j.obj && strcmp(jstr(j.obj, "status"), "canceled") == 0,
@@ -963,15 +993,14 @@ test_batch(void)
     ok(j.obj != NULL, "md_batches_get answers (%s)", j.error);
     if (j.obj) {
         json_t *counts = json_object_get(j.obj, "counts");
-        ok(json_integer_value(json_object_get(j.obj, "accepted")) == 3 &&
-               json_integer_value(json_object_get(j.obj, "rejected")) == 2,
-           "accepted 3, rejected 2");
+        ok(json_integer_value(json_object_get(j.obj, "accepted")) == 2 &&
+               json_integer_value(json_object_get(j.obj, "rejected")) == 3,
+           "accepted 2, rejected 3 (2 by the caller, 1 suppressed)");
         ok(json_integer_value(json_object_get(counts, "queued")) == 2 &&
-               json_integer_value(json_object_get(counts, "suppressed")) == 1 &&
-               json_object_size(counts) == 2,
+               json_object_size(counts) == 1,
            "counts by status");
     } else {
-        ok(0, "accepted 3, rejected 2");
+        ok(0, "accepted 2, rejected 3 (2 by the caller, 1 suppressed)");
         ok(0, "counts by status");
     }
     jfree(&j);
@@ -985,11 +1014,11 @@ test_batch(void)
     /* a batch listing */
     md_msg_filter_t f = {.batch_id = bid, .limit = 10};
     jwait(md_messages_list(T1, &f, jcb, &j), &j);
-    is_int(json_array_size(json_object_get(j.obj, "data")), 3, "list by batch_id");
+    is_int(json_array_size(json_object_get(j.obj, "data")), 2, "list by batch_id");
     jfree(&j);
-    f.status = "suppressed";
+    f.status = "queued";
     jwait(md_messages_list(T1, &f, jcb, &j), &j);
-    is_int(json_array_size(json_object_get(j.obj, "data")), 1, "list by batch_id and status");
+    is_int(json_array_size(json_object_get(j.obj, "data")), 2, "list by batch_id and status");
     jfree(&j);
 }
 
