@@ -125,8 +125,9 @@ $redis->start;
 # calling while we look and may already have reloaded it through that very
 # fallback, so flush again to make the precondition certain rather than racy.
 is($redis->cli('SCRIPT', 'FLUSH'), 'OK', 'scripts flushed after the restart');
-is($redis->cli('SCRIPT', 'EXISTS', sha1_hex(q{return redis.call('INCR', KEYS[1])})), '0',
-   'restarted redis has no scripts');
+# (No assertion that the script is gone now: the client may reload it through
+# the fallback between the FLUSH and any check; what matters is that its calls
+# keep working, checked below.)
 print $to "up\n";
 ok(expect_line('@ready', 30), 'phase 1: client recovered');
 
