@@ -66,32 +66,6 @@ send_not_found(md_http_request_t *r, const char *what)
     return MD_OK;
 }
 
-/*
- * The common part of every store callback: true when the caller should go on
- * with res; false when r was answered here (client gone, store down, SQL error).
- */
-static bool
-pg_ok(md_http_request_t *r, const md_pg_result_t *res)
-{
-    if (r->aborted) {
-        md_http_send(r, 499, NULL, NULL, 0); /* drops our reference, sends nothing */
-        return false;
-    }
-    if (res->error == NULL)
-        return true;
-    if (md_app_store_down(res->error)) {
-        md_app_send_store_unavailable(r, "postgres");
-        return false;
-    }
-    md_logf(MD_LOG_ERROR, 0,
-            MD_LOG_FIELDS(MD_LS("error", res->error),
-                          MD_LS("sqlstate", res->sqlstate ? res->sqlstate : ""),
-                          MD_LS("detail", res->message ? res->message : "")),
-            "identity query failed");
-    md_http_send_error(r, 500, "internal_error", "internal error");
-    return false;
-}
-
 /* Answers with the row's JSON (column 0 of row 0), or 404 when there is no row. */
 static void
 send_row(md_http_request_t *r, const md_pg_result_t *res, int status, const char *what)
@@ -212,7 +186,7 @@ static void
 tenant_created(void *ctx, const md_pg_result_t *res)
 {
     id_req_t *q = ctx;
-    if (pg_ok(q->r, res))
+    if (md_api_pg_ok(q->r, res, "identity"))
         send_row(q->r, res, 201, "tenant");
 }
 
@@ -252,7 +226,7 @@ static void
 tenants_listed(void *ctx, const md_pg_result_t *res)
 {
     id_req_t *q = ctx;
-    if (pg_ok(q->r, res))
+    if (md_api_pg_ok(q->r, res, "identity"))
         md_http_send_json(q->r, 200, page_json(res->res, q->limit));
 }
 
@@ -274,7 +248,7 @@ static void
 tenant_got(void *ctx, const md_pg_result_t *res)
 {
     id_req_t *q = ctx;
-    if (pg_ok(q->r, res))
+    if (md_api_pg_ok(q->r, res, "identity"))
         send_row(q->r, res, 200, "tenant");
 }
 
@@ -292,7 +266,7 @@ static void
 tenant_changed(void *ctx, const md_pg_result_t *res)
 {
     id_req_t *q = ctx;
-    if (!pg_ok(q->r, res))
+    if (!md_api_pg_ok(q->r, res, "identity"))
         return;
     if (PQntuples(res->res) < 1) {
         send_not_found(q->r, "tenant");
@@ -354,7 +328,7 @@ key_created(void *ctx, const md_pg_result_t *res)
 {
     id_req_t *q = ctx;
     md_http_request_t *r = q->r;
-    if (pg_ok(r, res)) {
+    if (md_api_pg_ok(r, res, "identity")) {
         json_t *k = PQntuples(res->res) == 1 ? md_tenants_row_json(res->res, 0, 0) : NULL;
         if (k == NULL) {
             send_not_found(r, "tenant");
@@ -402,7 +376,7 @@ static void
 keys_listed(void *ctx, const md_pg_result_t *res)
 {
     id_req_t *q = ctx;
-    if (!pg_ok(q->r, res))
+    if (!md_api_pg_ok(q->r, res, "identity"))
         return;
     if (PQntuples(res->res) == 0) {
         send_not_found(q->r, "tenant");
@@ -436,7 +410,7 @@ static void
 key_revoked(void *ctx, const md_pg_result_t *res)
 {
     id_req_t *q = ctx;
-    if (!pg_ok(q->r, res))
+    if (!md_api_pg_ok(q->r, res, "identity"))
         return;
     if (PQntuples(res->res) < 1) {
         send_not_found(q->r, "key");
@@ -460,7 +434,7 @@ static void
 me_got(void *ctx, const md_pg_result_t *res)
 {
     id_req_t *q = ctx;
-    if (!pg_ok(q->r, res))
+    if (!md_api_pg_ok(q->r, res, "identity"))
         return;
     if (PQntuples(res->res) < 1) {
         /* Revoked (or the tenant suspended) after the cache vouched for it. */

@@ -228,23 +228,14 @@ log_pg_error(const md_pg_result_t *res, const char *what)
             "%s failed", what);
 }
 
-/* The common part of every store callback: true when the caller should go on
- * with res; false when r was answered here (client gone, store down, SQL error). */
+/* md_api_pg_ok, and a statement that must return a row returned one. */
 static bool
 pg_ok(md_http_request_t *r, const md_pg_result_t *res, const char *what)
 {
-    if (r->aborted) {
-        md_http_send(r, 499, NULL, NULL, 0); /* drops our reference, sends nothing */
+    if (!md_api_pg_ok(r, res, what))
         return false;
-    }
-    if (res->error == NULL && PQntuples(res->res) >= 1)
+    if (PQntuples(res->res) >= 1)
         return true;
-    if (res->error && md_app_store_down(res->error)) {
-        md_app_send_store_unavailable(r, "postgres");
-        return false;
-    }
-    if (res->error)
-        log_pg_error(res, what);
     md_http_send_error(r, 500, "internal_error", "internal error");
     return false;
 }

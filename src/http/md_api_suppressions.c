@@ -219,29 +219,6 @@ req_ctx(md_http_request_t *r, const md_identity_t *who)
     return q;
 }
 
-/* The common part of every store callback (see md_api_templates.c). */
-static bool
-pg_ok(md_http_request_t *r, const md_pg_result_t *res)
-{
-    if (r->aborted) {
-        md_http_send(r, 499, NULL, NULL, 0); /* drops our reference, sends nothing */
-        return false;
-    }
-    if (res->error == NULL)
-        return true;
-    if (md_app_store_down(res->error)) {
-        md_app_send_store_unavailable(r, "postgres");
-        return false;
-    }
-    md_logf(MD_LOG_ERROR, 0,
-            MD_LOG_FIELDS(MD_LS("error", res->error),
-                          MD_LS("sqlstate", res->sqlstate ? res->sqlstate : ""),
-                          MD_LS("detail", res->message ? res->message : "")),
-            "suppression query failed");
-    md_http_send_error(r, 500, "internal_error", "internal error");
-    return false;
-}
-
 static int
 send_item_error(md_http_request_t *r, const item_err_t *e)
 {
@@ -313,7 +290,7 @@ posted_cb(void *ctx, const md_pg_result_t *res)
 {
     supp_req_t *q = ctx;
     md_http_request_t *r = q->r;
-    if (!pg_ok(r, res))
+    if (!md_api_pg_ok(r, res, "suppression"))
         return;
     /* Rows come back per chunk, in no particular order: place them by index. */
     json_t **objs = md_pcalloc(r->pool, sizeof(*objs) * (size_t)(MAX_ITEMS + 1));
@@ -540,7 +517,7 @@ imported_cb(void *ctx, const md_pg_result_t *res)
 {
     supp_req_t *q = ctx;
     md_http_request_t *r = q->r;
-    if (!pg_ok(r, res))
+    if (!md_api_pg_ok(r, res, "suppression"))
         return;
     long created = 0, updated = 0;
     for (size_t c = 0; c < res->n; c++) {
@@ -701,7 +678,7 @@ static void
 got_cb(void *ctx, const md_pg_result_t *res)
 {
     supp_req_t *q = ctx;
-    if (!pg_ok(q->r, res))
+    if (!md_api_pg_ok(q->r, res, "suppression"))
         return;
     json_t *o = PQntuples(res->res) == 1 ? md_tenants_row_json(res->res, 0, 0) : NULL;
     if (o == NULL) {
@@ -725,7 +702,7 @@ static void
 deleted_cb(void *ctx, const md_pg_result_t *res)
 {
     supp_req_t *q = ctx;
-    if (!pg_ok(q->r, res))
+    if (!md_api_pg_ok(q->r, res, "suppression"))
         return;
     if (PQntuples(res->res) == 1 && PQgetvalue(res->res, 0, 0)[0] == 't')
         md_http_send(q->r, 204, NULL, NULL, 0);
@@ -803,7 +780,7 @@ static void
 listed_cb(void *ctx, const md_pg_result_t *res)
 {
     supp_req_t *q = ctx;
-    if (!pg_ok(q->r, res))
+    if (!md_api_pg_ok(q->r, res, "suppression"))
         return;
     json_t *data = json_array();
     int n = PQntuples(res->res), shown = 0;
@@ -864,7 +841,7 @@ static void
 stats_cb(void *ctx, const md_pg_result_t *res)
 {
     supp_req_t *q = ctx;
-    if (!pg_ok(q->r, res))
+    if (!md_api_pg_ok(q->r, res, "suppression"))
         return;
     json_t *o = PQntuples(res->res) == 1 ? md_tenants_row_json(res->res, 0, 0) : NULL;
     if (o == NULL) {

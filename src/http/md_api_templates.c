@@ -68,36 +68,19 @@ send_not_found(md_http_request_t *r)
     return MD_OK;
 }
 
-/* The common part of every store callback: true when the caller should go on
- * with res; false when r was answered here (client gone, store down, SQL error;
- * a name taken is 409). */
+/* md_api_pg_ok, with a name taken answered 409. */
 static bool
 pg_ok(md_http_request_t *r, const md_pg_result_t *res)
 {
-    if (r->aborted) {
-        md_http_send(r, 499, NULL, NULL, 0); /* drops our reference, sends nothing */
-        return false;
-    }
-    if (res->error == NULL)
-        return true;
-    if (md_app_store_down(res->error)) {
-        md_app_send_store_unavailable(r, "postgres");
-        return false;
-    }
-    if (res->sqlstate && strcmp(res->sqlstate, "23505") == 0) {
+    if (!r->aborted && res->error && !md_app_store_down(res->error) && res->sqlstate &&
+        strcmp(res->sqlstate, "23505") == 0) {
         json_t *e =
             json_pack("{s:{s:s,s:s,s:s}}", "error", "code", "template_name_taken", "message",
                       "another template of this tenant has that name", "field", "/name");
         md_http_send_json(r, 409, e);
         return false;
     }
-    md_logf(MD_LOG_ERROR, 0,
-            MD_LOG_FIELDS(MD_LS("error", res->error),
-                          MD_LS("sqlstate", res->sqlstate ? res->sqlstate : ""),
-                          MD_LS("detail", res->message ? res->message : "")),
-            "template query failed");
-    md_http_send_error(r, 500, "internal_error", "internal error");
-    return false;
+    return md_api_pg_ok(r, res, "template");
 }
 
 static json_t *

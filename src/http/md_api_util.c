@@ -1,5 +1,6 @@
 #include "md_api_util.h"
 #include "md_app.h"
+#include "md_log.h"
 #include "md_tenants.h"
 
 #include <stdio.h>
@@ -315,4 +316,26 @@ md_api_parse_rfc3339(const char *s, size_t n, double *out)
     t -= sign * (oh * 3600.0 + om * 60.0);
     *out = t + frac;
     return true;
+}
+
+bool
+md_api_pg_ok(md_http_request_t *r, const md_pg_result_t *res, const char *what)
+{
+    if (r->aborted) {
+        md_http_send(r, 499, NULL, NULL, 0); /* drops our reference, sends nothing */
+        return false;
+    }
+    if (res->error == NULL)
+        return true;
+    if (md_app_store_down(res->error)) {
+        md_app_send_store_unavailable(r, "postgres");
+        return false;
+    }
+    md_logf(MD_LOG_ERROR, 0,
+            MD_LOG_FIELDS(MD_LS("error", res->error),
+                          MD_LS("sqlstate", res->sqlstate ? res->sqlstate : ""),
+                          MD_LS("detail", res->message ? res->message : "")),
+            "%s query failed", what);
+    md_http_send_error(r, 500, "internal_error", "internal error");
+    return false;
 }

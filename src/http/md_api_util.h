@@ -6,6 +6,7 @@
 #define MD_API_UTIL_H
 
 #include "md_http.h"
+#include "md_pg.h"
 #include <jansson.h>
 
 /*
@@ -72,5 +73,11 @@ bool md_api_digits(const char *s, size_t n, unsigned *out);
 /* An RFC 3339 date-time (Z or an offset, optional fraction) of n bytes into unix
  * seconds; false when it is not one or names an impossible date. */
 bool md_api_parse_rfc3339(const char *s, size_t n, double *out);
+
+/* The common part of a store callback: true when the caller should go on with
+ * res; false when r was answered here: nothing for a client that left (499,
+ * dropping our reference), 503 store_unavailable when PostgreSQL is down, 500
+ * internal_error (logged as "<what> query failed") for an SQL error. */
+bool md_api_pg_ok(md_http_request_t *r, const md_pg_result_t *res, const char *what);
 
 #endif
