@@ -22,6 +22,8 @@
 #include "md_pg.h"
 #include "md_dns.h"
 #include "md_events.h"
+#include "md_tracking.h"
+#include "md_tracking_store.h"
 #include "md_client.h"
 #include "md_queue.h"
 #include "md_redis.h"
@@ -132,6 +134,8 @@ app_free(md_app_priv_t *p)
     md_queue_app_destroy(&p->app);        /* a no-op unless its init ran */
     md_suppressions_app_destroy(&p->app); /* a no-op unless its init ran */
     md_events_app_destroy(&p->app);       /* a no-op unless its init ran */
+    md_tracking_store_app_destroy(&p->app);
+    md_tracking_app_destroy(&p->app);
     md_app = NULL;
     free(p);
 }
@@ -216,6 +220,14 @@ md_app_init(struct ev_loop *loop, const md_conf_t *conf, unsigned slot, char *er
     }
     if (md_events_app_init(&p->app) != MD_OK) {
         snprintf(err, errlen, "events module failed to start");
+        goto fail;
+    }
+    if (md_tracking_app_init(&p->app) != MD_OK) {
+        snprintf(err, errlen, "tracking module failed to start");
+        goto fail;
+    }
+    if (md_tracking_store_app_init(&p->app) != MD_OK) {
+        snprintf(err, errlen, "tracking store failed to start");
         goto fail;
     }
 

@@ -170,6 +170,8 @@ static const md_conf_cmd_t md_conf_main_cmds[] = {
      offsetof(md_conf_t, routing), NULL, NULL, md_route_conf_free},
     {"webhooks", MD_CONF_MAIN, MD_CONF_NOARGS | MD_CONF_BLOCK, md_webhooks_conf_set,
      offsetof(md_conf_t, webhooks), NULL, NULL, md_webhooks_conf_free},
+    {"tracking", MD_CONF_MAIN, MD_CONF_NOARGS | MD_CONF_BLOCK, md_tracking_conf_set,
+     offsetof(md_conf_t, tracking), NULL, NULL, md_tracking_conf_free},
     {"max_attempts", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_number,
      offsetof(md_conf_t, max_attempts), &md_conf_max_attempts_bounds, "5", NULL},
     {"retry_backoff_base", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time,
@@ -1352,6 +1354,17 @@ md_conf_free(md_conf_t *conf)
     free(conf->file);
     free(conf->prefix);
     free(conf);
+}
+
+void
+md_conf_free_secret(const md_conf_cmd_t *cmd, void *base)
+{
+    char **f = (char **)(void *)((char *)base + cmd->offset);
+    if (*f) {
+        explicit_bzero(*f, strlen(*f));
+        free(*f);
+        *f = NULL;
+    }
 }
 
 /*

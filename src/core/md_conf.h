@@ -149,6 +149,7 @@ typedef struct md_conf_s {
                                             deleted this often (every worker) */
     struct md_route_conf_s *routing;     /* routing { } (src/esp/md_route.c), or NULL */
     struct md_webhooks_conf_s *webhooks; /* webhooks { } (src/store/md_events.c), or NULL */
+    struct md_tracking_conf_s *tracking; /* tracking { } (src/mail/md_tracking.c), or NULL */
 } md_conf_t;
 
 /*
@@ -238,6 +239,8 @@ int md_conf_set_path(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
  * both forms at once is an error. */
 #define MD_CONF_SECRET_MAX 4096
 int md_conf_set_secret(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+/* The cleanup of a secret: wipes the bytes, then frees them. */
+void md_conf_free_secret(const md_conf_cmd_t *cmd, void *base);
 int md_conf_set_path_or_off(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
 int md_conf_set_enum(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
 int md_conf_set_block(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
@@ -272,6 +275,10 @@ void md_route_conf_free(const md_conf_cmd_t *cmd, void *base);
  * the automatic suppression rule, into md_conf_t.webhooks. */
 int md_webhooks_conf_set(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
 void md_webhooks_conf_free(const md_conf_cmd_t *cmd, void *base);
+/* tracking { } (src/mail/md_tracking.c, md_tracking.h): public base URL and the
+ * token secrets of open/click tracking and unsubscribe links. */
+int md_tracking_conf_set(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base);
+void md_tracking_conf_free(const md_conf_cmd_t *cmd, void *base);
 
 /* The current directive: argument 0 is its name. Valid inside a setter. */
 size_t md_conf_nargs(const md_conf_parser_t *cf);

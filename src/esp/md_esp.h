@@ -117,6 +117,24 @@ typedef struct md_esp_driver_s {
      * drivers leave this NULL.
      */
     void (*deliver)(md_esp_t *esp, const md_esp_msg_t *m, md_esp_result_t *res);
+    /*
+     * Batch calls: providers that take a list of different messages in one
+     * request (Postmark's /email/batch; the others' batch calls share one
+     * content between recipients, which stored rendered messages cannot use).
+     * batch_max 0: none. The dispatcher builds a request with batch_add per
+     * message (the first call, on an empty body, also sets the method, path
+     * and headers) and batch_end, keeps the body within batch_bytes, and hands
+     * the answer to read_batch, which fills one result per message in the
+     * order they were added. batch_add returns MD_OK, or MD_ERROR with res
+     * filled (permanent: the message cannot go) and nothing appended.
+     */
+    size_t batch_max;   /* messages per request the provider takes */
+    size_t batch_bytes; /* request body bytes the provider takes */
+    int (*batch_add)(md_esp_t *esp, const md_esp_msg_t *m, struct md_esp_request_s *req,
+                     md_esp_result_t *res);
+    void (*batch_end)(md_esp_t *esp, struct md_esp_request_s *req);
+    void (*read_batch)(md_esp_t *esp, const struct md_esp_response_s *resp, size_t n,
+                       md_esp_result_t *res);
 } md_esp_driver_t;
 
 struct md_esp_s {
@@ -129,6 +147,7 @@ struct md_esp_s {
      * tls_verify, timeouts); NULL for local drivers or without md_app. */
     md_http_endpoint_t *endpoint;
     void *route; /* src/esp/md_route.c: health, circuit breaker, rate state */
+    void *batch; /* src/esp/md_dispatch.c: the batch collector (batch N > 1), or NULL */
 };
 
 extern const md_esp_driver_t md_esp_sink_driver;     /* md_esp_sink.c */
@@ -184,6 +203,11 @@ bool md_esp_name_ok(const char *s);
 
 /* A NUL-terminated copy of b's live bytes in pool. */
 char *md_esp_pool_str(md_pool_t *pool, const md_buf_t *b);
+
+/* Messages per request of the account (its "batch", within its driver's
+ * batch_max; 1: no batching) and, into *window when not NULL, its
+ * "batch_window" in seconds: how long a collector waits for more. */
+int md_esp_conf_batch(const md_esp_conf_t *c, double *window);
 
 /* The account named name in conf, or NULL (for the send API's "esp" field). */
 const md_esp_conf_t *md_esp_conf_find(const md_conf_t *conf, const char *name);

@@ -19,8 +19,19 @@
  * text "ErrorCode: Message": the account's credentials, not the message, are at
  * fault, so the router fails over and, with no account left, the message is
  * deferred and dead-lettered after max_attempts (a retry-failed resends it once
- * the token is fixed). Other 4xx are permanent; 429 and 5xx retryable. The
- * batch endpoint (/email/batch) is not used yet.
+ * the token is fixed). Other 4xx are permanent; 429 and 5xx retryable.
+ *
+ * Batches (batch N; in the account): POST /email/batch with a JSON array of
+ * the same objects, at most MD_POSTMARK_BATCH_MAX (500) and
+ * MD_POSTMARK_BATCH_BYTES per request (Postmark's documented limits: 500
+ * messages, 50 MB). Postmark answers 200 with an array of one result per
+ * message, in order, even when some fail: each is read on its own with the
+ * single send's rules (ErrorCode 0 -> sent with its MessageID; 406, 300, ...
+ * -> permanent with the code and Message kept; 405 and 10 -> retryable as
+ * above). A whole request that fails (401, a 422 whole-body error, 429, 5xx,
+ * a transport error) gives every message the single send's result; a 2xx
+ * whose array does not hold one result per message gives every message a
+ * retryable "protocol" (which of them went is unknown: at least once).
  */
 #include "md_esp.h"
 
@@ -31,6 +42,9 @@
 
 #define MD_POSTMARK_NOT_ALLOWED 405
 #define MD_POSTMARK_BAD_TOKEN   10
+#define MD_POSTMARK_BATCH_MAX   500
+/* 50 MB less room for the array's brackets and commas and a rounding of "MB" */
+#define MD_POSTMARK_BATCH_BYTES (50u * 1000u * 1000u - 4096u)
 
 static void
 md_postmark_field(md_buf_t *b, const char *key, const md_mime_addr_t *list, size_t n, md_buf_t *tmp)
@@ -48,9 +62,11 @@ md_postmark_field(md_buf_t *b, const char *key, const md_mime_addr_t *list, size
     md_buf_append_str(b, "\"");
 }
 
-/* Builds the request (see the top of the file); strings live in req->pool. */
+/* Appends m as one message object to b (the body of /email, or an element of
+ * /email/batch's array). MD_ERROR with res filled: m cannot go (nothing
+ * appended). */
 static int
-md_postmark_build(md_esp_t *esp, const md_esp_msg_t *m, md_esp_request_t *req, md_esp_result_t *res)
+md_postmark_item(md_esp_t *esp, const md_esp_msg_t *m, md_buf_t *b, md_esp_result_t *res)
 {
     const md_esp_conf_t *c = esp->conf;
     if (m->text.data == NULL && m->html.data == NULL) {
@@ -58,7 +74,6 @@ md_postmark_build(md_esp_t *esp, const md_esp_msg_t *m, md_esp_request_t *req, m
                                 "the message has neither a text nor an html part");
         return MD_ERROR;
     }
-    md_buf_t *b = &req->body;
     md_buf_t tmp;
     md_buf_init(&tmp);
     md_esp_mailbox(&tmp, &m->from, true);
@@ -89,13 +104,71 @@ md_postmark_build(md_esp_t *esp, const md_esp_msg_t *m, md_esp_request_t *req, m
     md_esp_json_str(b, c->message_stream ? c->message_stream : "outbound");
     md_buf_append_str(b, "}");
     md_buf_free(&tmp);
+    return MD_OK;
+}
 
+static void
+md_postmark_headers(md_esp_t *esp, md_esp_request_t *req, const char *path)
+{
+    const md_esp_conf_t *c = esp->conf;
     req->method = "POST";
-    req->path = "/email";
+    req->path = path;
     md_esp_request_header(req, "Accept", "application/json");
     md_esp_request_header(req, "Content-Type", "application/json");
     md_esp_request_header(req, "X-Postmark-Server-Token", c->server_token ? c->server_token : "");
+}
+
+/* Builds the request (see the top of the file); strings live in req->pool. */
+static int
+md_postmark_build(md_esp_t *esp, const md_esp_msg_t *m, md_esp_request_t *req, md_esp_result_t *res)
+{
+    if (md_postmark_item(esp, m, &req->body, res) != MD_OK)
+        return MD_ERROR;
+    md_postmark_headers(esp, req, "/email");
     return MD_OK;
+}
+
+/*
+ * Maps one Postmark answer object (root: the whole body of /email, or one
+ * element of /email/batch's array; NULL when not JSON) under HTTP status
+ * `status` into res, with the rules at the top of the file. h gives the
+ * Retry-After and, without a Message, the raw body for the text.
+ */
+static void
+md_postmark_map(const md_http_client_response_t *h, int status, json_t *root, md_esp_result_t *res)
+{
+    json_t *ec = json_object_get(root, "ErrorCode");
+    long long errcode = json_is_integer(ec) ? json_integer_value(ec) : -1;
+    const char *msg = json_string_value(json_object_get(root, "Message"));
+    char text[256], code[32];
+    if (msg)
+        snprintf(text, sizeof(text), "%s", msg);
+    else
+        snprintf(text, sizeof(text), "HTTP %d: %.*s", status,
+                 (int)(h->body.len > 200 ? 200 : h->body.len), h->body.data ? h->body.data : "");
+    if (errcode > 0)
+        snprintf(code, sizeof(code), "%lld", errcode);
+    else
+        snprintf(code, sizeof(code), "http_%d", status);
+
+    if (status >= 200 && status < 300 && errcode <= 0) {
+        const char *id = json_string_value(json_object_get(root, "MessageID"));
+        md_esp_result_sent(res, id ? id : "", 0);
+    } else if (status == 429) {
+        md_esp_result_retryable(res, "throttled", md_esp_retry_after(h, time(NULL)), text);
+    } else if (status >= 500 || (status < 400 && status >= 300) || status < 200) {
+        md_esp_result_retryable(res, code, md_esp_retry_after(h, time(NULL)), text);
+    } else if (errcode == MD_POSTMARK_NOT_ALLOWED) {
+        md_esp_result_retryable(res, code, 0, text);
+    } else if (errcode == MD_POSTMARK_BAD_TOKEN || status == 401 || status == 403) {
+        char why[256];
+        /* the provider's code first: it survives a long message */
+        snprintf(why, sizeof(why), "%.63s: %.190s", code, text);
+        md_esp_result_retryable(res, "auth_failed", md_esp_retry_after(h, time(NULL)), why);
+    } else {
+        /* 422 with an ErrorCode, other 4xx, or a 200 that carries an error */
+        md_esp_result_permanent(res, code, text);
+    }
 }
 
 static void
@@ -107,37 +180,80 @@ md_postmark_read(md_esp_t *esp, const md_esp_response_t *resp, md_esp_result_t *
     const md_http_client_response_t *h = resp->http;
     json_error_t jerr;
     json_t *root = h->body.len ? json_loadb(h->body.data, h->body.len, 0, &jerr) : NULL;
-    json_t *ec = json_object_get(root, "ErrorCode");
-    long long errcode = json_is_integer(ec) ? json_integer_value(ec) : -1;
-    const char *msg = json_string_value(json_object_get(root, "Message"));
-    char text[256], code[32];
-    if (msg)
-        snprintf(text, sizeof(text), "%s", msg);
-    else
-        snprintf(text, sizeof(text), "HTTP %d: %.*s", h->status,
-                 (int)(h->body.len > 200 ? 200 : h->body.len), h->body.data ? h->body.data : "");
-    if (errcode > 0)
-        snprintf(code, sizeof(code), "%lld", errcode);
-    else
-        snprintf(code, sizeof(code), "http_%d", h->status);
+    md_postmark_map(h, h->status, root, res);
+    json_decref(root);
+}
 
-    if (h->status >= 200 && h->status < 300 && errcode <= 0) {
-        const char *id = json_string_value(json_object_get(root, "MessageID"));
-        md_esp_result_sent(res, id ? id : "", 0);
-    } else if (h->status == 429) {
-        md_esp_result_retryable(res, "throttled", md_esp_retry_after(h, time(NULL)), text);
-    } else if (h->status >= 500 || (h->status < 400 && h->status >= 300) || h->status < 200) {
-        md_esp_result_retryable(res, code, md_esp_retry_after(h, time(NULL)), text);
-    } else if (errcode == MD_POSTMARK_NOT_ALLOWED) {
-        md_esp_result_retryable(res, code, 0, text);
-    } else if (errcode == MD_POSTMARK_BAD_TOKEN || h->status == 401 || h->status == 403) {
-        char why[256];
-        /* the provider's code first: it survives a long message */
-        snprintf(why, sizeof(why), "%.63s: %.190s", code, text);
-        md_esp_result_retryable(res, "auth_failed", md_esp_retry_after(h, time(NULL)), why);
+/* One message more in a batch request (see md_esp_driver_t.batch_add): the
+ * first opens the array and sets the request line and headers. */
+static int
+md_postmark_batch_add(md_esp_t *esp, const md_esp_msg_t *m, md_esp_request_t *req,
+                      md_esp_result_t *res)
+{
+    md_buf_t *b = &req->body;
+    size_t before = md_buf_len(b);
+    bool first = before == 0;
+    md_buf_append_str(b, first ? "[" : ",");
+    if (md_postmark_item(esp, m, b, res) != MD_OK) {
+        b->last = b->pos + before;
+        return MD_ERROR;
+    }
+    if (first)
+        md_postmark_headers(esp, req, "/email/batch");
+    return MD_OK;
+}
+
+static void
+md_postmark_batch_end(md_esp_t *esp, md_esp_request_t *req)
+{
+    md_unused(esp);
+    md_buf_append_str(&req->body, md_buf_len(&req->body) == 0 ? "[]" : "]");
+}
+
+/* The answer to a batch of n messages into res[0..n-1] (see the top of the
+ * file). */
+static void
+md_postmark_read_batch(md_esp_t *esp, const md_esp_response_t *resp, size_t n,
+                       md_esp_result_t *res)
+{
+    md_unused(esp);
+    if (n == 0)
+        return;
+    if (md_esp_transport_error(resp, &res[0])) {
+        for (size_t i = 1; i < n; i++)
+            res[i] = res[0];
+        return;
+    }
+    const md_http_client_response_t *h = resp->http;
+    json_error_t jerr;
+    json_t *root = h->body.len ? json_loadb(h->body.data, h->body.len, 0, &jerr) : NULL;
+    bool ok = h->status >= 200 && h->status < 300;
+    if (ok && json_is_array(root) && json_array_size(root) == n) {
+        for (size_t i = 0; i < n; i++) {
+            json_t *item = json_array_get(root, i);
+            if (json_is_object(item))
+                md_postmark_map(h, h->status, item, &res[i]);
+            else
+                md_esp_result_retryable(&res[i], "protocol", 0,
+                                        "a result of the batch answer is not an object");
+        }
+    } else if (ok && (json_is_array(root) || !json_is_integer(json_object_get(root, "ErrorCode")) ||
+                      json_integer_value(json_object_get(root, "ErrorCode")) <= 0)) {
+        char text[160];
+        if (json_is_array(root))
+            snprintf(text, sizeof(text), "the batch answer holds %zu results for %zu messages",
+                     json_array_size(root), n);
+        else
+            snprintf(text, sizeof(text), "HTTP %d: the batch answer is not an array of results",
+                     h->status);
+        md_esp_result_retryable(&res[0], "protocol", 0, text);
     } else {
-        /* 422 with an ErrorCode, other 4xx, or a 200 that carries an error */
-        md_esp_result_permanent(res, code, text);
+        /* the whole request failed: every message as a single send would */
+        md_postmark_map(h, h->status, root, &res[0]);
+    }
+    if (!(ok && json_is_array(root) && json_array_size(root) == n)) {
+        for (size_t i = 1; i < n; i++)
+            res[i] = res[0];
     }
     json_decref(root);
 }
@@ -147,4 +263,9 @@ const md_esp_driver_t md_esp_postmark_driver = {
     .kind = MD_ESP_DRIVER_POSTMARK,
     .build_request = md_postmark_build,
     .read_response = md_postmark_read,
+    .batch_max = MD_POSTMARK_BATCH_MAX,
+    .batch_bytes = MD_POSTMARK_BATCH_BYTES,
+    .batch_add = md_postmark_batch_add,
+    .batch_end = md_postmark_batch_end,
+    .read_batch = md_postmark_read_batch,
 };

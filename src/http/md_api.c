@@ -143,6 +143,7 @@ void md_api_esps_register(md_router_t *rt, const md_conf_t *conf);      /* md_ap
 void md_api_suppressions_register(md_router_t *rt,
                                   const md_conf_t *conf);              /* md_api_suppressions.c */
 void md_api_webhooks_register(md_router_t *rt, const md_conf_t *conf); /* md_api_webhooks.c */
+void md_api_track_register(md_router_t *rt, const md_conf_t *conf);    /* md_api_track.c */
 
 void
 md_api_register(md_router_t *rt, const md_conf_t *conf)
@@ -157,6 +158,7 @@ md_api_register(md_router_t *rt, const md_conf_t *conf)
     md_api_esps_register(rt, conf);
     md_api_suppressions_register(rt, conf);
     md_api_webhooks_register(rt, conf);
+    md_api_track_register(rt, conf);
     if (conf && conf->debug_endpoints) {
         md_router_add(rt, MD_M_POST, "/debug/echo", api_debug_echo);
         md_router_add(rt, MD_M_GET, "/debug/sleep", api_debug_sleep);

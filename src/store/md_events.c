@@ -75,17 +75,6 @@ md_webhooks_conf_override(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *
     return md_conf_set_str(cf, cmd, base);
 }
 
-static void
-md_webhooks_free_secret(const md_conf_cmd_t *cmd, void *base)
-{
-    char **f = (char **)(void *)((char *)base + cmd->offset);
-    if (*f) {
-        explicit_bzero(*f, strlen(*f));
-        free(*f);
-        *f = NULL;
-    }
-}
-
 static const md_conf_bounds_t md_webhooks_limit_bounds = {1, 1000};
 static const md_conf_bounds_t md_webhooks_window_bounds = {1, 365 * 86400.};
 static const md_conf_bounds_t md_webhooks_age_bounds = {10, 30 * 86400.};
@@ -98,7 +87,7 @@ static const md_conf_bounds_t md_webhooks_age_bounds = {10, 30 * 86400.};
      offsetof(md_webhooks_conf_t, field),                                                          \
      NULL,                                                                                         \
      NULL,                                                                                         \
-     md_webhooks_free_secret},                                                                     \
+     md_conf_free_secret},                                                                         \
     {                                                                                              \
         name "_file", MD_CONF_WEBHOOKS, MD_CONF_TAKE1, md_conf_set_secret,                         \
             offsetof(md_webhooks_conf_t, field), NULL, NULL, NULL                                  \
