@@ -28,6 +28,7 @@ use JSON::PP;
 use POSIX qw(strftime);
 use Time::HiRes qw(time sleep);
 use MailerdTest qw(wait_for slurp);
+use MailerdEml qw(parse_eml);
 
 plan skip_all => 'no PostgreSQL server binaries'
   unless -x (($ENV{MAILERD_PGBIN} // '/usr/lib/postgresql/15/bin') . '/pg_ctl');
@@ -163,30 +164,6 @@ sub in_list { join(',', map { "'$_'" } @_) }
 sub count_status {
     my ($status, @ids) = @_;
     return sql("SELECT count(*) FROM messages WHERE id IN (" . in_list(@ids) . ") AND status = '$status'");
-}
-
-# The .eml as Python's email package reads it: headers (decoded) and leaf parts.
-sub parse_eml {
-    my ($file) = @_;
-    my $py = <<'PY';
-import email, email.policy, json, sys
-with open(sys.argv[1], 'rb') as f:
-    raw = f.read()
-m = email.message_from_bytes(raw, policy=email.policy.default)
-out = {'headers': {k.lower(): str(v) for k, v in m.items()}, 'defects': len(m.defects),
-       'type': m.get_content_type(), 'parts': [],
-       'max_line': max(len(l) for l in raw.split(b'\r\n')), 'crlf': raw.count(b'\n') == raw.count(b'\r\n')}
-for p in m.walk():
-    if p.is_multipart():
-        continue
-    out['parts'].append({'type': p.get_content_type(), 'body': p.get_content(), 'defects': len(p.defects)})
-sys.stdout.buffer.write(json.dumps(out, ensure_ascii=False).encode())
-PY
-    open(my $fh, '-|', '/usr/bin/python3', '-c', $py, $file) or die "python3: $!";
-    local $/;
-    my $o = <$fh>;
-    close $fh;
-    return eval { JSON::PP->new->decode($o) }; # bytes in, bytes out, like the literals here
 }
 
 # --- 1. delivered as valid MIME, with its events ----------------------------------------

@@ -27,6 +27,7 @@
  */
 #include "md_router.h"
 #include "md_api_util.h"
+#include "md_tracking.h"
 #include "md_auth.h"
 #include "md_log.h"
 #include "md_tenants.h"
@@ -149,6 +150,23 @@ check_metadata(md_http_request_t *r, json_t *v, char **out)
     return true;
 }
 
+/* tracking: the tenant's defaults into "true"/"false"/NULL (unchanged) strings. */
+static bool
+check_tracking(md_http_request_t *r, json_t *v, const char **opens, const char **clicks)
+{
+    unsigned given, on;
+    const char *member = "", *why = "";
+    if (!md_api_tracking_parse(v, &given, &on, &member, &why)) {
+        char field[32];
+        snprintf(field, sizeof(field), "/tracking%s", member);
+        md_api_send_validation(r, field, why);
+        return false;
+    }
+    *opens = given & MD_TRACKING_OPENS ? (on & MD_TRACKING_OPENS ? "true" : "false") : NULL;
+    *clicks = given & MD_TRACKING_CLICKS ? (on & MD_TRACKING_CLICKS ? "true" : "false") : NULL;
+    return true;
+}
+
 /* {data:[rows' column 0], next_cursor}: rows were asked for limit + 1, so one
  * more than limit means another page follows. Rows whose column 0 is NULL (the
  * LEFT JOIN of an empty listing) are skipped. */
@@ -198,10 +216,12 @@ api_tenant_create(md_http_request_t *r)
     json_t *b = md_api_body_object(r, false);
     if (b == NULL)
         return MD_OK;
-    static const char *const known[] = {"name", "metadata", NULL};
+    static const char *const known[] = {"name", "metadata", "tracking", NULL};
     char *meta = NULL;
+    const char *opens = NULL, *clicks = NULL;
     json_t *name = json_object_get(b, "name"), *m = json_object_get(b, "metadata");
-    if (!md_api_check_known(r, b, known))
+    if (!md_api_check_known(r, b, known) ||
+        !check_tracking(r, json_object_get(b, "tracking"), &opens, &clicks))
         goto done;
     if (name == NULL) {
         md_api_send_validation(r, "/name", "is required");
@@ -214,7 +234,8 @@ api_tenant_create(md_http_request_t *r)
     char id[MD_UUID_STRLEN + 1];
     md_uuid7(id);
     id_req_t *q = req_ctx(r);
-    int rc = md_tenants_create(md_app->pg, id, json_string_value(name), meta, tenant_created, q);
+    int rc = md_tenants_create(md_app->pg, id, json_string_value(name), meta, opens, clicks,
+                               tenant_created, q);
     free(meta);
     return md_api_queued(r, rc);
 done:
@@ -285,12 +306,13 @@ api_tenant_patch(md_http_request_t *r)
     json_t *b = md_api_body_object(r, false);
     if (b == NULL)
         return MD_OK;
-    static const char *const known[] = {"name", "status", "metadata", NULL};
+    static const char *const known[] = {"name", "status", "metadata", "tracking", NULL};
     char *meta = NULL;
-    const char *status = NULL;
+    const char *status = NULL, *opens = NULL, *clicks = NULL;
     json_t *name = json_object_get(b, "name"), *st = json_object_get(b, "status"),
            *m = json_object_get(b, "metadata");
-    if (!md_api_check_known(r, b, known))
+    if (!md_api_check_known(r, b, known) ||
+        !check_tracking(r, json_object_get(b, "tracking"), &opens, &clicks))
         goto done;
     if (name && !check_name(r, name, "/name", 1, MD_TENANT_NAME_MAX))
         goto done;
@@ -304,7 +326,7 @@ api_tenant_patch(md_http_request_t *r)
     if (m && !check_metadata(r, m, &meta))
         goto done;
     int rc = md_tenants_update(md_app->pg, id, name ? json_string_value(name) : NULL, status, meta,
-                               tenant_changed, req_ctx(r));
+                               opens, clicks, tenant_changed, req_ctx(r));
     free(meta);
     return md_api_queued(r, rc);
 done:

@@ -54,6 +54,7 @@
  */
 #include "md_router.h"
 #include "md_api_util.h"
+#include "md_tracking.h"
 #include "md_auth.h"
 #include "md_log.h"
 #include "md_metrics.h"
@@ -129,6 +130,7 @@ static const char *const reject_codes[] = {"invalid_json",
                                            "idempotency_conflict",
                                            "invalid_template_id",
                                            "suppressed",
+                                           "tracking_not_configured",
                                            NULL};
 
 static void
@@ -535,6 +537,8 @@ typedef struct send_s {
     int priority;
     double send_at;
     const char *esp;
+    unsigned track_given, track_on; /* "tracking" members present / true (MD_TRACKING_*) */
+    unsigned tenant_tracking;       /* the tenant's defaults */
 
     rcpt_t *rc;
     size_t nrc, nrejected;
@@ -788,6 +792,19 @@ validate_common(send_t *q, verr_t *e)
         q->send_at = t > now ? t : 0;
     }
 
+    {
+        const char *member = "", *why = "";
+        if (!md_api_tracking_parse(json_object_get(b, "tracking"), &q->track_given, &q->track_on,
+                                   &member, &why)) {
+            char field[32];
+            snprintf(field, sizeof(field), "/tracking%s", member);
+            return fail(e, "invalid_type", field, "%s", why);
+        }
+        if (q->track_on && md_tracking() == NULL)
+            return fail(e, "tracking_not_configured", "/tracking",
+                        "this instance has no tracking { } block (public_url and secret)");
+    }
+
     v = json_object_get(b, "esp");
     if (v && !json_is_null(v)) {
         /* A route override names one of the configured accounts (esp NAME { }). */
@@ -818,10 +835,10 @@ rcpt_set(md_pool_t *pool, rcpt_t *rc, const md_msg_addr_t *a, const md_address_t
 static bool
 validate_single(send_t *q, verr_t *e)
 {
-    static const char *const known[] = {"from",    "to",   "cc",       "bcc",         "reply_to",
-                                        "subject", "text", "html",     "template_id", "variables",
-                                        "headers", "tags", "metadata", "priority",    "send_at",
-                                        "esp",     NULL};
+    static const char *const known[] = {
+        "from",     "to",       "cc",          "bcc",       "reply_to", "subject",
+        "text",     "html",     "template_id", "variables", "headers",  "tags",
+        "metadata", "priority", "send_at",     "esp",       "tracking", NULL};
     md_pool_t *pool = q->r->pool;
     if (!check_known(q->body, "", known, e) || !validate_common(q, e))
         return false;
@@ -946,7 +963,7 @@ validate_batch(send_t *q, verr_t *e)
 {
     static const char *const known[] = {
         "from", "reply_to", "subject",  "text",    "html", "template_id", "variables", "headers",
-        "tags", "metadata", "priority", "send_at", "esp",  "recipients",  NULL};
+        "tags", "metadata", "priority", "send_at", "esp",  "recipients",  "tracking",  NULL};
     if (!check_known(q->body, "", known, e) || !validate_common(q, e))
         return false;
     json_t *list = json_object_get(q->body, "recipients");
@@ -1171,6 +1188,19 @@ accept_all(send_t *q)
         m->esp_route = q->esp;
         m->suppress_key = rc->suppress_key;
         {
+            unsigned flags = (q->tenant_tracking & ~q->track_given) | q->track_on;
+            md_tracking_out_t t;
+            if (md_tracking_apply(pool, m->id, flags, q->priority == MD_PRIORITY_BULK, m->html,
+                                  m->headers_json, &t) != MD_OK) {
+                md_log(MD_LOG_ERROR, 0, "tracking: cannot prepare message %s", m->id);
+                md_http_send_error(r, 500, "internal_error", "internal error");
+                return MD_OK;
+            }
+            m->html = t.html;
+            m->headers_json = t.headers_json;
+            m->tracking_json = t.tracking_json;
+        }
+        {
             verr_t se;
             fail(&se, "suppressed", rc->to_field, SUPPRESSED_MSG);
             json_t *o = json_pack("{s:i,s:s,s:s,s:s}", "index", (int)rc->index, "code", se.code,
@@ -1378,6 +1408,7 @@ send_common(md_http_request_t *r, const md_identity_t *who, bool batch)
     q->r = r;
     q->batch = batch;
     memcpy(q->tenant_id, who->tenant_id, sizeof(q->tenant_id));
+    q->tenant_tracking = who->tracking;
     md_pool_cleanup_add(r->pool, send_cleanup, q);
     if (!json_content_type(r)) {
         count_rejected("unsupported_media_type", 1);

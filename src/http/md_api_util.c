@@ -1,4 +1,5 @@
 #include "md_api_util.h"
+#include "md_tracking.h"
 #include "md_app.h"
 #include "md_log.h"
 #include "md_tenants.h"
@@ -338,4 +339,45 @@ md_api_pg_ok(md_http_request_t *r, const md_pg_result_t *res, const char *what)
             "%s query failed", what);
     md_http_send_error(r, 500, "internal_error", "internal error");
     return false;
+}
+
+bool
+md_api_tracking_parse(json_t *v, unsigned *given, unsigned *on, const char **member,
+                      const char **why)
+{
+    *given = *on = 0;
+    if (v == NULL || json_is_null(v))
+        return true;
+    *member = "";
+    if (!json_is_object(v)) {
+        *why = "must be an object such as {\"opens\": true, \"clicks\": true}";
+        return false;
+    }
+    static const struct {
+        const char *name, *ptr;
+        unsigned bit;
+    } f[] = {{"opens", "/opens", MD_TRACKING_OPENS}, {"clicks", "/clicks", MD_TRACKING_CLICKS}};
+    const char *k;
+    json_t *x;
+    json_object_foreach(v, k, x)
+    {
+        size_t i = 0;
+        while (i < md_nelems(f) && strcmp(k, f[i].name) != 0)
+            i++;
+        if (i == md_nelems(f)) {
+            *why = "unknown member (known: opens, clicks)";
+            return false;
+        }
+        if (json_is_null(x))
+            continue;
+        if (!json_is_boolean(x)) {
+            *member = f[i].ptr;
+            *why = "must be true or false";
+            return false;
+        }
+        *given |= f[i].bit;
+        if (json_is_true(x))
+            *on |= f[i].bit;
+    }
+    return true;
 }

@@ -74,6 +74,15 @@ bool md_api_digits(const char *s, size_t n, unsigned *out);
  * seconds; false when it is not one or names an impossible date. */
 bool md_api_parse_rfc3339(const char *s, size_t n, double *out);
 
+/*
+ * A "tracking" member ({"opens": bool, "clicks": bool}, both optional) of the
+ * tenant and send APIs: *given gets the MD_TRACKING_* bits present, *on those
+ * set true. v NULL or JSON null: nothing given. false with *member (the JSON
+ * pointer suffix, e.g. "/opens" or "") and *why filled when v is malformed.
+ */
+bool md_api_tracking_parse(json_t *v, unsigned *given, unsigned *on, const char **member,
+                           const char **why);
+
 /* The common part of a store callback: true when the caller should go on with
  * res; false when r was answered here: nothing for a client that left (499,
  * dropping our reference), 503 store_unavailable when PostgreSQL is down, 500

@@ -44,6 +44,7 @@ struct auth_entry_s {
     /* One allocation holding the four strings below, each NUL-terminated. */
     char *strs;
     const char *tenant_name, *key_name, *key_prefix, *key_created_at;
+    unsigned tracking;
 };
 
 struct md_auth_s {
@@ -201,6 +202,7 @@ cache_put(md_auth_t *a, const unsigned char h[32], const md_identity_t *who)
     memcpy(e->hash, h, 32);
     memcpy(e->key_id, who->key_id, sizeof(e->key_id));
     memcpy(e->tenant_id, who->tenant_id, sizeof(e->tenant_id));
+    e->tracking = who->tracking;
     e->expires = ev_now(a->loop) + AUTH_CACHE_TTL;
     size_t b = bucket_of(h);
     e->hnext = a->buckets[b];
@@ -609,7 +611,7 @@ md_auth_admin(md_http_request_t *r)
 /* Copies an identity into r's pool (cache entries may go while r lives on). */
 static md_identity_t *
 who_dup(md_http_request_t *r, const char *key_id, const char *tenant_id, const char *tenant_name,
-        const char *key_name, const char *key_prefix, const char *created)
+        const char *key_name, const char *key_prefix, const char *created, unsigned tracking)
 {
     md_identity_t *w = md_pcalloc(r->pool, sizeof(*w));
     memcpy(w->key_id, key_id, MD_UUID_STRLEN);
@@ -618,6 +620,7 @@ who_dup(md_http_request_t *r, const char *key_id, const char *tenant_id, const c
     w->key_name = md_pstrndup(r->pool, key_name, strlen(key_name));
     w->key_prefix = md_pstrndup(r->pool, key_prefix, strlen(key_prefix));
     w->key_created_at = md_pstrndup(r->pool, created, strlen(created));
+    w->tracking = tracking;
     return w;
 }
 
@@ -650,13 +653,14 @@ lookup_cb(void *ctx, const md_pg_result_t *res)
         return;
     }
     const PGresult *pr = res->res;
-    if (PQntuples(pr) != 1 || PQnfields(pr) < 6) {
+    if (PQntuples(pr) != 1 || PQnfields(pr) < 7) {
         unauthorized(r, "mailerd", true, "unknown or revoked API key");
         return;
     }
     md_identity_t *who =
         who_dup(r, PQgetvalue(pr, 0, 0), PQgetvalue(pr, 0, 1), PQgetvalue(pr, 0, 2),
-                PQgetvalue(pr, 0, 3), PQgetvalue(pr, 0, 4), PQgetvalue(pr, 0, 5));
+                PQgetvalue(pr, 0, 3), PQgetvalue(pr, 0, 4), PQgetvalue(pr, 0, 5),
+                (unsigned)strtoul(PQgetvalue(pr, 0, 6), NULL, 10));
     md_auth_t *a = auth;
     if (a) {
         if (a->gen == l->gen)
@@ -699,7 +703,7 @@ md_auth_tenant(md_http_request_t *r, md_auth_next_pt next)
         auth_entry_t *e = cache_find(a, h);
         if (e) {
             md_identity_t *who = who_dup(r, e->key_id, e->tenant_id, e->tenant_name, e->key_name,
-                                         e->key_prefix, e->key_created_at);
+                                         e->key_prefix, e->key_created_at, e->tracking);
             touch_add(a, who->key_id);
             return next(r, who);
         }

@@ -39,6 +39,7 @@ typedef struct md_identity_s {
     const char *key_name;
     const char *key_prefix;
     const char *key_created_at;
+    unsigned tracking; /* the tenant's defaults: MD_TRACKING_* bits (md_tracking.h) */
 } md_identity_t;
 
 /* The rest of a tenant handler, run once the key is known. It returns as a

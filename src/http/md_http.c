@@ -756,6 +756,12 @@ md_http_param(const md_http_request_t *r, const char *name)
     return none;
 }
 
+const char *
+md_http_remote(const md_http_request_t *r)
+{
+    return r->conn ? r->conn->remote : "";
+}
+
 /* --- connection engine ------------------------------------------------------------ */
 
 /* Answers the request being parsed (or a fresh one) with an error and closes. */

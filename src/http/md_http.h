@@ -100,6 +100,9 @@ md_router_t *md_http_router(md_http_t *h);
 /* Request helpers for handlers. */
 const md_str_t *md_http_get_header(const md_http_request_t *r, const char *name);
 md_str_t md_http_param(const md_http_request_t *r, const char *name);
+/* The peer of r's connection: "IP:port", "[IPv6]:port" or "unix:"; "" once the
+ * connection is gone. Valid while r is. */
+const char *md_http_remote(const md_http_request_t *r);
 /* Adds a response header line; name and value must not contain CR or LF. */
 void md_http_add_header(md_http_request_t *r, const char *name, const char *value);
 /* Copies body; drops r's initial reference (r may be freed on return). MD_OK, or

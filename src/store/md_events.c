@@ -286,18 +286,23 @@ static const char md_events_list_sql[] =
     "  (SELECT coalesce(json_agg(" MD_EVENTS_ROW " ORDER BY e.created_at, e.id), '[]')"
     "   FROM page e)";
 
-static const char *const md_events_type_names[] = {
-    "other",        "sent",       "delivered",         "deferred", "bounced",
-    "complained",   "rejected",   "rendering_failure", "opened",   "clicked",
-    "unsubscribed", "subscribed", "subscription"};
-static const char *const md_events_reasons[] = {"hard_bounce", "soft_bounce", "complaint",
-                                                "unsubscribe", "manual"};
+/* The metrics labels of events: md_event_type_name() of each md_event_type_t,
+ * filled by md_events_app_init (so the index is the type); of suppressions:
+ * indexed by MD_EVENTS_REASON_* (md_events.h). */
+static const char *md_events_type_names[MD_EVENT_SUBSCRIPTION + 1];
+static const char *const md_events_reasons[] = {[MD_EVENTS_REASON_HARD_BOUNCE] = "hard_bounce",
+                                                [MD_EVENTS_REASON_SOFT_BOUNCE] = "soft_bounce",
+                                                [MD_EVENTS_REASON_COMPLAINT] = "complaint",
+                                                [MD_EVENTS_REASON_UNSUBSCRIBE] = "unsubscribe",
+                                                [MD_EVENTS_REASON_MANUAL] = "manual"};
 static const char *const md_events_providers[] = {"ses", "sendgrid", "postmark", "mailgun"};
 
 int
 md_events_app_init(md_app_t *app)
 {
     const md_webhooks_conf_t *wc = app->conf->webhooks;
+    for (size_t i = 0; i < md_nelems(md_events_type_names); i++)
+        md_events_type_names[i] = md_event_type_name((md_event_type_t)i);
     md_metrics_webhook_names(md_events_type_names, md_nelems(md_events_type_names),
                              md_events_reasons, md_nelems(md_events_reasons), md_events_providers,
                              md_nelems(md_events_providers));

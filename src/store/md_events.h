@@ -35,6 +35,16 @@
 
 #include <jansson.h>
 
+/* The metrics labels (md_metrics_webhook_event / _suppression): events are
+ * counted by md_event_type_t (md_webhook.h), suppressions by these reasons. */
+enum {
+    MD_EVENTS_REASON_HARD_BOUNCE,
+    MD_EVENTS_REASON_SOFT_BOUNCE,
+    MD_EVENTS_REASON_COMPLAINT,
+    MD_EVENTS_REASON_UNSUBSCRIBE,
+    MD_EVENTS_REASON_MANUAL
+};
+
 /* webhooks { } (md_conf_t.webhooks; NULL when the block is absent: every
  * receiver then answers 404 webhook_not_configured). Strings are malloc'd. */
 typedef struct md_webhooks_conf_s {

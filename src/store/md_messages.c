@@ -72,7 +72,7 @@
                              "'created_at', " TS("m.created_at") ", 'updated_at', " TS(            \
                                  updated) ", "                                                     \
                                           "'sent_at', " TS("m.sent_at") ", 'delivered_at', " TS(   \
-                                              "m.delivered_at")
+                                              "m.delivered_at") ", 'tracking', m.tracking"
 
 #define MSG_JSON "json_build_object(" MSG_JSON_FIELDS("m.status", "m.updated_at") ")::text"
 
@@ -109,7 +109,8 @@ enum {
     P_SEND_AT,
     P_ESP_ROUTE,
     P_SUPPRESS_KEY,
-    P_REJECT, /* the "rejected" entry of a suppressed recipient, for the stored answer */
+    P_TRACKING, /* messages.tracking (md_tracking.h), or NULL */
+    P_REJECT,   /* the "rejected" entry of a suppressed recipient, for the stored answer */
     ACC_NPARAMS
 };
 
@@ -130,7 +131,7 @@ enum {
  *
  * The stored answer is the caller's prediction (every recipient accepted) made
  * true here: the objects of its top-level arrays whose "id" is a suppressed
- * message leave their array, the recipients' "rejected" entries ($30, built by
+ * message leave their array, the recipients' "rejected" entries ($31, built by
  * the caller) join the top-level "rejected" array (created if absent), sorted
  * by "index", and mailerd_idem_patch writes the committed statuses. A live
  * answer built from the returned statuses says the same.
@@ -154,10 +155,10 @@ static const char acc_sql[] =
     "  (SELECT $16::jsonb[]), (SELECT $17::text[]), (SELECT $18::text[]), (SELECT $19::text[]),"
     "  (SELECT $20::text[]), (SELECT $21::uuid[]), (SELECT $22::jsonb[]), (SELECT $23::jsonb[]),"
     "  (SELECT $24::text[]), (SELECT $25::jsonb[]), (SELECT $26::text[]), (SELECT $27::float8[]),"
-    "  (SELECT $28::text[]), (SELECT $29::text[]), (SELECT $30::jsonb[]))"
+    "  (SELECT $28::text[]), (SELECT $29::text[]), (SELECT $30::jsonb[]), (SELECT $31::jsonb[]))"
     "  AS u (id, eid, from_addr, from_name, to_addr, to_name, cc, bcc, reply_to, subject,"
     "   text_body, html_body, template_id, variables, headers, tags, metadata, priority,"
-    "   send_at, esp_route, skey, rej)"
+    "   send_at, esp_route, skey, tracking, rej)"
     "), live AS ("
     " SELECT count(*) FILTER (WHERE status <> 'suppressed') AS nok,"
     "  count(*) FILTER (WHERE status = 'suppressed') AS nsup FROM src"
@@ -195,12 +196,12 @@ static const char acc_sql[] =
     "), msg AS ("
     " INSERT INTO messages (id, tenant_id, batch_id, status, priority, from_addr, from_name,"
     "  to_addr, to_name, cc, bcc, reply_to, subject, text_body, html_body, template_id, variables,"
-    "  headers, tags, metadata, esp_route, send_at, next_attempt_at)"
+    "  headers, tags, metadata, esp_route, send_at, next_attempt_at, tracking)"
     " SELECT id, $1::uuid, $2::uuid, status, priority, from_addr, from_name, to_addr, to_name,"
     "  COALESCE(cc, '[]'), COALESCE(bcc, '[]'), reply_to, COALESCE(subject, ''), text_body,"
     "  html_body, template_id, variables, COALESCE(headers, '{}'), COALESCE(tags::text[], '{}'),"
     "  COALESCE(metadata, '{}'), esp_route, to_timestamp(send_at),"
-    "  CASE WHEN status = 'scheduled' THEN to_timestamp(send_at) END"
+    "  CASE WHEN status = 'scheduled' THEN to_timestamp(send_at) END, tracking"
     " FROM src WHERE (SELECT ok FROM go) AND status <> 'suppressed' RETURNING id, status"
     "), ev AS ("
     " INSERT INTO events (id, tenant_id, message_id, type)"
@@ -232,19 +233,19 @@ static const char acc_multi_sql[] =
     "  (SELECT $8::jsonb[]), (SELECT $9::jsonb[]), (SELECT $10::text[]), (SELECT $11::text[]),"
     "  (SELECT $12::text[]), (SELECT $13::text[]), (SELECT $14::uuid[]), (SELECT $15::jsonb[]),"
     "  (SELECT $16::jsonb[]), (SELECT $17::text[]), (SELECT $18::jsonb[]), (SELECT $19::text[]),"
-    "  (SELECT $20::float8[]), (SELECT $21::text[]), (SELECT $22::text[]))"
+    "  (SELECT $20::float8[]), (SELECT $21::text[]), (SELECT $22::text[]), (SELECT $23::jsonb[]))"
     "  AS u (tenant_id, id, eid, from_addr, from_name, to_addr, to_name, cc, bcc, reply_to,"
     "   subject, text_body, html_body, template_id, variables, headers, tags, metadata, priority,"
-    "   send_at, esp_route, skey)"
+    "   send_at, esp_route, skey, tracking)"
     "), msg AS ("
     " INSERT INTO messages (id, tenant_id, status, priority, from_addr, from_name,"
     "  to_addr, to_name, cc, bcc, reply_to, subject, text_body, html_body, template_id, variables,"
-    "  headers, tags, metadata, esp_route, send_at, next_attempt_at)"
+    "  headers, tags, metadata, esp_route, send_at, next_attempt_at, tracking)"
     " SELECT id, tenant_id, status, priority, from_addr, from_name, to_addr, to_name,"
     "  COALESCE(cc, '[]'), COALESCE(bcc, '[]'), reply_to, COALESCE(subject, ''), text_body,"
     "  html_body, template_id, variables, COALESCE(headers, '{}'), COALESCE(tags::text[], '{}'),"
     "  COALESCE(metadata, '{}'), esp_route, to_timestamp(send_at),"
-    "  CASE WHEN status = 'scheduled' THEN to_timestamp(send_at) END"
+    "  CASE WHEN status = 'scheduled' THEN to_timestamp(send_at) END, tracking"
     " FROM src WHERE status <> 'suppressed' RETURNING id, status"
     "), ev AS ("
     " INSERT INTO events (id, tenant_id, message_id, type)"
@@ -727,6 +728,7 @@ unit_build(const md_accept_t *a)
     PARAM_END();
     PARAM_ARR(P_ESP_ROUTE, m->esp_route);
     PARAM_ARR(P_SUPPRESS_KEY, m->suppress_key);
+    PARAM_ARR(P_TRACKING, m->tracking_json);
     PARAM_ARR(P_REJECT, m->refused_json);
 #undef TMP_RESET
 #undef TMP_CSTR

@@ -48,6 +48,7 @@ typedef struct md_msg_new_s {
     double send_at;            /* unix time; 0 = now */
     const char *esp_route;     /* or NULL */
     const char *suppress_key;  /* md_address_normalize() of to: checked against suppressions */
+    const char *tracking_json; /* messages.tracking (md_tracking_apply), or NULL */
     /* When to turns out suppressed the message is refused (not stored); this JSON
      * object (or NULL) then joins the "rejected" array of the stored
      * idempotency answer, e.g. {"index","code":"suppressed","field","message"}. */

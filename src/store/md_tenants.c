@@ -14,6 +14,7 @@
 
 #define TENANT_JSON                                                                                \
     "json_build_object('id', id, 'name', name, 'status', status, 'metadata', metadata, "           \
+    "'tracking', json_build_object('opens', track_opens, 'clicks', track_clicks), "                \
     "'created_at', " TS("created_at") ", 'updated_at', " TS("updated_at") ")::text"
 
 #define KEY_JSON(k)                                                                                \
@@ -32,22 +33,28 @@ typedef struct md_tenants_stmt_s {
 } md_tenants_stmt_t;
 
 static const md_tenants_stmt_t stmts[] = {
-    {"tenant_create", 3,
-     "INSERT INTO tenants (id, name, metadata) VALUES ($1::uuid, $2::text, $3::jsonb) "
+    {"tenant_create", 5,
+     "INSERT INTO tenants (id, name, metadata, track_opens, track_clicks) "
+     "VALUES ($1::uuid, $2::text, $3::jsonb, COALESCE($4::boolean, false), "
+     "COALESCE($5::boolean, false)) "
      "RETURNING " TENANT_JSON},
     {"tenant_get", 1,
      "SELECT " TENANT_JSON " FROM tenants WHERE id = $1::uuid AND deleted_at IS NULL"},
     {"tenant_list", 2,
      "SELECT " TENANT_JSON ", id FROM tenants WHERE deleted_at IS NULL "
      "AND id > COALESCE($1::uuid, " NIL_UUID ") ORDER BY id LIMIT $2::int"},
-    /* Suspending drops the tenant out of md_keys_authenticate, so the caller
-     * must invalidate cached keys: the second column lists their hashes. */
-    {"tenant_update", 4,
+    /* Suspending drops the tenant out of md_keys_authenticate, and the tracking
+     * defaults ride in the cached identity, so the caller must invalidate
+     * cached keys: the second column lists their hashes. */
+    {"tenant_update", 6,
      "UPDATE tenants SET name = COALESCE($2::text, name), status = COALESCE($3::text, status), "
      "metadata = CASE WHEN $4::jsonb IS NULL THEN metadata ELSE (metadata || $4::jsonb) - "
      "ARRAY(SELECT key FROM jsonb_each($4::jsonb) WHERE value = 'null'::jsonb) END, "
+     "track_opens = COALESCE($5::boolean, track_opens), "
+     "track_clicks = COALESCE($6::boolean, track_clicks), "
      "updated_at = now() WHERE id = $1::uuid AND deleted_at IS NULL "
-     "RETURNING " TENANT_JSON ", CASE WHEN $3::text = 'suspended' THEN "
+     "RETURNING " TENANT_JSON ", CASE WHEN $3::text = 'suspended' "
+     "OR $5::boolean IS NOT NULL OR $6::boolean IS NOT NULL THEN "
      "(SELECT string_agg(encode(k.secret_hash, 'hex'), ' ') FROM api_keys k "
      "WHERE k.tenant_id = $1::uuid AND k.revoked_at IS NULL) END"},
     /* One statement, so the tenant and its keys go together (a data-modifying
@@ -95,9 +102,10 @@ static const md_tenants_stmt_t stmts[] = {
                                                "WHERE k.tenant_id = $1::uuid AND k.id = $2::uuid "
                                                "AND k.revoked_at IS NULL "
                                                "AND t.deleted_at IS NULL AND t.status = 'active'"},
+    /* The last column: the tenant's tracking defaults as MD_TRACKING_* bits. */
     {"key_auth", 1,
      "SELECT k.id, t.id, t.name, k.name, k.prefix, " TS(
-         "k.created_at") " "
+         "k.created_at") ", t.track_opens::int | (t.track_clicks::int << 1) "
                          "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
                          "WHERE k.secret_hash = decode($1::text, 'hex') AND k.revoked_at IS NULL "
                          "AND t.deleted_at IS NULL AND t.status = 'active'"},
@@ -143,12 +151,12 @@ hex32(const unsigned char h[32], char out[65])
 
 int
 md_tenants_create(md_pg_pool_t *pool, const char *id, const char *name, const char *metadata,
-                  md_pg_cb cb, void *ctx)
+                  const char *track_opens, const char *track_clicks, md_pg_cb cb, void *ctx)
 {
     if (id == NULL || name == NULL)
         return MD_ERROR;
-    const char *v[] = {id, name, metadata ? metadata : "{}"};
-    return exec(pool, "tenant_create", 3, v, cb, ctx);
+    const char *v[] = {id, name, metadata ? metadata : "{}", track_opens, track_clicks};
+    return exec(pool, "tenant_create", 5, v, cb, ctx);
 }
 
 int
@@ -171,12 +179,13 @@ md_tenants_list(md_pg_pool_t *pool, const char *after, int limit, md_pg_cb cb, v
 
 int
 md_tenants_update(md_pg_pool_t *pool, const char *id, const char *name, const char *status,
-                  const char *metadata, md_pg_cb cb, void *ctx)
+                  const char *metadata, const char *track_opens, const char *track_clicks,
+                  md_pg_cb cb, void *ctx)
 {
     if (id == NULL)
         return MD_ERROR;
-    const char *v[] = {id, name, status, metadata};
-    return exec(pool, "tenant_update", 4, v, cb, ctx);
+    const char *v[] = {id, name, status, metadata, track_opens, track_clicks};
+    return exec(pool, "tenant_update", 6, v, cb, ctx);
 }
 
 int

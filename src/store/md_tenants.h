@@ -36,9 +36,10 @@ json_t *md_tenants_row_json(const PGresult *res, int row, int col);
 
 /* --- operator (admin) functions ------------------------------------------ */
 
-/* INSERT; metadata is a JSON object text. Row: 0 tenant JSON. */
+/* INSERT; metadata is a JSON object text; track_opens/track_clicks "true",
+ * "false" or NULL (false): the tenant's tracking defaults. Row: 0 tenant JSON. */
 int md_tenants_create(md_pg_pool_t *pool, const char *id, const char *name, const char *metadata,
-                      md_pg_cb cb, void *ctx);
+                      const char *track_opens, const char *track_clicks, md_pg_cb cb, void *ctx);
 /* A live (not deleted) tenant. Rows: 0 or 1: 0 tenant JSON. */
 int md_tenants_get(md_pg_pool_t *pool, const char *id, md_pg_cb cb, void *ctx);
 /* Live tenants with id > after (NULL: from the start) in id order, at most limit
@@ -48,10 +49,12 @@ int md_tenants_list(md_pg_pool_t *pool, const char *after, int limit, md_pg_cb c
  * Updates the fields given (NULL: unchanged); metadata is merged at the top
  * level (a key set to null is removed). Rows: 0 or 1: 0 tenant JSON, 1 the
  * space-separated hex hashes of the tenant's live keys when status became
- * 'suspended' (their cached authentications must be dropped), else NULL.
+ * 'suspended' or a tracking default was given (their cached authentications
+ * must be dropped), else NULL.
  */
 int md_tenants_update(md_pg_pool_t *pool, const char *id, const char *name, const char *status,
-                      const char *metadata, md_pg_cb cb, void *ctx);
+                      const char *metadata, const char *track_opens, const char *track_clicks,
+                      md_pg_cb cb, void *ctx);
 /* Soft delete: sets deleted_at and revokes the tenant's keys in one statement.
  * Rows: none when unknown or already deleted; else 1: 0 tenant JSON (with
  * deleted_at), 1 the space-separated hex hashes of the keys it revoked, or NULL. */
@@ -81,7 +84,8 @@ int md_keys_me(md_pg_pool_t *pool, const char *tenant_id, const char *key_id, md
 /* --- authentication ------------------------------------------------------- */
 
 /* The unrevoked key with this hash, of an active live tenant. Rows: 0 or 1:
- * 0 key id, 1 tenant id, 2 tenant name, 3 key name, 4 key prefix, 5 key created_at. */
+ * 0 key id, 1 tenant id, 2 tenant name, 3 key name, 4 key prefix, 5 key created_at,
+ * 6 the tenant's tracking defaults (MD_TRACKING_OPENS | MD_TRACKING_CLICKS bits). */
 int md_keys_authenticate(md_pg_pool_t *pool, const unsigned char hash[32], md_pg_cb cb, void *ctx);
 /* Sets last_used_at = now() on n keys (one statement). */
 int md_keys_touch(md_pg_pool_t *pool, const char *const *key_ids, size_t n, md_pg_cb cb, void *ctx);
