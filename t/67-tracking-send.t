@@ -293,6 +293,19 @@ my ($click_a, $click_b, $open_tok, $tracked_id);
         $seen{$_}++ for @toks;
     }
     is(scalar(grep { $_ > 1 } values %seen), 0, 'no token shared between recipients');
+
+    # Per-batch counts: two opens of the first message, one of the second, one click.
+    my ($o1) = grep { (token_fields($_))[1] == 2 && (token_fields($_))[2] eq $ids[0] } keys %seen;
+    my ($o2) = grep { (token_fields($_))[1] == 2 && (token_fields($_))[2] eq $ids[1] } keys %seen;
+    $t->request('GET', "/t/o/$_") for $o1, $o1, $o2;
+    my $bid = $r->{json}{batch_id};
+    my $b = wait_for(sub {
+        my $j = api($A->{key}, 'GET', "/v1/batches/$bid")->{json} // {};
+        (($j->{events} // {})->{opened} // {})->{total} == 3 ? $j : undef
+    }, 5);
+    is_deeply(($b // {})->{events}{opened}, { total => 3, messages => 2 }, 'batch: opens counted, total and unique');
+    is_deeply(($b // {})->{events}{delivered}, { total => 2, messages => 2 }, 'batch: deliveries counted');
+    is(($b // {})->{counts}{delivered}, 2, 'batch: status counts as before');
 }
 
 # --- 7. rotation ------------------------------------------------------------------------------

@@ -277,6 +277,15 @@ typedef struct md_msg_stmt_s {
     " FROM messages WHERE batch_id = b.id AND tenant_id = b.tenant_id GROUP BY status) s),"        \
     " '{}'::json)"
 
+/* Events of the batch's messages by type: how many, and how many messages had
+ * one (unique opens and clicks). */
+#define BATCH_EVENTS                                                                               \
+    "COALESCE((SELECT json_object_agg(type, json_build_object('total', n, 'messages', u))"         \
+    " FROM (SELECT e.type, count(*) AS n, count(DISTINCT e.message_id) AS u"                       \
+    " FROM messages mb JOIN events e ON e.message_id = mb.id AND e.tenant_id = mb.tenant_id"       \
+    " AND e.created_at >= mb.created_at"                                                           \
+    " WHERE mb.batch_id = b.id AND mb.tenant_id = b.tenant_id GROUP BY e.type) x), '{}'::json)"
+
 static const md_msg_stmt_t stmts[] = {
     {"msg_accept", ACC_NPARAMS, acc_sql},
     {"msg_accept_multi", ACC_MULTI_NPARAMS, acc_multi_sql},
@@ -315,7 +324,8 @@ static const md_msg_stmt_t stmts[] = {
      " WHERE m.tenant_id = $1::uuid AND m.id = $2::uuid"},
     {"msg_batch_get", 2,
      "SELECT json_build_object('id', b.id, 'created_at', " TS("b.created_at")
-     ", 'accepted', b.accepted, 'rejected', b.rejected, 'counts', " BATCH_COUNTS ")::text"
+     ", 'accepted', b.accepted, 'rejected', b.rejected, 'counts', " BATCH_COUNTS
+     ", 'events', " BATCH_EVENTS ")::text"
      " FROM batches b WHERE b.tenant_id = $1::uuid AND b.id = $2::uuid"},
 };
 /* clang-format on */
