@@ -29,19 +29,8 @@ sub sql { my ($s, $q) = @_; scalar $s->{pg}->psql($q) }
 
 sub send_batch {
     my ($s, $n, $tag) = @_;
-    my @ids;
-    my $k = 0;
-    while (@ids < $n) {
-        my $m = $n - @ids > 500 ? 500 : $n - @ids;
-        my $r = $s->{t}->json_request($s->{tenants}[0]{key}, 'POST', '/v1/messages/batch', {
-            from => 'Route <route@acme.example>', subject => "route $tag $k", text => "body $k",
-            recipients => [ map { { to => "$tag$k-$_\@example.com" } } 1 .. $m ] }, timeout => 30);
-        if ($r->{status} == 429 || $r->{status} == 503) { sleep 0.2; next } # back-pressure
-        die "batch: $r->{status} $r->{body}" unless $r->{status} == 202;
-        push @ids, map { $_->{id} } @{ $r->{json}{accepted} };
-        $k++;
-    }
-    return @ids;
+    return $s->{t}->send_many($s->{tenants}[0]{key}, $n, $tag, prefix => 'route',
+                              from => 'Route <route@acme.example>');
 }
 
 # Waits until every id is in a final state; returns { status => count }.

@@ -56,18 +56,8 @@ sub count_of { my ($ids) = @_; scalar grep { exists $seen{$_} } @$ids }
 
 sub send_batch {
     my ($tenant, $n, $tag) = @_;
-    my @ids;
-    while (@ids < $n) {
-        my $m = $n - @ids > 500 ? 500 : $n - @ids;
-        my $r = $s->{t}->json_request($tenant->{key}, 'POST', '/v1/messages/batch', {
-            from => 'Rate <rate@acme.example>', subject => "trate $tag", text => 'body',
-            recipients => [ map { { to => "$tag$_-" . scalar(@ids) . "\@example.com" } } 1 .. $m ] },
-            timeout => 30);
-        if ($r->{status} == 429 || $r->{status} == 503) { sleep 0.2; next }
-        die "batch: $r->{status} $r->{body}" unless $r->{status} == 202;
-        push @ids, map { $_->{id} } @{ $r->{json}{accepted} };
-    }
-    return @ids;
+    return $s->{t}->send_many($tenant->{key}, $n, $tag, prefix => 'trate',
+                              from => 'Rate <rate@acme.example>');
 }
 
 my $routing = "routing {\n    tenant_rate $A->{id} 50;\n}\n";

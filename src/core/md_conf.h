@@ -82,6 +82,9 @@ typedef struct md_esp_conf_s {
     char *ca_file;           /* PEM bundle, or NULL for the system store */
     double connect_timeout;  /* [5s] */
     double response_timeout; /* [30s] */
+    int batch;               /* messages per request for a driver with a batch call [1: off];
+                                capped at load to what the provider takes */
+    double batch_window;     /* how long a batch waits to fill [2ms] */
     /* ses */
     char *region; /* e.g. "us-east-1"; required */
     char *access_key_id;

@@ -26,7 +26,9 @@
  *           message was not claimed (done, canceled, paused, not due, held by
  *           another consumer) is acknowledged.
  *   send:   each claimed message through its account's driver (the sink writes
- *           its file here, synchronously).
+ *           its file here, synchronously); an account with "batch N" (Postmark)
+ *           collects its messages into requests of up to N (see "Batch calls"
+ *           below md_job_t), each message still its own job.
  *   record: as the sends go, in chunks (MD_DISPATCH_RECORD_MAX messages or
  *           MD_DISPATCH_RECORD_SPAN of sending): one unit of at most two
  *           statements, the sent rows (+ delivered for the sink) and the failed
@@ -397,10 +399,11 @@ struct md_dispatch_s {
     char reclaim_cursor[64];
     double last_reclaim;
     char min_idle[32];
-    md_list_t claiming;  /* batches whose claim is in flight */
-    md_list_t retrying;  /* record chunks waiting to be sent again */
-    md_list_t jobs;      /* sends in flight or waiting for a token */
-    md_release_t *extra; /* stopping: canceled sends nothing of which went out */
+    md_list_t claiming;   /* batches whose claim is in flight */
+    md_list_t retrying;   /* record chunks waiting to be sent again */
+    md_list_t jobs;       /* sends in flight or waiting for a token */
+    md_list_t collectors; /* md_collector_t of the accounts with batch N > 1 */
+    md_release_t *extra;  /* stopping: canceled sends nothing of which went out */
     uint64_t rng;
     ev_timer retry;
     ev_timer reclaim;
@@ -1085,7 +1088,40 @@ typedef struct md_job_s {
     int tried;
     md_esp_result_t last;
     md_buf_t hops;
+    struct md_collector_s *parked; /* waiting in this account's collector */
+    md_list_t clink;               /* on parked->jobs */
+    struct md_espbatch_s *eb;      /* in this batch request, sent */
 } md_job_t;
+
+/*
+ * Batch calls (an account with batch N > 1, whose driver has batch_add): a
+ * job admitted and holding its tokens parks in its account's collector
+ * instead of sending; the collector sends one request for N parked jobs, or
+ * for what it holds batch_window after the first parked, whichever comes
+ * first. The request's results go back to each job through md_job_result, as
+ * a single send's would (failover, breaker, AIMD, records unchanged); each
+ * message counts its request's latency. One per account and worker, made on
+ * first use, on d->collectors; esp->batch points to it.
+ */
+typedef struct md_collector_s {
+    md_dispatch_t *d;
+    md_esp_t *esp;
+    size_t max;    /* messages per request */
+    double window; /* seconds */
+    md_list_t jobs;
+    size_t n;
+    ev_timer timer;
+    md_list_t link;
+} md_collector_t;
+
+/* One batch request in flight: its jobs, in the order of the request's array. */
+typedef struct md_espbatch_s {
+    md_esp_t *esp;
+    md_http_client_req_t *hreq;
+    double t0;
+    size_t n;
+    md_job_t *jobs[];
+} md_espbatch_t;
 
 static void md_job_next(md_job_t *j);
 static void md_batch_job_done(md_batch_t *b, size_t idx, bool pump);
@@ -1271,6 +1307,213 @@ md_job_http_cb(void *ctx, const md_http_client_response_t *resp)
     md_job_result(j, &r);
 }
 
+/* Hands a driver's request to the account's endpoint: MD_OK (cb will run), or
+ * the result a send the client refused gets in *r (busy: retryable). */
+static int
+md_esp_request_send(md_esp_t *esp, md_esp_request_t *req, md_http_client_cb cb, void *ctx,
+                    md_http_client_req_t **hreq, md_esp_result_t *r)
+{
+    md_http_client_request_t rq;
+    memset(&rq, 0, sizeof(rq));
+    rq.method = req->method ? req->method : "POST";
+    rq.path = req->path ? req->path : "/";
+    rq.headers = req->headers;
+    rq.nheaders = req->nheaders;
+    rq.body_buf = &req->body;
+    int rc = md_http_client_send(esp->endpoint, &rq, cb, ctx, hreq);
+    if (rc == MD_AGAIN)
+        md_esp_result_retryable(r, "client_busy", 0,
+                                "too many requests wait for a connection to this account");
+    else if (rc != MD_OK)
+        md_esp_result_permanent(r, "invalid_request",
+                                "the driver built a request the client refuses");
+    return rc;
+}
+
+/* ---- batch calls ------------------------------------------------------------------- */
+
+/* A batch request's answer (ctx: the md_espbatch_t, freed here): each job
+ * gets its own result, in the order of the request, as a single send's. */
+static void
+md_espbatch_cb(void *ctx, const md_http_client_response_t *resp)
+{
+    md_espbatch_t *eb = ctx;
+    eb->hreq = NULL;
+    for (size_t i = 0; i < eb->n; i++)
+        eb->jobs[i]->eb = NULL;
+    if (resp->error == md_http_client_err_canceled) {
+        for (size_t i = 0; i < eb->n; i++) {
+            md_route_abandon(eb->esp);
+            md_job_abandon(eb->jobs[i], resp->request_sent);
+        }
+        free(eb);
+        return;
+    }
+    md_esp_result_t *res = md_xcalloc(eb->n, sizeof(*res));
+    md_esp_response_t er = {.http = resp};
+    eb->esp->driver->read_batch(eb->esp, &er, eb->n, res);
+    /* A job's result may end its dispatcher batch, fail it over to another
+     * account (parking it in that account's collector) or defer it; none of
+     * that touches the other jobs of this request. */
+    for (size_t i = 0; i < eb->n; i++) {
+        eb->jobs[i]->t0 = eb->t0;
+        md_job_result(eb->jobs[i], &res[i]);
+    }
+    free(res);
+    free(eb);
+}
+
+/* Sends one request for up to c->max of the parked jobs (oldest first) within
+ * the driver's batch_bytes. A job whose message the driver cannot take gets
+ * its permanent result, and a request the client refuses gives its jobs the
+ * single send's results, after the collector's state is settled. */
+static void
+md_collector_send(md_collector_t *c)
+{
+    md_esp_t *esp = c->esp;
+    const md_esp_driver_t *drv = esp->driver;
+    size_t take = md_min(c->n, c->max);
+    md_espbatch_t *eb = md_xcalloc(1, sizeof(*eb) + take * sizeof(eb->jobs[0]));
+    eb->esp = esp;
+    md_job_t **bad = md_xmalloc(take * sizeof(*bad));
+    md_esp_result_t *badres = md_xmalloc(take * sizeof(*badres));
+    size_t nbad = 0;
+    md_esp_request_t req;
+    memset(&req, 0, sizeof(req));
+    req.pool = md_pool_create(4096);
+    md_buf_init(&req.body);
+    size_t cap = drv->batch_bytes ? drv->batch_bytes : SIZE_MAX;
+    while (eb->n + nbad < take && !md_list_empty(&c->jobs)) {
+        md_job_t *j = md_list_data(c->jobs.next, md_job_t, clink);
+        size_t before = md_buf_len(&req.body);
+        if (drv->batch_add(esp, &j->m, &req, &badres[nbad]) != MD_OK) {
+            md_list_remove(&j->clink);
+            j->parked = NULL;
+            c->n--;
+            bad[nbad++] = j;
+            continue;
+        }
+        if (md_buf_len(&req.body) + 1 > cap && eb->n > 0) {
+            /* over the provider's size: this one waits for the next request */
+            req.body.last = req.body.pos + before;
+            break;
+        }
+        md_list_remove(&j->clink);
+        j->parked = NULL;
+        c->n--;
+        j->eb = eb;
+        eb->jobs[eb->n++] = j;
+    }
+    int rc = MD_OK;
+    md_esp_result_t r;
+    if (eb->n > 0) {
+        drv->batch_end(esp, &req);
+        eb->t0 = md_dispatch_mono();
+        rc = md_esp_request_send(esp, &req, md_espbatch_cb, eb, &eb->hreq, &r);
+    }
+    md_buf_free(&req.body);
+    md_pool_destroy(req.pool);
+    if (c->n == 0)
+        ev_timer_stop(c->d->loop, &c->timer);
+    for (size_t i = 0; i < nbad; i++)
+        md_job_result(bad[i], &badres[i]);
+    free(bad);
+    free(badres);
+    if (eb->n == 0) {
+        free(eb);
+        return;
+    }
+    if (rc == MD_OK)
+        return; /* md_espbatch_cb ends it */
+    for (size_t i = 0; i < eb->n; i++)
+        eb->jobs[i]->eb = NULL;
+    for (size_t i = 0; i < eb->n; i++) {
+        eb->jobs[i]->t0 = eb->t0;
+        md_job_result(eb->jobs[i], &r);
+    }
+    free(eb);
+}
+
+/* The window ran out: everything parked goes (in requests of c->max). */
+static void
+md_collector_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    md_unused(loop);
+    md_unused(revents);
+    md_collector_t *c = t->data;
+    while (c->n > 0)
+        md_collector_send(c);
+}
+
+/* The account's collector, made on first use; NULL when the account does not
+ * batch (batch 1, no batch call, no endpoint). */
+static md_collector_t *
+md_collector_of(md_dispatch_t *d, md_esp_t *esp)
+{
+    if (esp->batch)
+        return esp->batch;
+    if (esp->driver->batch_add == NULL || esp->driver->batch_end == NULL ||
+        esp->driver->read_batch == NULL || esp->endpoint == NULL)
+        return NULL;
+    double window = 0;
+    int max = md_esp_conf_batch(esp->conf, &window);
+    if (max <= 1)
+        return NULL;
+    md_collector_t *c = md_xcalloc(1, sizeof(*c));
+    c->d = d;
+    c->esp = esp;
+    c->max = (size_t)max;
+    c->window = window;
+    md_list_init(&c->jobs);
+    ev_init(&c->timer, md_collector_timer_cb);
+    c->timer.data = c;
+    md_list_insert_tail(&d->collectors, &c->link);
+    esp->batch = c;
+    return c;
+}
+
+/* Parks j (admitted, tokens taken, md_route_started) in c: a full collector
+ * sends at once, the first parked starts the window. */
+static void
+md_collector_park(md_collector_t *c, md_job_t *j)
+{
+    j->parked = c;
+    md_list_insert_tail(&c->jobs, &j->clink);
+    c->n++;
+    if (c->n >= c->max) {
+        while (c->n >= c->max)
+            md_collector_send(c);
+        return;
+    }
+    if (c->n == 1) {
+        ev_timer_set(&c->timer, c->window, 0.);
+        ev_timer_start(c->d->loop, &c->timer);
+    }
+}
+
+/* Takes a parked job out of its collector (canceled). */
+static void
+md_collector_unpark(md_job_t *j)
+{
+    md_collector_t *c = j->parked;
+    md_list_remove(&j->clink);
+    j->parked = NULL;
+    if (--c->n == 0)
+        ev_timer_stop(c->d->loop, &c->timer);
+}
+
+static void
+md_collectors_free(md_dispatch_t *d)
+{
+    while (!md_list_empty(&d->collectors)) {
+        md_collector_t *c = md_list_data(d->collectors.next, md_collector_t, link);
+        md_list_remove(&c->link);
+        ev_timer_stop(d->loop, &c->timer);
+        c->esp->batch = NULL;
+        free(c);
+    }
+}
+
 /* Sends the message to the current hop's account (admitted, token taken). */
 static void
 md_job_send(md_job_t *j)
@@ -1280,6 +1523,11 @@ md_job_send(md_job_t *j)
     memset(&r, 0, sizeof(r));
     md_route_started(esp);
     j->t0 = md_dispatch_mono();
+    md_collector_t *c = esp->driver->deliver ? NULL : md_collector_of(j->b->d, esp);
+    if (c) {
+        md_collector_park(c, j);
+        return;
+    }
     if (esp->driver->deliver) {
         esp->driver->deliver(esp, &j->m, &r);
         md_job_result(j, &r);
@@ -1298,20 +1546,7 @@ md_job_send(md_job_t *j)
     md_buf_init(&req.body);
     int rc = esp->driver->build_request(esp, &j->m, &req, &r);
     if (rc == MD_OK) {
-        md_http_client_request_t rq;
-        memset(&rq, 0, sizeof(rq));
-        rq.method = req.method ? req.method : "POST";
-        rq.path = req.path ? req.path : "/";
-        rq.headers = req.headers;
-        rq.nheaders = req.nheaders;
-        rq.body_buf = &req.body;
-        rc = md_http_client_send(esp->endpoint, &rq, md_job_http_cb, j, &j->hreq);
-        if (rc == MD_AGAIN)
-            md_esp_result_retryable(&r, "client_busy", 0,
-                                    "too many requests wait for a connection to this account");
-        else if (rc != MD_OK)
-            md_esp_result_permanent(&r, "invalid_request",
-                                    "the driver built a request the client refuses");
+        rc = md_esp_request_send(esp, &req, md_job_http_cb, j, &j->hreq, &r);
     }
     /* the client copied or moved everything it needs */
     md_buf_free(&req.body);
@@ -1979,6 +2214,17 @@ md_dispatch_cancel_jobs(md_dispatch_t *d)
             md_http_client_cancel(j->hreq);
             continue;
         }
+        if (j->eb) {
+            /* the batch's callback runs now and ends each of its jobs */
+            md_http_client_cancel(j->eb->hreq);
+            continue;
+        }
+        if (j->parked) {
+            md_collector_unpark(j);
+            md_route_abandon(j->esp);
+            md_job_abandon(j, false);
+            continue;
+        }
         if (j->w.queued) {
             md_route_token_cancel(j->esp, &j->w);
             md_route_abandon(j->esp);
@@ -2051,6 +2297,7 @@ md_dispatch_start(md_app_t *app)
     md_list_init(&d->claiming);
     md_list_init(&d->retrying);
     md_list_init(&d->jobs);
+    md_list_init(&d->collectors);
     if (md_route_init(app) != MD_OK) {
         md_redis_destroy(r);
         free(d);
@@ -2118,6 +2365,7 @@ md_dispatch_destroy(void)
     md_redis_destroy(d->redis);
     d->redis = NULL;
     md_dispatch_cancel_jobs(d);
+    md_collectors_free(d);
     free(d->extra);
     d->extra = NULL;
     md_dispatch_drop_retries(d, false);

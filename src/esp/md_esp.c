@@ -119,56 +119,6 @@ md_esp_conf_set_ratio(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base
     return MD_OK;
 }
 
-/*
- * batch N; and batch_window T; (Postmark's /email/batch). md_esp_conf_t lives
- * in md_conf.h, outside this module, so the two values are kept beside it
- * until it has fields of its own: one entry per account, keyed by its name
- * string, which the md_esp_conf_t owns and which stays put while the array of
- * accounts grows (the struct itself moves). md_esp_conf_free drops the
- * entries of the accounts it frees, so an old and a new configuration (a
- * reload) never share one.
- */
-#define MD_ESP_BATCH_WINDOW 0.002 /* seconds a collector waits for more by default */
-
-typedef struct md_esp_batch_conf_s {
-    struct md_esp_batch_conf_s *next;
-    const char *key; /* md_esp_conf_t.name */
-    int batch;       /* 0: not written */
-    double window;   /* < 0: not written */
-} md_esp_batch_conf_t;
-
-static md_esp_batch_conf_t *md_esp_batch_confs;
-
-static md_esp_batch_conf_t *
-md_esp_batch_entry(const md_esp_conf_t *e, bool make)
-{
-    for (md_esp_batch_conf_t *b = md_esp_batch_confs; b; b = b->next) {
-        if (b->key == e->name)
-            return b;
-    }
-    if (!make)
-        return NULL;
-    md_esp_batch_conf_t *b = md_xcalloc(1, sizeof(*b));
-    b->key = e->name;
-    b->window = -1;
-    b->next = md_esp_batch_confs;
-    md_esp_batch_confs = b;
-    return b;
-}
-
-static void
-md_esp_batch_forget(const md_esp_conf_t *e)
-{
-    for (md_esp_batch_conf_t **p = &md_esp_batch_confs; *p; p = &(*p)->next) {
-        if ((*p)->key == e->name) {
-            md_esp_batch_conf_t *b = *p;
-            *p = b->next;
-            free(b);
-            return;
-        }
-    }
-}
-
 static const md_esp_driver_t *md_esp_driver(int kind);
 
 static const md_conf_bounds_t md_esp_batch_bounds = {1, 1000000};
@@ -180,33 +130,14 @@ static int
 md_esp_conf_set_batch(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
 {
     md_esp_conf_t *e = base;
-    md_conf_cmd_t c = *cmd;
-    c.offset = 0;
-    c.extra = &md_esp_batch_bounds;
-    int n = 0;
-    if (md_conf_set_number(cf, &c, &n) != MD_OK)
+    if (md_conf_set_number(cf, cmd, base) != MD_OK)
         return MD_ERROR;
     const md_esp_driver_t *drv = md_esp_driver(e->driver);
-    if (n > 1 && e->driver != MD_ESP_DRIVER_NONE && (drv == NULL || drv->batch_max == 0))
+    if (e->batch > 1 && e->driver != MD_ESP_DRIVER_NONE && (drv == NULL || drv->batch_max == 0))
         return md_conf_error(cf,
                              "\"batch\" directive: esp \"%s\" (driver %s) has no batch call "
                              "(only postmark has one)",
                              e->name, md_esp_driver_name(e->driver));
-    md_esp_batch_entry(e, true)->batch = n;
-    return MD_OK;
-}
-
-/* batch_window T: how long a collector waits for a full batch (0..1s). */
-static int
-md_esp_conf_set_batch_window(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, void *base)
-{
-    md_conf_cmd_t c = *cmd;
-    c.offset = 0;
-    c.extra = &md_esp_window_bounds;
-    double t = 0;
-    if (md_conf_set_time(cf, &c, &t) != MD_OK)
-        return MD_ERROR;
-    md_esp_batch_entry(base, true)->window = t;
     return MD_OK;
 }
 
@@ -215,8 +146,7 @@ md_esp_conf_set_batch_window(md_conf_parser_t *cf, const md_conf_cmd_t *cmd, voi
 static int
 md_esp_conf_check_batch(md_conf_parser_t *cf, md_esp_conf_t *e)
 {
-    md_esp_batch_conf_t *b = md_esp_batch_entry(e, false);
-    if (b == NULL || b->batch <= 1)
+    if (e->batch <= 1)
         return MD_OK;
     const md_esp_driver_t *drv = md_esp_driver(e->driver);
     if (drv == NULL || drv->batch_max == 0)
@@ -224,10 +154,10 @@ md_esp_conf_check_batch(md_conf_parser_t *cf, md_esp_conf_t *e)
                              "\"batch\" directive: esp \"%s\" (driver %s) has no batch call "
                              "(only postmark has one)",
                              e->name, md_esp_driver_name(e->driver));
-    if ((size_t)b->batch > drv->batch_max) {
+    if ((size_t)e->batch > drv->batch_max) {
         md_log(MD_LOG_WARN, 0, "esp \"%s\": batch %d capped to %zu, what %s takes per request",
-               e->name, b->batch, drv->batch_max, md_esp_driver_name(e->driver));
-        b->batch = (int)drv->batch_max;
+               e->name, e->batch, drv->batch_max, md_esp_driver_name(e->driver));
+        e->batch = (int)drv->batch_max;
     }
     return MD_OK;
 }
@@ -235,15 +165,12 @@ md_esp_conf_check_batch(md_conf_parser_t *cf, md_esp_conf_t *e)
 int
 md_esp_conf_batch(const md_esp_conf_t *c, double *window)
 {
-    md_esp_batch_conf_t *b = c ? md_esp_batch_entry(c, false) : NULL;
     if (window)
-        *window = b && b->window >= 0 ? b->window : MD_ESP_BATCH_WINDOW;
-    if (b == NULL || b->batch <= 1)
+        *window = c ? c->batch_window : 0;
+    if (c == NULL || c->batch <= 1)
         return 1;
     const md_esp_driver_t *drv = md_esp_driver(c->driver);
-    if (drv == NULL || drv->batch_max == 0)
-        return 1;
-    return (size_t)b->batch > drv->batch_max ? (int)drv->batch_max : b->batch;
+    return drv == NULL || drv->batch_max == 0 ? 1 : c->batch;
 }
 
 static const md_conf_bounds_t md_esp_seed_bounds = {0, 2147483647};
@@ -303,9 +230,10 @@ static const md_conf_cmd_t md_esp_conf_cmds[] = {
     MD_ESP_SECRET_ROWS("server_token", server_token),
     {"message_stream", MD_CONF_ESP, MD_CONF_TAKE1, md_conf_set_str,
      offsetof(md_esp_conf_t, message_stream), NULL, "outbound", md_conf_free_str},
-    {"batch", MD_CONF_ESP, MD_CONF_TAKE1, md_esp_conf_set_batch, 0, NULL, NULL, NULL},
-    {"batch_window", MD_CONF_ESP, MD_CONF_TAKE1, md_esp_conf_set_batch_window, 0, NULL, NULL,
-     NULL},
+    {"batch", MD_CONF_ESP, MD_CONF_TAKE1, md_esp_conf_set_batch, offsetof(md_esp_conf_t, batch),
+     &md_esp_batch_bounds, "1", NULL},
+    {"batch_window", MD_CONF_ESP, MD_CONF_TAKE1, md_conf_set_time,
+     offsetof(md_esp_conf_t, batch_window), &md_esp_window_bounds, "2ms", NULL},
     /* mailgun */
     {"domain", MD_CONF_ESP, MD_CONF_TAKE1, md_esp_conf_set_name, offsetof(md_esp_conf_t, domain),
      NULL, NULL, md_conf_free_str},
@@ -445,7 +373,6 @@ md_esp_conf_free(const md_conf_cmd_t *cmd, void *base)
     md_conf_t *conf = base;
     for (size_t i = 0; i < conf->nesp; i++) {
         md_conf_cleanup(&md_esp_conf_block, &conf->esp[i]);
-        md_esp_batch_forget(&conf->esp[i]);
         free(conf->esp[i].name);
     }
     free(conf->esp);

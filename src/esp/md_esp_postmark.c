@@ -213,8 +213,7 @@ md_postmark_batch_end(md_esp_t *esp, md_esp_request_t *req)
 /* The answer to a batch of n messages into res[0..n-1] (see the top of the
  * file). */
 static void
-md_postmark_read_batch(md_esp_t *esp, const md_esp_response_t *resp, size_t n,
-                       md_esp_result_t *res)
+md_postmark_read_batch(md_esp_t *esp, const md_esp_response_t *resp, size_t n, md_esp_result_t *res)
 {
     md_unused(esp);
     if (n == 0)

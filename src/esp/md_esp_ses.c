@@ -15,7 +15,9 @@
  * Signing: Host (as the client sends it: host, and :port when not the scheme's
  * default) and Content-Type are signed; X-Amz-Date comes from the wall clock at
  * build time (SES allows 5 minutes of skew, far more than a request waits in a
- * pool); X-Amz-Security-Token is added and signed with a session token.
+ * pool); X-Amz-Security-Token is added and signed with a session token. The
+ * signing key (four HMACs of the secret, date, region and service) is kept per
+ * account and worker and derived again only when the UTC date changes.
  *
  * Answers (the error code is the x-amzn-ErrorType header up to ":", or the
  * body's "__type" after "#", or its "code"; the text is "message"):
@@ -144,8 +146,39 @@ md_ses_str(const char *s)
     return r;
 }
 
+/* The account's signer state, per worker (esp->data): the signing key of the
+ * day (four HMACs saved per request) and the signer's buffers, reused. */
+typedef struct md_ses_data_s {
+    md_sigv4_key_cache_t kc;
+    md_sigv4_out_t out;
+} md_ses_data_t;
+
+static int
+md_ses_init(md_esp_t *esp, char *err, size_t errlen)
+{
+    md_unused(err);
+    md_unused(errlen);
+    md_ses_data_t *d = md_xcalloc(1, sizeof(*d));
+    md_sigv4_out_init(&d->out);
+    esp->data = d;
+    return MD_OK;
+}
+
+static void
+md_ses_destroy(md_esp_t *esp)
+{
+    md_ses_data_t *d = esp->data;
+    if (d == NULL)
+        return;
+    md_sigv4_key_cache_clear(&d->kc);
+    md_sigv4_out_free(&d->out);
+    free(d);
+    esp->data = NULL;
+}
+
 /* Builds and signs the request (see the top of the file). Strings made here
- * live in req->pool; the signer's scratch is freed before returning. */
+ * live in req->pool; the signer's scratch is the account's (reused), or made
+ * and freed here for an account made without init. */
 static int
 md_ses_build(md_esp_t *esp, const md_esp_msg_t *m, md_esp_request_t *req, md_esp_result_t *res)
 {
@@ -187,23 +220,25 @@ md_ses_build(md_esp_t *esp, const md_esp_msg_t *m, md_esp_request_t *req, md_esp
         cred.session_token = md_ses_str(c->session_token);
     cred.region = md_ses_str(c->region);
     cred.service = md_ses_str("ses");
-    md_sigv4_out_t out;
-    md_sigv4_out_init(&out);
-    int rc = md_sigv4_sign(&sr, &cred, time(NULL), 0, &out);
-    if (rc != MD_OK) {
+    md_ses_data_t *d = esp->data;
+    md_sigv4_out_t own, *out = d ? &d->out : &own;
+    if (d == NULL)
+        md_sigv4_out_init(&own);
+    int rc = md_sigv4_sign_cached(&sr, &cred, time(NULL), 0, d ? &d->kc : NULL, out);
+    if (rc == MD_OK) {
+        md_esp_request_header(req, "Content-Type", "application/json");
+        for (size_t i = 0; i < out->nsend; i++) {
+            const md_sigv4_header_t *h = &out->send[i];
+            md_esp_request_header(req, md_pstrndup(req->pool, h->name.data, h->name.len),
+                                  md_pstrndup(req->pool, h->value.data, h->value.len));
+        }
+    } else {
         /* our configuration or clock, not the message: another account may do */
-        md_esp_result_retryable(res, "sign_failed", 0, out.reason ? out.reason : "sigv4");
-        md_sigv4_out_free(&out);
-        return MD_ERROR;
+        md_esp_result_retryable(res, "sign_failed", 0, out->reason ? out->reason : "sigv4");
     }
-    md_esp_request_header(req, "Content-Type", "application/json");
-    for (size_t i = 0; i < out.nsend; i++) {
-        const md_sigv4_header_t *h = &out.send[i];
-        md_esp_request_header(req, md_pstrndup(req->pool, h->name.data, h->name.len),
-                              md_pstrndup(req->pool, h->value.data, h->value.len));
-    }
-    md_sigv4_out_free(&out);
-    return MD_OK;
+    if (d == NULL)
+        md_sigv4_out_free(&own);
+    return rc == MD_OK ? MD_OK : MD_ERROR;
 }
 
 static bool
@@ -298,6 +333,8 @@ md_ses_read(md_esp_t *esp, const md_esp_response_t *resp, md_esp_result_t *res)
 const md_esp_driver_t md_esp_ses_driver = {
     .name = "ses",
     .kind = MD_ESP_DRIVER_SES,
+    .init = md_ses_init,
+    .destroy = md_ses_destroy,
     .build_request = md_ses_build,
     .read_response = md_ses_read,
 };

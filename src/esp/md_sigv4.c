@@ -485,9 +485,72 @@ canon_headers(md_sigv4_out_t *out, const md_sigv4_header_t *h, size_t n, md_buf_
  * sign, signature and Authorization in out from the parts. payload_hash is 64
  * lowercase hex digits, amz_date a checked 16-character X-Amz-Date.
  */
+void
+md_sigv4_key_cache_clear(md_sigv4_key_cache_t *kc)
+{
+    OPENSSL_cleanse(kc, sizeof(*kc));
+}
+
+/* Does kc hold the signing key of this secret, date, region and service? */
+static bool
+key_cache_hit(const md_sigv4_key_cache_t *kc, const md_sigv4_cred_t *cred, md_str_t date8)
+{
+    return kc->valid && memcmp(kc->date8, date8.data, 8) == 0 &&
+           kc->secret_len == cred->secret_key.len && kc->region_len == cred->region.len &&
+           kc->service_len == cred->service.len &&
+           (cred->secret_key.len == 0 ||
+            CRYPTO_memcmp(kc->secret, cred->secret_key.data, cred->secret_key.len) == 0) &&
+           memcmp(kc->region, cred->region.data, cred->region.len) == 0 &&
+           memcmp(kc->service, cred->service.data, cred->service.len) == 0;
+}
+
+/* kSigning for cred at date8 into key: from kc when it holds it, else derived
+ * (and kept in kc when kc is given and the scope fits it). keybuf is the
+ * caller's scratch of 4 + SECRET_MAX bytes, which it cleanses. */
+static int
+signing_key(md_sigv4_key_cache_t *kc, const md_sigv4_cred_t *cred, md_str_t date8, char *keybuf,
+            unsigned char key[32])
+{
+    if (kc && key_cache_hit(kc, cred, date8)) {
+        memcpy(key, kc->key, 32);
+        return MD_OK;
+    }
+    unsigned char k[32];
+    memcpy(keybuf, "AWS4", 4);
+    if (cred->secret_key.len)
+        memcpy(keybuf + 4, cred->secret_key.data, cred->secret_key.len);
+    int rc = hmac(keybuf, 4 + cred->secret_key.len, date8.data, date8.len, k) == MD_OK &&
+                     hmac(k, 32, cred->region.data, cred->region.len, key) == MD_OK &&
+                     hmac(key, 32, cred->service.data, cred->service.len, k) == MD_OK &&
+                     hmac(k, 32, "aws4_request", 12, key) == MD_OK
+                 ? MD_OK
+                 : MD_ERROR;
+    OPENSSL_cleanse(k, sizeof(k));
+    if (rc != MD_OK || kc == NULL)
+        return rc;
+    if (cred->secret_key.len > sizeof(kc->secret) || cred->region.len > sizeof(kc->region) ||
+        cred->service.len > sizeof(kc->service))
+        return MD_OK; /* too long to keep: derived every time */
+    unsigned long derived = kc->derived + 1;
+    md_sigv4_key_cache_clear(kc);
+    kc->derived = derived;
+    memcpy(kc->date8, date8.data, 8);
+    if (cred->secret_key.len)
+        memcpy(kc->secret, cred->secret_key.data, cred->secret_key.len);
+    memcpy(kc->region, cred->region.data, cred->region.len);
+    memcpy(kc->service, cred->service.data, cred->service.len);
+    kc->secret_len = cred->secret_key.len;
+    kc->region_len = cred->region.len;
+    kc->service_len = cred->service.len;
+    memcpy(kc->key, key, 32);
+    kc->valid = 1;
+    return MD_OK;
+}
+
 static int
 compute(md_sigv4_out_t *out, md_str_t method, md_str_t path, md_str_t query,
-        const md_sigv4_header_t *h, size_t n, md_str_t amz_date, const md_sigv4_cred_t *cred)
+        const md_sigv4_header_t *h, size_t n, md_str_t amz_date, const md_sigv4_cred_t *cred,
+        md_sigv4_key_cache_t *kc)
 {
     md_buf_t *sh = &out->scratch;
     size_t sh_off, sh_len;
@@ -539,13 +602,7 @@ compute(md_sigv4_out_t *out, md_str_t method, md_str_t path, md_str_t query,
     md_buf_append(&out->sts, creq_hash, MD_SIGV4_HEX_LEN);
     buf_terminate(&out->sts);
 
-    memcpy(keybuf, "AWS4", 4);
-    if (cred->secret_key.len)
-        memcpy(keybuf + 4, cred->secret_key.data, cred->secret_key.len);
-    if (hmac(keybuf, 4 + cred->secret_key.len, date8.data, date8.len, k) != MD_OK ||
-        hmac(k, 32, cred->region.data, cred->region.len, k2) != MD_OK ||
-        hmac(k2, 32, cred->service.data, cred->service.len, k) != MD_OK ||
-        hmac(k, 32, "aws4_request", 12, k2) != MD_OK ||
+    if (signing_key(kc, cred, date8, keybuf, k2) != MD_OK ||
         hmac(k2, 32, out->sts.pos, md_buf_len(&out->sts), k) != MD_OK) {
         out->reason = "HMAC-SHA256 failed";
         goto done;
@@ -582,6 +639,13 @@ is_signer_owned(md_str_t name)
 int
 md_sigv4_sign(const md_sigv4_req_t *req, const md_sigv4_cred_t *cred, time_t when, unsigned flags,
               md_sigv4_out_t *out)
+{
+    return md_sigv4_sign_cached(req, cred, when, flags, NULL, out);
+}
+
+int
+md_sigv4_sign_cached(const md_sigv4_req_t *req, const md_sigv4_cred_t *cred, time_t when,
+                     unsigned flags, md_sigv4_key_cache_t *kc, md_sigv4_out_t *out)
 {
     md_sigv4_header_t h[MD_SIGV4_MAX_HEADERS];
     size_t n = 0;
@@ -652,7 +716,7 @@ md_sigv4_sign(const md_sigv4_req_t *req, const md_sigv4_cred_t *cred, time_t whe
     }
 
     md_str_t amz_date = {MD_SIGV4_DATE_LEN, out->amz_date};
-    if (compute(out, req->method, req->path, req->query, h, n, amz_date, cred) != MD_OK)
+    if (compute(out, req->method, req->path, req->query, h, n, amz_date, cred, kc) != MD_OK)
         return MD_ERROR;
     out->send[out->nsend++] =
         (md_sigv4_header_t){md_string("Authorization"), {md_buf_len(&out->authz), out->authz.pos}};
@@ -875,7 +939,7 @@ md_sigv4_verify(const md_sigv4_received_t *rq, const md_sigv4_cred_t *cred, time
     md_sigv4_cred_t c = *cred;
     c.region = a.region;
     c.service = a.service;
-    if (compute(out, rq->method, rq->path, rq->query, h, n, amz_date, &c) != MD_OK)
+    if (compute(out, rq->method, rq->path, rq->query, h, n, amz_date, &c, NULL) != MD_OK)
         return refuse(out, MD_SIGV4_MALFORMED, out->reason);
     if (CRYPTO_memcmp(out->signature, a.signature.data, MD_SIGV4_HEX_LEN) != 0)
         return refuse(out, MD_SIGV4_BAD_SIGNATURE, "signature does not match");

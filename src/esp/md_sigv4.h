@@ -138,6 +138,35 @@ void md_sigv4_out_free(md_sigv4_out_t *out);
 int md_sigv4_sign(const md_sigv4_req_t *req, const md_sigv4_cred_t *cred, time_t when,
                   unsigned flags, md_sigv4_out_t *out);
 
+/*
+ * The signing key (kSigning above) of the last scope a signer used: it depends
+ * only on the secret, the date (yyyymmdd), the region and the service, so a
+ * signer of many requests derives it (four HMACs) once a day per account
+ * instead of once per request. The caller owns it: zero-fill it (or
+ * md_sigv4_key_cache_clear) before the first use; md_sigv4_key_cache_clear
+ * wipes the key and the copy of the secret it is checked against.
+ */
+#define MD_SIGV4_CACHE_SECRET_MAX 256
+#define MD_SIGV4_CACHE_SCOPE_MAX  128
+typedef struct md_sigv4_key_cache_s {
+    int valid;
+    size_t secret_len, region_len, service_len;
+    char date8[8];
+    char secret[MD_SIGV4_CACHE_SECRET_MAX];
+    char region[MD_SIGV4_CACHE_SCOPE_MAX];
+    char service[MD_SIGV4_CACHE_SCOPE_MAX];
+    unsigned char key[32];
+    unsigned long derived; /* keys derived (misses), for tests */
+} md_sigv4_key_cache_t;
+
+void md_sigv4_key_cache_clear(md_sigv4_key_cache_t *kc);
+
+/* md_sigv4_sign with kc's signing key when the scope matches (derived and kept
+ * in kc when it does not). kc NULL: md_sigv4_sign. Same result as md_sigv4_sign
+ * byte for byte. */
+int md_sigv4_sign_cached(const md_sigv4_req_t *req, const md_sigv4_cred_t *cred, time_t when,
+                         unsigned flags, md_sigv4_key_cache_t *kc, md_sigv4_out_t *out);
+
 /* A request as received, for md_sigv4_verify. All views. headers: every header
  * received, in the order received, repeated names as separate entries. */
 typedef struct md_sigv4_received_s {

@@ -451,6 +451,32 @@ sub json_request {
     return $self->request($method, $path, headers => \%h, defined $body ? (body => $body) : (), %o);
 }
 
+# Accepts $n messages for API key $key through POST /v1/messages/batch (500 per
+# request, waiting out 429/503 back-pressure for up to 60 s): recipients
+# "$tag$k-$i@example.com", subject "$prefix $tag $k" so tests can select them
+# with LIKE '$prefix $tag %'. Returns the accepted ids; dies on any other answer.
+sub send_many {
+    my ($self, $key, $n, $tag, %o) = @_;
+    my $prefix = $o{prefix} // 'many';
+    my @ids;
+    my $k = 0;
+    my $deadline = time + 60;
+    while (@ids < $n) {
+        die "send_many: no progress for 60 s" if time > $deadline;
+        my $m = $n - @ids > 500 ? 500 : $n - @ids;
+        my $r = $self->json_request($key, 'POST', '/v1/messages/batch', {
+            from => $o{from} // 'Acme <many@acme.example>', subject => "$prefix $tag $k",
+            text => "body $k", recipients => [ map { { to => "$tag$k-$_\@example.com" } } 1 .. $m ] },
+            timeout => 30);
+        if ($r->{status} == 429 || $r->{status} == 503) { sleep 0.2; next } # back-pressure
+        die "batch: $r->{status} $r->{body}" unless $r->{status} == 202;
+        push @ids, map { $_->{id} } @{ $r->{json}{accepted} };
+        $k++;
+        $deadline = time + 60;
+    }
+    return @ids;
+}
+
 # Rewrites the config with $edit (a sub taking and returning its text), sends
 # SIGHUP and waits until every worker has been replaced. Returns the new worker
 # pids (array ref), or undef when the workers were not all replaced in time.

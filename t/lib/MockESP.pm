@@ -248,6 +248,13 @@ sub faults {
     die "faults refused ($s)" unless $s && $s == 200;
     return $j;
 }
+# One provider's counters from /_mock/stats (a hash; empty when the mock does
+# not answer). Postmark's include batch_requests, batch_messages, batch_max.
+sub provider_stats {
+    my ($self, $provider) = @_;
+    my $s = $self->stats;
+    return ref $s eq 'HASH' && ref $s->{$provider} eq 'HASH' ? $s->{$provider} : {};
+}
 sub clear_faults { my ($s) = $_[0]->ctl('DELETE', '/_mock/faults'); return $s }
 sub reset        { my ($s) = $_[0]->ctl('POST', '/_mock/reset'); return $s }
 

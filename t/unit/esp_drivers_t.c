@@ -808,6 +808,302 @@ test_postmark(void)
     t_transport(e, "postmark");
 }
 
+/* md_sigv4_sign_cached signs byte for byte as md_sigv4_sign, deriving the
+ * signing key only when the day, secret, region or service changes; the SES
+ * driver's requests (which use the account's cache) still verify. */
+static void
+test_sigv4_key_cache(void)
+{
+    md_sigv4_header_t h[2] = {{{4, "Host"}, {29, "email.us-west-2.amazonaws.com"}},
+                              {{12, "Content-Type"}, {16, "application/json"}}};
+    md_sigv4_req_t rq;
+    memset(&rq, 0, sizeof(rq));
+    rq.method = (md_str_t){4, "POST"};
+    rq.path = (md_str_t){25, "/v2/email/outbound-emails"};
+    rq.headers = h;
+    rq.nheaders = 2;
+    rq.payload = (md_str_t){7, "{\"a\":1}"};
+    md_sigv4_cred_t cred;
+    memset(&cred, 0, sizeof(cred));
+    cred.access_key_id = (md_str_t){4, "AKID"};
+    cred.secret_key = (md_str_t){7, "SECRET1"};
+    cred.region = (md_str_t){9, "us-west-2"};
+    cred.service = (md_str_t){3, "ses"};
+    md_sigv4_key_cache_t kc;
+    memset(&kc, 0, sizeof(kc));
+    md_sigv4_out_t a, b;
+    md_sigv4_out_init(&a);
+    md_sigv4_out_init(&b);
+    time_t t0 = 1700000000; /* 2023-11-14T22:13:20Z */
+    struct {
+        time_t when;
+        const char *secret, *region, *service;
+        unsigned long derived;
+        const char *what;
+    } steps[] = {
+        {t0, "SECRET1", "us-west-2", "ses", 1, "first signature: derived"},
+        {t0 + 60, "SECRET1", "us-west-2", "ses", 1, "same day: the cached key"},
+        {t0 + 7200, "SECRET1", "us-west-2", "ses", 2, "the next day (UTC): derived again"},
+        {t0 + 7201, "SECRET2", "us-west-2", "ses", 3, "another secret: derived again"},
+        {t0 + 7202, "SECRET2", "eu-west-1", "ses", 4, "another region: derived again"},
+        {t0 + 7203, "SECRET2", "eu-west-1", "email", 5, "another service: derived again"},
+        {t0 + 7204, "SECRET2", "eu-west-1", "email", 5, "then cached again"},
+    };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        cred.secret_key = (md_str_t){strlen(steps[i].secret), steps[i].secret};
+        cred.region = (md_str_t){strlen(steps[i].region), steps[i].region};
+        cred.service = (md_str_t){strlen(steps[i].service), steps[i].service};
+        int r1 = md_sigv4_sign(&rq, &cred, steps[i].when, 0, &a);
+        int r2 = md_sigv4_sign_cached(&rq, &cred, steps[i].when, 0, &kc, &b);
+        ok(r1 == MD_OK && r2 == MD_OK && strcmp(a.authz.pos, b.authz.pos) == 0 &&
+               kc.derived == steps[i].derived,
+           "sigv4 key cache: %s (derived %lu), same Authorization as uncached", steps[i].what,
+           kc.derived);
+    }
+    md_sigv4_key_cache_clear(&kc);
+    ok(!kc.valid && kc.secret_len == 0, "sigv4 key cache: clear wipes it");
+    md_sigv4_out_free(&a);
+    md_sigv4_out_free(&b);
+
+    /* the driver: a second request (the account's cached key) still verifies */
+    md_esp_t *e = t_account("ses");
+    for (int round = 0; round < 2; round++) {
+        md_esp_msg_t m = t_msg();
+        md_esp_request_t req;
+        md_esp_result_t res;
+        req_init(&req);
+        int rc = e->driver->build_request(e, &m, &req, &res);
+        md_sigv4_header_t rh[MD_ESP_MAX_HEADERS + 2];
+        size_t nrh = 0;
+        rh[nrh++] = h[0];
+        for (size_t i = 0; i < req.nheaders; i++) {
+            rh[nrh].name = (md_str_t){strlen(req.headers[i].name), req.headers[i].name};
+            rh[nrh++].value = (md_str_t){strlen(req.headers[i].value), req.headers[i].value};
+        }
+        md_sigv4_received_t rv;
+        memset(&rv, 0, sizeof(rv));
+        rv.method = (md_str_t){4, "POST"};
+        rv.path = (md_str_t){strlen(req.path), req.path};
+        rv.headers = rh;
+        rv.nheaders = nrh;
+        rv.body = (md_str_t){md_buf_len(&req.body), req.body.pos};
+        md_sigv4_cred_t vc;
+        memset(&vc, 0, sizeof(vc));
+        vc.access_key_id = (md_str_t){11, "AKIDEXAMPLE"};
+        vc.secret_key = (md_str_t){10, "SECRETKEY1"};
+        vc.session_token = (md_str_t){8, "TOKEN123"};
+        vc.region = (md_str_t){9, "us-west-2"};
+        vc.service = (md_str_t){3, "ses"};
+        md_sigv4_out_t out;
+        md_sigv4_out_init(&out);
+        md_sigv4_verdict_t v = md_sigv4_verify(&rv, &vc, time(NULL), 300, &out);
+        ok(rc == MD_OK && v == MD_SIGV4_VERIFIED,
+           "ses: request %d signed with the account's key cache verifies (%s)", round + 2,
+           md_sigv4_verdict_name(v));
+        md_sigv4_out_free(&out);
+        req_free(&req);
+    }
+}
+
+/* Reads a batch answer for n messages into res (filled with junk first). */
+static void
+t_read_batch(md_esp_t *e, int status, const char *body, const char *h1, const char *v1, size_t n,
+             md_esp_result_t *res)
+{
+    t_resp_t r;
+    md_esp_response_t resp = t_answer(&r, status, body, h1, v1, NULL, NULL);
+    memset(res, 0x5a, n * sizeof(*res));
+    e->driver->read_batch(e, &resp, n, res);
+}
+
+/* Every one of res[0..n-1] has outcome and code. */
+static bool
+t_all(const md_esp_result_t *res, size_t n, int outcome, const char *code)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (res[i].outcome != outcome || strcmp(res[i].code, code) != 0)
+            return false;
+    }
+    return true;
+}
+
+#define T_PM_OK(id)                                                                                \
+    "{\"ErrorCode\":0,\"Message\":\"OK\",\"MessageID\":\"" id "\","                                \
+    "\"SubmittedAt\":\"2010-11-26T12:01:05.1794748-05:00\",\"To\":\"ann@example.com\"}"
+
+static void
+test_postmark_batch(void)
+{
+    md_esp_t *e = t_account("postmark");
+    const md_esp_driver_t *d = e->driver;
+    ok(d->batch_max == 500 && d->batch_bytes > 40u * 1000 * 1000 &&
+           d->batch_bytes <= 50u * 1000 * 1000,
+       "postmark batch: 500 messages and under 50 MB per request (%zu, %zu)", d->batch_max,
+       d->batch_bytes);
+
+    /* three messages, the second of which cannot go */
+    md_esp_msg_t m1 = t_msg(), m2 = t_msg(), m3 = t_msg();
+    m2.id = "0190a1b2-c3d4-7e5f-8a6b-000000000002";
+    m2.text.data = NULL;
+    m2.html.data = NULL;
+    m3.id = "0190a1b2-c3d4-7e5f-8a6b-000000000003";
+    m3.to.name = NULL;
+    m3.to.addr = "bob@example.net";
+    md_esp_request_t req;
+    md_esp_result_t res[4];
+    req_init(&req);
+    is_int(d->batch_add(e, &m1, &req, &res[0]), MD_OK, "postmark batch: first message added");
+    size_t len1 = md_buf_len(&req.body);
+    memset(&res[1], 0x5a, sizeof(res[1]));
+    is_int(d->batch_add(e, &m2, &req, &res[1]), MD_ERROR,
+           "postmark batch: a message without content is refused");
+    ok(res[1].outcome == MD_ESP_PERMANENT && strcmp(res[1].code, "no_content") == 0 &&
+           md_buf_len(&req.body) == len1,
+       "postmark batch: ... permanent no_content, nothing appended");
+    is_int(d->batch_add(e, &m3, &req, &res[2]), MD_OK, "postmark batch: third message added");
+    d->batch_end(e, &req);
+    is_str(req.method, "POST", "postmark batch: POST");
+    is_str(req.path, "/email/batch", "postmark batch: path /email/batch");
+    is_str(req_header(&req, "X-Postmark-Server-Token"), "pm-server-token", "postmark batch: token");
+    is_str(req_header(&req, "Content-Type"), "application/json", "postmark batch: content type");
+    ok(req.nheaders == 3, "postmark batch: headers set once (%zu)", req.nheaders);
+    json_t *j = req_json(&req);
+    ok(json_is_array(j) && json_array_size(j) == 2, "postmark batch: a JSON array of 2 messages");
+    is_str(jstr(j, "0.Metadata.mailerd_message_id"), MSG_ID, "postmark batch: [0] our id");
+    is_str(jstr(j, "1.Metadata.mailerd_message_id"), m3.id, "postmark batch: [1] our id");
+    is_str(jstr(j, "1.Headers.0.Value"), m3.id, "postmark batch: [1] our header");
+    is_str(jstr(j, "1.To"), "bob@example.net", "postmark batch: [1] To");
+    is_str(jstr(j, "1.MessageStream"), "broadcast", "postmark batch: [1] MessageStream");
+    /* each element is exactly what /email takes for that message */
+    md_esp_request_t one;
+    req_init(&one);
+    md_esp_result_t r1;
+    d->build_request(e, &m1, &one, &r1);
+    json_t *j1 = req_json(&one);
+    ok(j1 && json_equal(j1, json_array_get(j, 0)),
+       "postmark batch: an element equals the single send's body");
+    json_decref(j1);
+    req_free(&one);
+    json_decref(j);
+    req_free(&req);
+
+    req_init(&req);
+    d->batch_end(e, &req);
+    ok(md_buf_len(&req.body) == 2 && memcmp(req.body.pos, "[]", 2) == 0,
+       "postmark batch: an empty batch is []");
+    req_free(&req);
+
+    /* answers read per message */
+    t_read_batch(
+        e, 200,
+        "[" T_PM_OK("id-1") ",{\"ErrorCode\":406,\"Message\":\"You tried to send to "
+                            "recipient(s) that have been marked as inactive.\"},"
+                            "{\"ErrorCode\":300,\"Message\":\"Invalid email request\"}," T_PM_OK(
+                                "id-4") "]",
+        NULL, NULL, 4, res);
+    ok(res[0].outcome == MD_ESP_SENT && strcmp(res[0].provider_id, "id-1") == 0 &&
+           res[3].outcome == MD_ESP_SENT && strcmp(res[3].provider_id, "id-4") == 0,
+       "postmark batch: 200 -> each ErrorCode 0 sent with its own MessageID");
+    ok(res[1].outcome == MD_ESP_PERMANENT && strcmp(res[1].code, "406") == 0 &&
+           strstr(res[1].text, "marked as inactive") != NULL,
+       "postmark batch: a 406 inside a 200 -> permanent, code and Message kept (%s: %s)",
+       res[1].code, res[1].text);
+    ok(res[2].outcome == MD_ESP_PERMANENT && strcmp(res[2].code, "300") == 0 &&
+           strcmp(res[2].text, "Invalid email request") == 0,
+       "postmark batch: a 300 inside a 200 -> permanent");
+    t_read_batch(e, 200,
+                 "[{\"ErrorCode\":405,\"Message\":\"Not allowed to send\"},"
+                 "{\"ErrorCode\":10,\"Message\":\"Bad or missing Server API token.\"}]",
+                 NULL, NULL, 2, res);
+    ok(res[0].outcome == MD_ESP_RETRYABLE && strcmp(res[0].code, "405") == 0 &&
+           res[1].outcome == MD_ESP_RETRYABLE && strcmp(res[1].code, "auth_failed") == 0,
+       "postmark batch: 405 and 10 inside a 200 -> retryable as a single send's (%s, %s)",
+       res[0].code, res[1].code);
+    t_read_batch(e, 200, "[" T_PM_OK("id-1") "]", NULL, NULL, 2, res);
+    ok(t_all(res, 2, MD_ESP_RETRYABLE, "protocol") && strstr(res[0].text, "1 results for 2"),
+       "postmark batch: an array of the wrong length -> every message retryable (%s)", res[0].text);
+    t_read_batch(e, 200, "not json", NULL, NULL, 2, res);
+    ok(t_all(res, 2, MD_ESP_RETRYABLE, "protocol"),
+       "postmark batch: a 200 that is not an array -> every message retryable");
+    t_read_batch(e, 200, "[" T_PM_OK("id-1") ",17]", NULL, NULL, 2, res);
+    ok(res[0].outcome == MD_ESP_SENT && res[1].outcome == MD_ESP_RETRYABLE &&
+           strcmp(res[1].code, "protocol") == 0,
+       "postmark batch: a result that is not an object -> that message retryable");
+    t_read_batch(e, 429, "{\"ErrorCode\":429,\"Message\":\"Rate limit exceeded\"}", "Retry-After",
+                 "7", 3, res);
+    ok(t_all(res, 3, MD_ESP_RETRYABLE, "throttled") && fabs(res[2].retry_after - 7) < 1e-9,
+       "postmark batch: 429 -> every message throttled with Retry-After 7");
+    t_read_batch(e, 500, "{\"ErrorCode\":0,\"Message\":\"boom\"}", NULL, NULL, 3, res);
+    ok(t_all(res, 3, MD_ESP_RETRYABLE, "http_500"),
+       "postmark batch: 500 -> every message retryable");
+    t_read_batch(e, 503, "<html>down</html>", NULL, NULL, 2, res);
+    ok(t_all(res, 2, MD_ESP_RETRYABLE, "http_503") && strstr(res[1].text, "down"),
+       "postmark batch: 503 with a non-JSON body -> every message retryable");
+    t_read_batch(e, 401, "{\"ErrorCode\":10,\"Message\":\"Bad or missing Server API token.\"}",
+                 NULL, NULL, 2, res);
+    ok(t_all(res, 2, MD_ESP_RETRYABLE, "auth_failed") &&
+           strcmp(res[1].text, "10: Bad or missing Server API token.") == 0,
+       "postmark batch: 401 -> every message auth_failed (%s)", res[1].text);
+    t_read_batch(e, 422, "{\"ErrorCode\":402,\"Message\":\"Received invalid JSON input.\"}", NULL,
+                 NULL, 2, res);
+    ok(t_all(res, 2, MD_ESP_PERMANENT, "402"),
+       "postmark batch: a 422 whole-body error -> every message permanent as a single send's");
+    t_read_batch(e, 200, "{\"ErrorCode\":406,\"Message\":\"inactive\"}", NULL, NULL, 2, res);
+    ok(t_all(res, 2, MD_ESP_PERMANENT, "406"),
+       "postmark batch: a 200 whose body is one error object -> that error for every message");
+    t_resp_t tr;
+    md_esp_response_t resp = t_answer(&tr, 0, NULL, NULL, NULL, NULL, NULL);
+    tr.h.error = md_http_client_err_timeout;
+    tr.h.detail = "no response within 30s";
+    tr.h.request_sent = true;
+    d->read_batch(e, &resp, 3, res);
+    ok(t_all(res, 3, MD_ESP_RETRYABLE, "timeout") && strstr(res[2].text, "no response"),
+       "postmark batch: a transport error -> every message retryable");
+    /* the other drivers have no batch call */
+    const char *others[] = {"ses", "sendgrid", "mailgun"};
+    for (size_t i = 0; i < 3; i++) {
+        const md_esp_driver_t *o = t_account(others[i])->driver;
+        ok(o->batch_max == 0 && o->batch_add == NULL, "%s: no batch call", others[i]);
+    }
+}
+
+static void
+test_batch_conf(void)
+{
+    conf_fails("esp a {\n driver sendgrid;\n api_key k;\n batch 10;\n}\n",
+               "batch on a driver without a batch call", "main.conf:4:", "no batch call");
+    conf_fails("esp a {\n batch 10;\n driver mailgun;\n api_key k;\n domain d.example;\n}\n",
+               "batch before the driver, which has no batch call", "main.conf:", "no batch call");
+    conf_fails("esp a {\n driver postmark;\n server_token t;\n batch 0;\n}\n", "batch 0",
+               "main.conf:4:", "batch");
+    conf_fails("esp a {\n driver postmark;\n server_token t;\n batch_window 2s;\n}\n",
+               "batch_window over 1s", "main.conf:4:", "batch_window");
+    conf_fails("esp a {\n driver postmark;\n server_token t;\n batch_window soon;\n}\n",
+               "batch_window not a time", "main.conf:4:", "batch_window");
+    md_conf_t *c = load("esp a {\n driver postmark;\n server_token t;\n}\n"
+                        "esp b {\n batch 100;\n batch_window 5ms;\n driver postmark;\n"
+                        " server_token t;\n}\n"
+                        "esp c {\n driver postmark;\n server_token t;\n batch 2000;\n}\n"
+                        "esp d {\n driver sendgrid;\n api_key k;\n batch 1;\n}\n");
+    ok(c != NULL, "batch configurations load: %s", err);
+    if (c == NULL)
+        return;
+    double w = -1;
+    int n = md_esp_conf_batch(&c->esp[0], &w);
+    ok(n == 1 && fabs(w - 0.002) < 1e-12, "batch defaults to 1 (off), batch_window to 2ms (%d, %g)",
+       n, w);
+    n = md_esp_conf_batch(&c->esp[1], &w);
+    ok(n == 100 && fabs(w - 0.005) < 1e-12, "batch 100, batch_window 5ms (%d, %g)", n, w);
+    ok(md_esp_conf_batch(&c->esp[2], NULL) == 500, "batch 2000 is capped to Postmark's 500");
+    ok(md_esp_conf_batch(&c->esp[3], NULL) == 1, "batch 1 is allowed on any driver");
+    md_conf_free(c);
+    c = load("esp b {\n driver postmark;\n server_token t;\n}\n");
+    ok(c && md_esp_conf_batch(&c->esp[0], NULL) == 1,
+       "a new configuration does not inherit an old one's batch");
+    if (c)
+        md_conf_free(c);
+}
+
 typedef struct t_part_s {
     char name[64];
     char value[512];
@@ -1024,6 +1320,7 @@ main(void)
 
     test_conf();
     test_conf_errors();
+    test_batch_conf();
     test_retry_after();
 
     t_conf = load(t_driver_conf);
@@ -1034,8 +1331,10 @@ main(void)
     }
     test_ses();
     test_ses_host_port();
+    test_sigv4_key_cache();
     test_sendgrid();
     test_postmark();
+    test_postmark_batch();
     test_mailgun();
     md_esp_destroy();
     md_conf_free(t_conf);
