@@ -92,6 +92,7 @@ typedef struct pstats_s {
 
 typedef struct seskey_s {
     char *id, *secret;
+    md_sigv4_key_cache_t kc; /* its signing key, derived once a day (and region) */
 } seskey_t;
 
 typedef struct mock_s {
@@ -714,7 +715,7 @@ ses_auth(const req_t *r, resp_t *rs, json_t *rec)
     free(a);
     json_object_set_new(rec, "region", json_string(region));
     json_object_set_new(rec, "access_key_id", json_string(akid));
-    const seskey_t *k = NULL;
+    seskey_t *k = NULL;
     for (unsigned i = 0; i < M.nses_keys; i++)
         if (strcmp(M.ses_keys[i].id, akid) == 0)
             k = &M.ses_keys[i];
@@ -741,7 +742,7 @@ ses_auth(const req_t *r, resp_t *rs, json_t *rec)
                               .body = r->body};
     md_sigv4_out_t out;
     md_sigv4_out_init(&out);
-    md_sigv4_verdict_t v = md_sigv4_verify(&rq, &cred, time(NULL), M.ses_skew, &out);
+    md_sigv4_verdict_t v = md_sigv4_verify_cached(&rq, &cred, time(NULL), M.ses_skew, &k->kc, &out);
     bool ok = v == MD_SIGV4_VERIFIED;
     if (!ok)
         json_object_set_new(rec, "sigv4",

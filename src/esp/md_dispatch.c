@@ -107,15 +107,23 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MD_DISPATCH_BATCH_MAX     256   /* entries per read (and per claim statement) */
-#define MD_DISPATCH_RECORD_MAX    32    /* outcomes per record unit at most ... */
-#define MD_DISPATCH_RECORD_SPAN   0.001 /* ... or what one millisecond of sending produced */
-#define MD_DISPATCH_RECORD_RETRY  0.5   /* seconds between tries of a record PostgreSQL lost */
-#define MD_DISPATCH_BLOCK_MS      "1000"
-#define MD_DISPATCH_RETRY         0.25 /* seconds before reading again after a refusal */
-#define MD_DISPATCH_RECLAIM_EVERY 5.0  /* seconds between XAUTOCLAIM rounds */
-#define MD_DISPATCH_RECLAIM_CALLS 64   /* XAUTOCLAIM calls per stream per round at most */
-#define MD_ADDRESS_BUF            512  /* an addr-spec in A-label form (254) with room */
+#define MD_DISPATCH_BATCH_MAX   256   /* entries per read (and per claim statement) */
+#define MD_DISPATCH_RECORD_MAX  32    /* outcomes per record unit at most ... */
+#define MD_DISPATCH_RECORD_SPAN 0.001 /* ... or what one millisecond of sending produced */
+/* A batch with remote sends: their answers come in over tens of milliseconds,
+ * so a 1 ms span made record units of 7-9 outcomes, and the record
+ * transactions, not the sends, bounded a TLS drain (PostgreSQL's CPU per
+ * message 50% above the sink's). A longer span makes units of dozens. The
+ * price: a worker killed mid-batch loses up to this much more of recorded
+ * outcomes, whose messages are sent again after their lease. */
+#define MD_DISPATCH_RECORD_MAX_REMOTE  256
+#define MD_DISPATCH_RECORD_SPAN_REMOTE 0.020
+#define MD_DISPATCH_RECORD_RETRY       0.5 /* seconds between tries of a record PostgreSQL lost */
+#define MD_DISPATCH_BLOCK_MS           "1000"
+#define MD_DISPATCH_RETRY              0.25 /* seconds before reading again after a refusal */
+#define MD_DISPATCH_RECLAIM_EVERY      5.0  /* seconds between XAUTOCLAIM rounds */
+#define MD_DISPATCH_RECLAIM_CALLS      64   /* XAUTOCLAIM calls per stream per round at most */
+#define MD_ADDRESS_BUF                 512  /* an addr-spec in A-label form (254) with room */
 
 /*
  * The claim. $1 message ids (in id order: see "Lock order" above), $2 event ids
@@ -373,6 +381,7 @@ typedef struct md_batch_s {
     size_t npend;
     double pend_t0; /* monotonic: when the first of them finished */
     ev_timer flush; /* records what finished, MD_DISPATCH_RECORD_SPAN after the first */
+    int remote;     /* a send of the batch went to a remote account: the _REMOTE limits */
     size_t n;
     md_entry_t e[];
 } md_batch_t;
@@ -1523,6 +1532,8 @@ md_job_send(md_job_t *j)
     memset(&r, 0, sizeof(r));
     md_route_started(esp);
     j->t0 = md_dispatch_mono();
+    if (esp->driver->deliver == NULL)
+        j->b->remote = 1;
     md_collector_t *c = esp->driver->deliver ? NULL : md_collector_of(j->b->d, esp);
     if (c) {
         md_collector_park(c, j);
@@ -1647,14 +1658,15 @@ md_batch_job_done(md_batch_t *b, size_t idx, bool pump)
 {
     md_entry_t *e = &b->e[idx];
     if (e->state == E_SENT || e->state == E_FAIL) {
+        double span = b->remote ? MD_DISPATCH_RECORD_SPAN_REMOTE : MD_DISPATCH_RECORD_SPAN;
+        size_t max = b->remote ? MD_DISPATCH_RECORD_MAX_REMOTE : MD_DISPATCH_RECORD_MAX;
         if (b->npend == 0) {
             b->pend_t0 = md_dispatch_mono();
-            ev_timer_set(&b->flush, MD_DISPATCH_RECORD_SPAN, 0.);
+            ev_timer_set(&b->flush, span, 0.);
             ev_timer_start(b->d->loop, &b->flush);
         }
         b->pend[b->npend++] = idx;
-        if (b->npend >= MD_DISPATCH_RECORD_MAX ||
-            md_dispatch_mono() - b->pend_t0 >= MD_DISPATCH_RECORD_SPAN)
+        if (b->npend >= max || md_dispatch_mono() - b->pend_t0 >= span)
             md_batch_flush(b);
     }
     b->sending--;

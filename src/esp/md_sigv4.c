@@ -836,8 +836,8 @@ const_eq(md_str_t a, md_str_t b)
 }
 
 md_sigv4_verdict_t
-md_sigv4_verify(const md_sigv4_received_t *rq, const md_sigv4_cred_t *cred, time_t now,
-                unsigned max_skew, md_sigv4_out_t *out)
+md_sigv4_verify_cached(const md_sigv4_received_t *rq, const md_sigv4_cred_t *cred, time_t now,
+                       unsigned max_skew, md_sigv4_key_cache_t *kc, md_sigv4_out_t *out)
 {
     md_sigv4_header_t h[MD_SIGV4_MAX_HEADERS];
     size_t n = 0;
@@ -939,9 +939,16 @@ md_sigv4_verify(const md_sigv4_received_t *rq, const md_sigv4_cred_t *cred, time
     md_sigv4_cred_t c = *cred;
     c.region = a.region;
     c.service = a.service;
-    if (compute(out, rq->method, rq->path, rq->query, h, n, amz_date, &c, NULL) != MD_OK)
+    if (compute(out, rq->method, rq->path, rq->query, h, n, amz_date, &c, kc) != MD_OK)
         return refuse(out, MD_SIGV4_MALFORMED, out->reason);
     if (CRYPTO_memcmp(out->signature, a.signature.data, MD_SIGV4_HEX_LEN) != 0)
         return refuse(out, MD_SIGV4_BAD_SIGNATURE, "signature does not match");
     return MD_SIGV4_VERIFIED;
+}
+
+md_sigv4_verdict_t
+md_sigv4_verify(const md_sigv4_received_t *rq, const md_sigv4_cred_t *cred, time_t now,
+                unsigned max_skew, md_sigv4_out_t *out)
+{
+    return md_sigv4_verify_cached(rq, cred, now, max_skew, NULL, out);
 }

@@ -200,6 +200,12 @@ typedef enum {
  */
 md_sigv4_verdict_t md_sigv4_verify(const md_sigv4_received_t *rq, const md_sigv4_cred_t *cred,
                                    time_t now, unsigned max_skew, md_sigv4_out_t *out);
+/* The same with the signing key kept in kc (md_sigv4_sign_cached): a verifier
+ * that sees many requests of one key derives it once a day. */
+md_sigv4_verdict_t md_sigv4_verify_cached(const md_sigv4_received_t *rq,
+                                          const md_sigv4_cred_t *cred, time_t now,
+                                          unsigned max_skew, md_sigv4_key_cache_t *kc,
+                                          md_sigv4_out_t *out);
 
 /* Name of a verdict ("verified", "bad_signature", "stale", "malformed"). */
 const char *md_sigv4_verdict_name(md_sigv4_verdict_t v);
