@@ -304,9 +304,9 @@ my $msgs_before = sql("SELECT count(*) FROM messages");
     my $r = api($S->{admin}, 'POST', '/v1/admin/queue/pause', {});
     is($r->{status}, 200, 'global pause') or diag($r->{body});
     my @ids;
-    for my $to ('late@Example.com', 'fine@example.com') {
-        $r = api($A->{key}, 'POST', '/v1/messages', { %send, to => $to });
-        is($r->{status}, 202, "accepted for $to") or diag($r->{body});
+    for my $to ('late@Example.com', 'fine@example.com', "late\@b\x{fc}cher.example") {
+        $r = api($A->{key}, 'POST', '/v1/messages', JSON::PP->new->utf8->canonical->encode({ %send, to => $to }));
+        is($r->{status}, 202, 'accepted for ' . ($to =~ s/[^\x00-\x7f]/?/gr)) or diag($r->{body});
         push @ids, $r->{json}{data}[0]{id};
     }
     sleep 1.5;
@@ -314,6 +314,8 @@ my $msgs_before = sql("SELECT count(*) FROM messages");
        'queued,queued', 'held by the pause');
     $r = api($A->{key}, 'POST', '/v1/suppressions', { address => 'late@example.COM' });
     is($r->{status}, 201, 'suppressed after the accept');
+    $r = api($A->{key}, 'POST', '/v1/suppressions', { address => 'late@xn--bcher-kva.example' });
+    is($r->{status}, 201, 'an IDN address suppressed in its A-label form after the accept');
     $r = api($S->{admin}, 'POST', '/v1/admin/queue/resume', {});
     is($r->{status}, 200, 'resume') or diag($r->{body});
     ok(wait_for(sub { sql("SELECT status FROM messages WHERE id = '$ids[1]'") eq 'delivered' }, 20),
@@ -321,6 +323,9 @@ my $msgs_before = sql("SELECT count(*) FROM messages");
     ok(wait_for(sub { sql("SELECT status FROM messages WHERE id = '$ids[0]'") eq 'suppressed' }, 20),
        'the suppressed one ends suppressed') or diag(sql("SELECT status FROM messages WHERE id = '$ids[0]'"));
     ok(!-e "$dir/sink/$ids[0].eml", 'and was not sent');
+    ok(wait_for(sub { sql("SELECT status FROM messages WHERE id = '$ids[2]'") eq 'suppressed' }, 20),
+       'the IDN recipient (stored in UTF-8) is caught at dispatch too')
+      or diag(sql("SELECT status FROM messages WHERE id = '$ids[2]'"));
     ok(-e "$dir/sink/$ids[1].eml", 'the other was');
     is(sql("SELECT data->>'code' FROM events WHERE message_id = '$ids[0]' AND type = 'suppressed'"), 'suppressed',
        "a 'suppressed' event with code suppressed");

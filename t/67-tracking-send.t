@@ -269,6 +269,23 @@ my ($click_a, $click_b, $open_tok, $tracked_id);
     err_is(api($B->{key}, 'POST', '/v1/messages', { %msg, to => 'reader@example.net' }),
            422, 'suppressed', undef, 'the next send to the address is refused');
 
+    # An IDN recipient: the suppression key is the A-label form accept looks up.
+    my $idn = "leser\@b\x{fc}cher.example";
+    my $body = JSON::PP->new->utf8->canonical->encode({ %msg, to => $idn, priority => 'bulk' });
+    $r = $t->request('POST', '/v1/messages', body => $body,
+                     headers => { Authorization => "Bearer $B->{key}", 'Content-Type' => 'application/json' });
+    is($r->{status}, 202, 'bulk send to an IDN address') or diag($r->{body});
+    my $iid = ((($r->{json} // {})->{data} // [])->[0] // {})->{id};
+    my ($itok) = ((delivered($iid) // {})->{headers}{'list-unsubscribe'} // '') =~ m{/u/([A-Za-z0-9_-]+)>};
+    $r = $t->request('POST', "/u/$itok", headers => { 'Content-Type' => 'application/x-www-form-urlencoded' },
+                     body => 'List-Unsubscribe=One-Click');
+    is($r->{status}, 200, 'IDN recipient: one-click unsubscribe');
+    is(sql("SELECT address FROM suppressions WHERE tenant_id = '$B->{id}' AND reason = 'unsubscribe'"
+           . " AND address LIKE 'leser\@%'"), 'leser@xn--bcher-kva.example', 'suppressed under the A-label key');
+    $r = $t->request('POST', '/v1/messages', body => $body,
+                     headers => { Authorization => "Bearer $B->{key}", 'Content-Type' => 'application/json' });
+    err_is($r, 422, 'suppressed', undef, 'the next send to the IDN address is refused');
+
     my $own = '<mailto:leave@acme.example>';
     $id = send_one($B, priority => 'bulk', headers => { 'list-unsubscribe' => $own });
     $e = delivered($id);

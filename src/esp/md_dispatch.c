@@ -96,6 +96,7 @@
 #include "md_metrics.h"
 #include "md_pg.h"
 #include "md_queue.h"
+#include "md_suppressions.h"
 #include "md_redis.h"
 #include "md_route.h"
 
@@ -139,15 +140,10 @@
  *
  * A recipient suppressed since the accept is not sent to: the claim makes the
  * message 'suppressed' (no attempt, a 'suppressed' event with code
- * "suppressed") before its age is looked at. The suppression key is worked out
- * in SQL from to_addr (the local part as stored, '@', the domain lower-cased):
- * md_address_normalize()'s form for every unquoted local part at an ASCII
- * domain. An IDN domain (stored in UTF-8, suppressed in A-label form) or a
- * needlessly quoted local part is only checked at accept.
+ * "suppressed") before its age is looked at, by the key accept stored with the
+ * message (md_suppressions.h).
  */
-#define MD_DISPATCH_SUPPRESSED_KEY                                                                 \
-    "(substring(mm.to_addr FROM '^(.*)@') || '@'"                                                  \
-    " || lower(substring(mm.to_addr FROM '@([^@]*)$')))"
+#define MD_DISPATCH_SUPPRESSED_KEY MD_SUPPRESSION_KEY_SQL("mm")
 #define MD_DISPATCH_EXPIRED                                                                        \
     "(greatest(m.created_at, coalesce(m.send_at, m.created_at))"                                   \
     " < now() - make_interval(secs => $4::float8))"

@@ -21,6 +21,16 @@
 #include "md_core.h"
 #include "md_pg.h"
 
+/*
+ * SQL for the suppression key of the recipient of a messages row whose alias is
+ * tbl ("m", "messages"): the key accept stored (migration 0006), or for older
+ * rows the to_addr with its domain lower-cased (right for ASCII domains).
+ */
+#define MD_SUPPRESSION_KEY_SQL(tbl)                                                                \
+    "coalesce(" tbl ".suppress_key, left(" tbl ".to_addr, length(" tbl ".to_addr)"                 \
+    " - strpos(reverse(" tbl ".to_addr), '@')) || lower(right(" tbl ".to_addr,"                    \
+    " strpos(reverse(" tbl ".to_addr), '@'))))"
+
 #define MD_SUPPRESSIONS_PAGE_MAX      1000  /* GET /v1/suppressions ?limit= */
 #define MD_SUPPRESSIONS_CHUNK         2000  /* rows per upsert statement (one transaction) */
 #define MD_SUPPRESSIONS_CLEANUP_LIMIT 10000 /* rows per table per run */

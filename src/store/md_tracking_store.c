@@ -8,6 +8,7 @@
 #include "md_log.h"
 #include "md_metrics.h"
 #include "md_pg.h"
+#include "md_suppressions.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,12 +16,6 @@
 
 /* A user agent longer than this is cut: it is a diagnostic, not a key. */
 #define UA_MAX 512
-
-/* The suppression key of a message's recipient, as md_events.c makes it: the
- * local part as given, the domain lower-cased. */
-#define ADDRESS_OF_TO                                                                              \
-    "left(to_addr, length(to_addr) - strpos(reverse(to_addr), '@'))"                               \
-    " || lower(right(to_addr, strpos(reverse(to_addr), '@')))"
 
 /* $1 message, $2 link index, $3 event id, $4 user agent, $5 ip, $6 record
  * (false: look up only, for HEAD). Only a string
@@ -59,28 +54,32 @@ static const char md_tracking_open_sql[] =
  * again by a new unsubscribe, still with one event per message. */
 static const char md_tracking_unsub_sql[] =
     "WITH m AS ("
-    "  SELECT id, tenant_id, " ADDRESS_OF_TO " AS address FROM messages WHERE id = $1::uuid),"
-    " g AS ("
-    "  UPDATE messages SET tracking = coalesce(tracking, '{}'::jsonb)"
-    "    || jsonb_build_object('unsubscribed_at', to_char(now() AT TIME ZONE 'UTC',"
-    "       'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))"
-    "  WHERE id = $1::uuid AND NOT coalesce(tracking ? 'unsubscribed_at', false)"
-    "  RETURNING id),"
-    " ins AS ("
-    "  INSERT INTO events (id, tenant_id, message_id, type, data)"
-    "  SELECT $2::uuid, m.tenant_id, m.id, 'unsubscribed',"
-    "    jsonb_build_object('how', $3::text, 'user_agent', $4::text, 'ip', $5::text)"
-    "  FROM m JOIN g ON g.id = m.id"
-    "  RETURNING 1),"
-    " sup AS ("
-    "  INSERT INTO suppressions (tenant_id, address, reason, source, detail)"
-    "  SELECT tenant_id, address, 'unsubscribe', 'unsubscribe', $3::text FROM m"
-    "  ON CONFLICT (tenant_id, address) DO UPDATE SET reason = EXCLUDED.reason,"
-    "    expires_at = NULL, source = EXCLUDED.source, detail = EXCLUDED.detail,"
-    "    created_at = now()"
-    "  WHERE suppressions.expires_at IS NOT NULL"
-    "  RETURNING 1)"
-    " SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM ins), (SELECT count(*) FROM sup)";
+    "  SELECT id, tenant_id, " MD_SUPPRESSION_KEY_SQL(
+        "messages") " AS address FROM messages"
+                    "  WHERE id = $1::uuid),"
+                    " g AS ("
+                    "  UPDATE messages SET tracking = coalesce(tracking, '{}'::jsonb)"
+                    "    || jsonb_build_object('unsubscribed_at', to_char(now() AT TIME ZONE 'UTC',"
+                    "       'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))"
+                    "  WHERE id = $1::uuid AND NOT coalesce(tracking ? 'unsubscribed_at', false)"
+                    "  RETURNING id),"
+                    " ins AS ("
+                    "  INSERT INTO events (id, tenant_id, message_id, type, data)"
+                    "  SELECT $2::uuid, m.tenant_id, m.id, 'unsubscribed',"
+                    "    jsonb_build_object('how', $3::text, 'user_agent', $4::text, 'ip', "
+                    "$5::text)"
+                    "  FROM m JOIN g ON g.id = m.id"
+                    "  RETURNING 1),"
+                    " sup AS ("
+                    "  INSERT INTO suppressions (tenant_id, address, reason, source, detail)"
+                    "  SELECT tenant_id, address, 'unsubscribe', 'unsubscribe', $3::text FROM m"
+                    "  ON CONFLICT (tenant_id, address) DO UPDATE SET reason = EXCLUDED.reason,"
+                    "    expires_at = NULL, source = EXCLUDED.source, detail = EXCLUDED.detail,"
+                    "    created_at = now()"
+                    "  WHERE suppressions.expires_at IS NOT NULL"
+                    "  RETURNING 1)"
+                    " SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM ins), (SELECT "
+                    "count(*) FROM sup)";
 
 static const char md_tracking_recipient_sql[] = "SELECT to_addr FROM messages WHERE id = $1::uuid";
 

@@ -1,0 +1,11 @@
+-- 0006_suppress_key: each message keeps the suppression key of its recipient.
+--
+-- Never edit this file once shipped (see 0001).
+--
+-- The key (md_address_normalize: the local part as given, the domain as a
+-- lower-cased A-label) was worked out at accept and then thrown away, so the
+-- dispatch-time check, the webhooks and one-click unsubscribe rebuilt it from
+-- to_addr in SQL, which cannot make an A-label: an unsubscribe from an IDN
+-- address suppressed a key that accept never looks up. Rows from before this
+-- migration have NULL and keep the old expression (MD_SUPPRESSION_KEY_SQL).
+ALTER TABLE messages ADD COLUMN suppress_key text;
