@@ -237,6 +237,15 @@ enum {
     "  FROM u CROSS JOIN LATERAL jsonb_array_elements(u.hops) AS x)"
 
 /*
+ * Statuses a provider's webhook may have moved a message to while our record of
+ * its send was still on its way (the provider answered, then reported the
+ * delivery before the record committed). The record still stamps the send
+ * (esp, provider id, sent_at, the 'sent' event) but leaves the status where the
+ * provider's news put it: statuses never move backwards.
+ */
+#define MD_DISPATCH_AHEAD "('sent', 'delivered', 'bounced', 'complained')"
+
+/*
  * The sent rows of a batch. $1 ids (in id order), $2 entry indexes, $3 attempts
  * (the claim's), $4 esp, $5 provider ids, $6 delivered too, $7 'sent' event ids,
  * $8 'delivered' event ids. The delivery is stamped a microsecond after the send
@@ -249,12 +258,14 @@ static const char md_dispatch_sent_sql[] =
     "                                $6::boolean[], $7::uuid[], $8::uuid[], $9::jsonb[])"
     "           AS r(id, n, attempt, esp, pid, delivered, eid1, eid2, hops)),"
     " u AS ("
-    "  UPDATE messages m SET status = CASE WHEN r.delivered THEN 'delivered' ELSE 'sent' END,"
+    "  UPDATE messages m SET status = CASE WHEN m.status <> 'sending' THEN m.status"
+    "    WHEN r.delivered THEN 'delivered' ELSE 'sent' END,"
     "   esp = r.esp, esp_message_id = r.pid, sent_at = now(),"
-    "   delivered_at = CASE WHEN r.delivered THEN now() + interval '1 microsecond' END,"
+    "   delivered_at = CASE WHEN r.delivered THEN now() + interval '1 microsecond'"
+    "    ELSE m.delivered_at END,"
     "   lease_until = NULL, next_attempt_at = NULL, last_error = NULL, updated_at = now()"
-    "  FROM r WHERE m.id = r.id AND (m.status = 'sending') IS TRUE AND m.attempts "
-    "= r.attempt"
+    "  FROM r WHERE m.id = r.id AND m.attempts = r.attempt"
+    "   AND (m.status = 'sending' OR (m.status IN " MD_DISPATCH_AHEAD " AND m.sent_at IS NULL))"
     "  RETURNING m.id, m.tenant_id, m.attempts, r.n, r.esp, r.pid, r.delivered, r.eid1, r.eid2,"
     "   r.hops)," MD_DISPATCH_HOPS_CTE ","
     " e AS (INSERT INTO events (id, tenant_id, message_id, type, data, created_at)"
