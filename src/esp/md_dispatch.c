@@ -280,16 +280,19 @@ static const char md_dispatch_sent_sql[] =
 /*
  * The failed and deferred rows of a batch. $1 ids (in id order), $2 entry
  * indexes, $3 attempts, $4 status ('deferred' | 'failed'), $5 delay (seconds,
- * deferred), $6 last_error, $7 esp, $8 event ids, $9 codes, $10 failed hops. A failed row gets
- * its dead_letters row here. Returns (entry index, next_attempt_at as unix time
- * or 0).
+ * deferred), $6 last_error, $7 esp, $8 event ids, $9 codes, $10 failed hops,
+ * $11 uncounted (deferred before any try, by the tenant's rate: the claim's
+ * attempt is given back). A failed row gets its dead_letters row here.
+ * Returns (entry index, next_attempt_at as unix time or 0).
  */
 static const char md_dispatch_fail_sql[] =
     "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[], $5::float8[],"
-    "                                $6::text[], $7::text[], $8::uuid[], $9::text[], $10::jsonb[])"
-    "           AS r(id, n, attempt, st, delay, err, esp, eid, code, hops)),"
+    "                                $6::text[], $7::text[], $8::uuid[], $9::text[], $10::jsonb[],"
+    "                                $11::boolean[])"
+    "           AS r(id, n, attempt, st, delay, err, esp, eid, code, hops, unc)),"
     " u AS ("
     "  UPDATE messages m SET status = r.st, esp = r.esp, last_error = r.err,"
+    "   attempts = m.attempts - CASE WHEN r.unc THEN 1 ELSE 0 END,"
     "   lease_until = NULL, updated_at = now(),"
     "   next_attempt_at = CASE WHEN r.st = 'deferred' THEN now() + make_interval(secs => r.delay) "
     "END"
@@ -366,6 +369,7 @@ typedef struct md_entry_s {
     int delivered;
     const char *status; /* E_FAIL: "deferred" | "failed" */
     double wait;        /* deferred: seconds */
+    int uncounted;      /* deferred before any try: its attempt is given back */
     char code[64];
     char last_error[400];
     double age_base;          /* when it was first due, for max_message_age */
@@ -386,9 +390,10 @@ typedef struct md_batch_s {
     int launched;    /* every send of the batch has been started */
     size_t *pend;    /* finished outcomes not yet in a record unit (entry indexes) */
     size_t npend;
-    double pend_t0; /* monotonic: when the first of them finished */
-    ev_timer flush; /* records what finished, MD_DISPATCH_RECORD_SPAN after the first */
-    int remote;     /* a send of the batch went to a remote account: the _REMOTE limits */
+    size_t released; /* entries acknowledged: their places given back (md_entry_ack) */
+    double pend_t0;  /* monotonic: when the first of them finished */
+    ev_timer flush;  /* records what finished, MD_DISPATCH_RECORD_SPAN after the first */
+    int remote;      /* a send of the batch went to a remote account: the _REMOTE limits */
     size_t n;
     md_entry_t e[];
 } md_batch_t;
@@ -607,7 +612,7 @@ static void
 md_batch_end(md_batch_t *b, bool pump)
 {
     md_dispatch_t *d = b->d;
-    d->held -= (int)b->n;
+    d->held -= (int)(b->n - b->released);
     if (b->claiming)
         md_list_remove(&b->link);
     ev_timer_stop(d->loop, &b->flush);
@@ -621,11 +626,18 @@ md_batch_end(md_batch_t *b, bool pump)
         md_dispatch_later(d, MD_DISPATCH_RETRY);
 }
 
+/* Acknowledges an entry whose outcome is settled and gives its place back at
+ * once: a batch must not keep places for entries long done while others of it
+ * still wait (for a tenant's token, a slow provider), or one slow tenant
+ * would keep the dispatcher from reading anyone else's mail. */
 static void
 md_entry_ack(md_batch_t *b, md_entry_t *e)
 {
-    if (e->state != E_DONE)
+    if (e->state != E_DONE) {
         md_queue_ack(b->priority, e->entry, e->id);
+        b->released++;
+        b->d->held--;
+    }
     e->state = E_DONE;
 }
 
@@ -675,6 +687,8 @@ md_batch_record_done(md_batch_t *b, bool pump)
 {
     if (--b->records == 0)
         md_batch_end(b, pump && !b->d->shutting);
+    else if (pump && !b->d->shutting)
+        md_dispatch_pump(b->d); /* its recorded entries gave their places back */
 }
 
 /* A record unit's answer (ctx is the chunk, freed here unless it is tried
@@ -760,7 +774,7 @@ md_chunk_send(md_chunk_t *ch)
     md_batch_t *b = ch->b;
     md_dispatch_t *d = b->d;
     enum { S_ID, S_N, S_ATT, S_ESP, S_PID, S_DLV, S_EV1, S_EV2, S_HOPS, S_NARR };
-    enum { F_ID, F_N, F_ATT, F_ST, F_DELAY, F_ERR, F_ESP, F_EV, F_CODE, F_HOPS, F_NARR };
+    enum { F_ID, F_N, F_ATT, F_ST, F_DELAY, F_ERR, F_ESP, F_EV, F_CODE, F_HOPS, F_UNC, F_NARR };
     md_buf_t sa[S_NARR], fa[F_NARR];
     md_arrs_init(sa, S_NARR);
     md_arrs_init(fa, F_NARR);
@@ -795,6 +809,7 @@ md_chunk_send(md_chunk_t *ch)
             md_arr_add(&fa[F_EV], ev, false);
             md_arr_add(&fa[F_CODE], e->code, true);
             md_arr_add(&fa[F_HOPS], e->hops ? e->hops : "[]", true);
+            md_arr_add(&fa[F_UNC], e->uncounted ? "t" : "f", false);
             nfail++;
         }
     }
@@ -1099,6 +1114,7 @@ typedef struct md_job_s {
     md_route_waiter_t w;
     md_http_client_req_t *hreq;
     double t0;
+    int rate_deferred;   /* deferred by its tenant's rate before any try */
     double retry_after;  /* largest hint of the failed hops */
     double circuit_wait; /* shortest cool-down left of the accounts skipped as open */
     int tried;
@@ -1203,11 +1219,15 @@ md_job_finish(md_job_t *j, const md_esp_result_t *r)
     snprintf(e->code, sizeof(e->code), "%s", r->code);
     const char *text = r->text[0] ? r->text : r->code;
     if (r->outcome == MD_ESP_RETRYABLE) {
-        double wait = md_max(md_dispatch_backoff(j->esp ? j->esp : j->route[0], e->attempts, conf),
-                             md_max(r->retry_after, j->retry_after));
+        double wait =
+            j->rate_deferred
+                ? r->retry_after
+                : md_max(md_dispatch_backoff(j->esp ? j->esp : j->route[0], e->attempts, conf),
+                         md_max(r->retry_after, j->retry_after));
         wait = md_max(wait, j->circuit_wait);
         double now = md_dispatch_wall();
-        if (e->attempts >= conf->max_attempts) {
+        e->uncounted = j->rate_deferred;
+        if (e->attempts >= conf->max_attempts && !j->rate_deferred) {
             snprintf(e->code, sizeof(e->code), "attempts_exhausted");
             snprintf(e->last_error, sizeof(e->last_error), "%s (after %d attempts): %s", r->code,
                      e->attempts, text);
@@ -1595,9 +1615,20 @@ md_job_next(md_job_t *j)
             continue;
         }
         j->esp = esp;
-        if (md_route_token(esp, &j->w) == MD_OK)
+        int rc = md_route_token(esp, &j->w);
+        if (rc == MD_OK) {
             md_job_send(j);
-        return; /* else md_job_token_ready sends it */
+        } else if (rc == MD_DECLINED) {
+            /* over its tenant's rate: back to the schedule, the attempt not
+             * counted (nothing was tried) */
+            md_route_abandon(esp);
+            md_esp_result_t r;
+            md_esp_result_retryable(&r, "tenant_rate_limited", j->w.defer,
+                                    "the tenant is over its sending rate (tenant_rate)");
+            j->rate_deferred = 1;
+            md_job_finish(j, &r);
+        }
+        return; /* MD_AGAIN: md_job_token_ready sends it */
     }
     if (j->tried) {
         md_esp_result_t r = j->last;
@@ -2276,7 +2307,7 @@ md_dispatch_prepare(md_pg_pool_t *pool)
 {
     if (md_pg_prepare(pool, "md_dispatch_claim", md_dispatch_claim_sql, 5) != MD_OK ||
         md_pg_prepare(pool, "md_dispatch_sent", md_dispatch_sent_sql, 9) != MD_OK ||
-        md_pg_prepare(pool, "md_dispatch_fail", md_dispatch_fail_sql, 10) != MD_OK ||
+        md_pg_prepare(pool, "md_dispatch_fail", md_dispatch_fail_sql, 11) != MD_OK ||
         md_pg_prepare(pool, "md_dispatch_release", md_dispatch_release_sql, 3) != MD_OK)
         return MD_ERROR;
     return MD_OK;
@@ -2309,7 +2340,9 @@ md_dispatch_start(md_app_t *app)
     /* Two batches in flight: one is claimed or recorded while the next is read
      * and sent. */
     d->batch = md_max(md_min(d->concurrency / 2, MD_DISPATCH_BATCH_MAX), 1);
-    d->min_read = md_max(d->batch / 2, 1);
+    /* Places come back one entry at a time (md_entry_ack): wait for a whole
+     * batch's worth, so claims stay large (one statement per batch). */
+    d->min_read = d->batch;
     /* A second beyond the lease: the claim that leased a dead consumer's
      * message came after its read, so by then the lease has surely expired. */
     snprintf(d->min_idle, sizeof(d->min_idle), "%.0f", (app->conf->queue_lease + 1.0) * 1000.0);

@@ -599,6 +599,7 @@ struct md_route_bucket_s {
     ev_timer refill;
     double local_tokens, local_at; /* fallback bucket while Redis is away */
     /* tenant buckets */
+    double defer_until;      /* the latest slot given to a declined message */
     md_route_bucket_t *next; /* hash chain */
     int serving;             /* inside md_route_serve: the sweep must not free it */
     char tenant[37];
@@ -1084,7 +1085,18 @@ md_route_token(md_esp_t *esp, md_route_waiter_t *w)
             w->tenant_state = 2;
         } else {
             w->esp = esp;
-            if (md_route_bucket_token(md_route_tenant_bucket(s, w->tenant, rate), w) != MD_OK)
+            md_route_bucket_t *bk = md_route_tenant_bucket(s, w->tenant, rate);
+            /* this worker's share of the rate: the others take tokens too */
+            int nw = s->app->conf->worker_processes > 0 ? s->app->conf->worker_processes : 1;
+            double share = md_max((double)rate / nw, 0.001);
+            if (bk->nwaiting >= (unsigned)md_max(1.0, share * MD_ROUTE_TENANT_MAX_WAIT)) {
+                double now = md_route_now();
+                double from = md_max(bk->defer_until, now + bk->nwaiting / share);
+                bk->defer_until = from + 1.0 / share;
+                w->defer = bk->defer_until - now;
+                return MD_DECLINED;
+            }
+            if (md_route_bucket_token(bk, w) != MD_OK)
                 return MD_AGAIN; /* md_route_serve goes on to the account */
             w->tenant_state = 2;
         }

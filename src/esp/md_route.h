@@ -190,6 +190,7 @@ struct md_route_waiter_s {
     char tenant[37];      /* the message's tenant, lower case ("" for none) */
     struct md_esp_s *esp; /* the account it goes on to after its tenant token */
     void *bucket;         /* the bucket whose queue holds it (queued) */
+    double defer;         /* MD_DECLINED: seconds until the tenant's rate has room */
 };
 /*
  * The tenant whose rate the waiter's message counts against. The dispatcher
@@ -206,7 +207,14 @@ void md_route_waiter_tenant(md_route_waiter_t *w, const char *tenant);
 bool md_route_admit(struct md_esp_s *esp, double *wait);
 /* Takes a token of w's tenant's rate (once per message) and then of esp's
  * rate: MD_OK (both taken now) or MD_AGAIN (w queued; its ready runs from the
- * loop once it holds both). Unlimited tenants and accounts take none. */
+ * loop once it holds both). Unlimited tenants and accounts take none.
+ * MD_DECLINED: the tenant's queue in this worker already holds more than
+ * MD_ROUTE_TENANT_MAX_WAIT of its rate; nothing is taken or queued, and
+ * w->defer says when to try again (each declined message is given its own
+ * later slot, so deferred messages come back at the tenant's rate). A waiting
+ * send holds one of the dispatcher's places: without this a tenant far over
+ * its rate would fill them all and hold every other tenant back. */
+#define MD_ROUTE_TENANT_MAX_WAIT 2.0
 int md_route_token(struct md_esp_s *esp, md_route_waiter_t *w);
 /* Takes w off its queue (if queued); no callback. */
 void md_route_token_cancel(struct md_esp_s *esp, md_route_waiter_t *w);
