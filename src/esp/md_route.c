@@ -1089,10 +1089,19 @@ md_route_token(md_esp_t *esp, md_route_waiter_t *w)
             /* this worker's share of the rate: the others take tokens too */
             int nw = s->app->conf->worker_processes > 0 ? s->app->conf->worker_processes : 1;
             double share = md_max((double)rate / nw, 0.001);
-            if (bk->nwaiting >= (unsigned)md_max(1.0, share * MD_ROUTE_TENANT_MAX_WAIT)) {
+            /* Slots are reckoned at the whole rate: this worker may hold all of
+             * the tenant's backlog and then drains its queue at the whole rate
+             * (reckoning at its share left gaps with nothing to send). When the
+             * workers split the backlog, messages come back early: they find
+             * the queue below the bound and wait in it, or are declined again
+             * to a later slot. */
+            /* and never more than a quarter of the dispatcher's places */
+            double cap =
+                md_min(share * MD_ROUTE_TENANT_MAX_WAIT, s->app->conf->dispatch_concurrency / 4.0);
+            if (bk->nwaiting >= (unsigned)md_max(1.0, cap)) {
                 double now = md_route_now();
-                double from = md_max(bk->defer_until, now + bk->nwaiting / share);
-                bk->defer_until = from + 1.0 / share;
+                double from = md_max(bk->defer_until, now + bk->nwaiting / (double)rate);
+                bk->defer_until = from + 1.0 / rate;
                 w->defer = bk->defer_until - now;
                 return MD_DECLINED;
             }

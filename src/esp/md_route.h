@@ -209,12 +209,13 @@ bool md_route_admit(struct md_esp_s *esp, double *wait);
  * rate: MD_OK (both taken now) or MD_AGAIN (w queued; its ready runs from the
  * loop once it holds both). Unlimited tenants and accounts take none.
  * MD_DECLINED: the tenant's queue in this worker already holds more than
- * MD_ROUTE_TENANT_MAX_WAIT of its rate; nothing is taken or queued, and
+ * MD_ROUTE_TENANT_MAX_WAIT of its rate (this worker's share of it), or a
+ * quarter of dispatch_concurrency; nothing is taken or queued, and
  * w->defer says when to try again (each declined message is given its own
  * later slot, so deferred messages come back at the tenant's rate). A waiting
  * send holds one of the dispatcher's places: without this a tenant far over
  * its rate would fill them all and hold every other tenant back. */
-#define MD_ROUTE_TENANT_MAX_WAIT 2.0
+#define MD_ROUTE_TENANT_MAX_WAIT 5.0
 int md_route_token(struct md_esp_s *esp, md_route_waiter_t *w);
 /* Takes w off its queue (if queued); no callback. */
 void md_route_token_cancel(struct md_esp_s *esp, md_route_waiter_t *w);
