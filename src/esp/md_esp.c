@@ -823,3 +823,12 @@ md_esp_json_headers(md_buf_t *b, const md_esp_msg_t *m, md_buf_t *tmp)
     }
     md_buf_append_str(b, "]");
 }
+
+bool
+md_esp_has_content(const md_esp_msg_t *m, md_esp_result_t *res)
+{
+    if (m->text.data != NULL || m->html.data != NULL)
+        return true;
+    md_esp_result_permanent(res, "no_content", "the message has neither a text nor an html part");
+    return false;
+}

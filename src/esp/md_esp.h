@@ -65,6 +65,10 @@ typedef struct md_esp_msg_s {
     size_t nheaders;
 } md_esp_msg_t;
 
+/* A remote driver's first check: true when m has a text or an html part; else
+ * res is the permanent "no_content" failure. */
+bool md_esp_has_content(const md_esp_msg_t *m, md_esp_result_t *res);
+
 typedef struct md_esp_s md_esp_t;
 
 /*

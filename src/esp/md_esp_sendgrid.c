@@ -82,11 +82,8 @@ md_sendgrid_build(md_esp_t *esp, const md_esp_msg_t *m, md_esp_request_t *req, m
 {
     const md_esp_conf_t *c = esp->conf;
     md_buf_t *b = &req->body;
-    if (m->text.data == NULL && m->html.data == NULL) {
-        md_esp_result_permanent(res, "no_content",
-                                "the message has neither a text nor an html part");
+    if (!md_esp_has_content(m, res))
         return MD_ERROR;
-    }
     size_t ntotal = 1 + m->ncc + m->nbcc;
     const md_mime_addr_t **seen = md_palloc(req->pool, sizeof(*seen) * ntotal);
     size_t nseen = 0;

@@ -183,11 +183,8 @@ static int
 md_ses_build(md_esp_t *esp, const md_esp_msg_t *m, md_esp_request_t *req, md_esp_result_t *res)
 {
     const md_esp_conf_t *c = esp->conf;
-    if (m->text.data == NULL && m->html.data == NULL) {
-        md_esp_result_permanent(res, "no_content",
-                                "the message has neither a text nor an html part");
+    if (!md_esp_has_content(m, res))
         return MD_ERROR;
-    }
     md_buf_t *b = &req->body;
     md_ses_body(m, b);
     if (c->configuration_set) {

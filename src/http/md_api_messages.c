@@ -591,24 +591,6 @@ send_store_error(md_http_request_t *r, const char *err, const char *what)
 
 /* --- request body ---------------------------------------------------------------------- */
 
-/* True when Content-Type is application/json (parameters such as charset allowed). */
-static bool
-json_content_type(const md_http_request_t *r)
-{
-    const md_str_t *ct = md_http_get_header(r, "Content-Type");
-    static const char want[] = "application/json";
-    size_t wl = sizeof(want) - 1;
-    if (ct == NULL || ct->len < wl || strncasecmp(ct->data, want, wl) != 0)
-        return false;
-    for (size_t i = wl; i < ct->len; i++) {
-        if (ct->data[i] == ';')
-            return true;
-        if (ct->data[i] != ' ' && ct->data[i] != '\t')
-            return false;
-    }
-    return true;
-}
-
 /* Idempotency-Key: absent (true, *key NULL), valid (true), or refused (answers 400). */
 static bool
 idem_header(send_t *q)
@@ -1410,7 +1392,7 @@ send_common(md_http_request_t *r, const md_identity_t *who, bool batch)
     memcpy(q->tenant_id, who->tenant_id, sizeof(q->tenant_id));
     q->tenant_tracking = who->tracking;
     md_pool_cleanup_add(r->pool, send_cleanup, q);
-    if (!json_content_type(r)) {
+    if (!md_api_media_type(r, "application/json")) {
         count_rejected("unsupported_media_type", 1);
         md_http_send_error(r, 415, "unsupported_media_type", "the body must be application/json");
         return MD_OK;

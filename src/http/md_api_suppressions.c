@@ -398,24 +398,6 @@ post_next(md_http_request_t *r, const md_identity_t *who)
 /* --- POST /v1/suppressions/import --------------------------------------------------------------
  */
 
-/* True when Content-Type is text/csv (parameters such as charset allowed). */
-static bool
-csv_content_type(const md_http_request_t *r)
-{
-    const md_str_t *ct = md_http_get_header(r, "Content-Type");
-    static const char want[] = "text/csv";
-    size_t wl = sizeof(want) - 1;
-    if (ct == NULL || ct->len < wl || strncasecmp(ct->data, want, wl) != 0)
-        return false;
-    for (size_t i = wl; i < ct->len; i++) {
-        if (ct->data[i] == ';')
-            return true;
-        if (ct->data[i] != ' ' && ct->data[i] != '\t')
-            return false;
-    }
-    return true;
-}
-
 #define CSV_MAX_FIELDS 8
 
 typedef struct csv_field_s {
@@ -538,7 +520,7 @@ imported_cb(void *ctx, const md_pg_result_t *res)
 static int
 import_next(md_http_request_t *r, const md_identity_t *who)
 {
-    if (!csv_content_type(r)) {
+    if (!md_api_media_type(r, "text/csv")) {
         md_http_send_error(r, 415, "unsupported_media_type", "the body must be text/csv");
         return MD_OK;
     }

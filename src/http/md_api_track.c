@@ -204,12 +204,12 @@ html_escape(md_buf_t *b, const char *s)
  * nothing and runs nothing (CSP), cannot be framed (a click-jacked unsubscribe),
  * and keeps its token out of any Referer. */
 static void
-send_page(md_http_request_t *r, md_buf_t *body)
+send_page(md_http_request_t *r, const void *body, size_t len)
 {
     md_buf_t page;
     md_buf_init(&page);
     md_buf_append(&page, PAGE_HEAD, sizeof(PAGE_HEAD) - 1);
-    md_buf_append(&page, body->pos, md_buf_len(body));
+    md_buf_append(&page, body, len);
     md_buf_append(&page, PAGE_TAIL, sizeof(PAGE_TAIL) - 1);
     md_http_add_header(r, "Content-Security-Policy",
                        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
@@ -368,7 +368,7 @@ page_done(void *ctx, const md_tracking_result_t *res)
         "?via=page\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">"
         "<button type=\"submit\">Unsubscribe</button></form>";
     md_buf_append(&b, rest, sizeof(rest) - 1);
-    send_page(r, &b);
+    send_page(r, b.pos, md_buf_len(&b));
     md_buf_free(&b);
 }
 
@@ -390,13 +390,9 @@ unsub_done(void *ctx, const md_tracking_result_t *res)
     md_http_request_t *r = x->r;
     if (!store_ok(r, res))
         return;
-    md_buf_t b;
-    md_buf_init(&b);
     static const char done[] = "<h1>Unsubscribed</h1><p>You will not receive these emails any "
                                "more.</p>";
-    md_buf_append(&b, done, sizeof(done) - 1);
-    send_page(r, &b);
-    md_buf_free(&b);
+    send_page(r, done, sizeof(done) - 1);
 }
 
 static int

@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 int
 md_api_queued(md_http_request_t *r, int rc)
@@ -378,6 +379,22 @@ md_api_tracking_parse(json_t *v, unsigned *given, unsigned *on, const char **mem
         *given |= f[i].bit;
         if (json_is_true(x))
             *on |= f[i].bit;
+    }
+    return true;
+}
+
+bool
+md_api_media_type(const md_http_request_t *r, const char *type)
+{
+    const md_str_t *ct = md_http_get_header(r, "Content-Type");
+    size_t wl = strlen(type);
+    if (ct == NULL || ct->len < wl || strncasecmp(ct->data, type, wl) != 0)
+        return false;
+    for (size_t i = wl; i < ct->len; i++) {
+        if (ct->data[i] == ';')
+            return true;
+        if (ct->data[i] != ' ' && ct->data[i] != '\t')
+            return false;
     }
     return true;
 }

@@ -74,6 +74,10 @@ bool md_api_digits(const char *s, size_t n, unsigned *out);
  * seconds; false when it is not one or names an impossible date. */
 bool md_api_parse_rfc3339(const char *s, size_t n, double *out);
 
+/* True when r's Content-Type is type (letter case ignored; parameters such as
+ * "; charset=utf-8" allowed after it). */
+bool md_api_media_type(const md_http_request_t *r, const char *type);
+
 /*
  * A "tracking" member ({"opens": bool, "clicks": bool}, both optional) of the
  * tenant and send APIs: *given gets the MD_TRACKING_* bits present, *on those
