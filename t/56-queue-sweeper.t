@@ -242,6 +242,37 @@ ok($t->reload_conf(sub { $_[0] =~ s/(queue_recovery_interval)/esp sink {\n    di
        'each sent in one attempt (no duplicate claim)');
 }
 
+# --- (g) an interrupted attempt is not sent twice ------------------------------------------
+# Two messages whose attempt 1 ran out of its lease with no outcome recorded, as
+# a worker SIGKILLed between the sink's write and the record leaves them; the
+# first one's file is there (that attempt wrote it), the second's is not. The
+# sweeper turns both back marked interrupted; the next attempt finds the first
+# one's file and reports it delivered without writing again, and writes the
+# second.
+{
+    my ($done, $lost) = insert_queued($A, 2, status => 'sending');
+    my $left = "X-Left-By: attempt 1\r\nSubject: left\r\n\r\nwritten before the worker died\r\n";
+    open(my $fh, '>', "$dir/sink/$done.eml") or die "$dir/sink/$done.eml: $!";
+    print $fh $left;
+    close $fh;
+    ok(!-e "$dir/sink/$lost.eml", 'the second interrupted attempt left no file');
+    ok(wait_for(sub { sql("SELECT count(*) FROM messages WHERE id IN ('$done', '$lost') AND status = 'delivered'") == 2 }, 15),
+       'both interrupted messages end delivered')
+      or diag(sql("SELECT id, status, last_error FROM messages WHERE id IN ('$done', '$lost')"));
+    is(slurp("$dir/sink/$done.eml"), $left, 'the file the interrupted attempt wrote was not written again');
+    like(slurp("$dir/sink/$lost.eml") // '', qr/^X-Mailerd-Message-Id: \Q$lost\E\r?$/mi,
+         'the message whose attempt left nothing was written');
+    is(sql("SELECT string_agg(attempts || ':' || coalesce(last_error, 'null'), ',') FROM messages"
+           . " WHERE id IN ('$done', '$lost')"), '2:null,2:null', 'attempt 2 each, no error left');
+    is(sql("SELECT count(*) FROM events WHERE message_id IN ('$done', '$lost') AND type = 'sending'"
+           . " AND (data->>'interrupted')::boolean AND (data->>'attempt')::int = 2"), 2,
+       "each attempt 2 has a 'sending' event marked interrupted");
+    is(sql("SELECT count(*) FROM events WHERE message_id = '$done' AND type IN ('sent', 'delivered')"), 2,
+       'the reconciled one has its sent and delivered events');
+    my @reconciled = grep { ($_->{msg} // '') =~ /interrupted attempt had written/ } $t->error_log_entries;
+    is(join(',', map { $_->{message_id} } @reconciled), $done, 'the sink logged the reconciled one only');
+}
+
 # --- a FLUSHALL in the middle of a drain loses nothing --------------------------------------
 {
     # Rows as the send API writes them, and their entries in one pipeline, so the

@@ -37,9 +37,11 @@
  *           status 'sending' and the attempt number, so a worker that lost its
  *           lease cannot overwrite the next attempt's outcome, and a record can
  *           be tried again: one PostgreSQL lost (a restart) is, every
- *           MD_DISPATCH_RECORD_RETRY, while the lease holds. Chunks bound what a
- *           crash sends twice to one chunk per batch in flight, and they are
- *           what keeps a SIGKILLed worker from duplicating a whole batch.
+ *           MD_DISPATCH_RECORD_RETRY, until PostgreSQL answers. Chunks bound
+ *           what a crash leaves unrecorded to one chunk per batch in flight;
+ *           the next claim marks those attempts interrupted
+ *           (MD_INTERRUPTED_ERROR_SQL) and a driver that can look up what it
+ *           sent (the sink) does not send them twice.
  *   ack:    XACK (md_queue_ack), the deferred messages' ZADD (md_queue_schedule)
  *           and the dead-letter stream entries (md_queue_dead), all after COMMIT.
  * A claim PostgreSQL refuses or fails hands its entries back (acknowledged and
@@ -144,6 +146,7 @@
  * message (md_suppressions.h).
  */
 #define MD_DISPATCH_SUPPRESSED_KEY MD_SUPPRESSION_KEY_SQL("mm")
+#define MD_DISPATCH_INTERRUPTED    MD_INTERRUPTED_ERROR_SQL("m")
 #define MD_DISPATCH_EXPIRED                                                                        \
     "(greatest(m.created_at, coalesce(m.send_at, m.created_at))"                                   \
     " < now() - make_interval(secs => $4::float8))"
@@ -164,7 +167,7 @@ static const char md_dispatch_claim_sql[] =
     "    THEN 'suppressed: the recipient was suppressed after the message was accepted'"
     "    WHEN " MD_DISPATCH_EXPIRED " THEN 'expired: not sent within max_message_age'"
     "         || coalesce(' (last error: ' || m.last_error || ')', '')"
-    "    ELSE m.last_error END,"
+    "    WHEN m.status = 'sending' THEN " MD_DISPATCH_INTERRUPTED "    ELSE m.last_error END,"
     "   next_attempt_at = CASE WHEN r.supp OR " MD_DISPATCH_EXPIRED
     "    THEN NULL ELSE m.next_attempt_at END,"
     "   updated_at = now()"
@@ -184,7 +187,8 @@ static const char md_dispatch_claim_sql[] =
     "   CASE WHEN u.expired OR u.suppressed THEN jsonb_build_object("
     "    'code', CASE WHEN u.expired THEN 'expired' ELSE 'suppressed' END,"
     "    'error', u.last_error, 'attempt', u.attempts)"
-    "   ELSE jsonb_build_object('attempt', u.attempts) END FROM u),"
+    "   ELSE jsonb_build_object('attempt', u.attempts) || CASE WHEN u.last_error LIKE "
+    "'" MD_INTERRUPTED_PREFIX "%' THEN '{\"interrupted\": true}' ELSE '{}' END::jsonb END FROM u),"
     " dl AS (INSERT INTO dead_letters (message_id, tenant_id, batch_id, code, reason, attempts, "
     "esp)"
     "  SELECT u.id, u.tenant_id, u.batch_id, 'expired', u.last_error, u.attempts, u.esp"
@@ -384,11 +388,10 @@ typedef struct md_batch_s {
     int priority;   /* the stream it came from */
     int token;      /* lease token of its claim (1..999) */
     int claiming;
-    int records;     /* record units in flight or waiting to retry (+1 while its sends run) */
-    double deadline; /* monotonic: retrying a record after this could race the lease */
-    int sending;     /* sends (jobs) not finished */
-    int launched;    /* every send of the batch has been started */
-    size_t *pend;    /* finished outcomes not yet in a record unit (entry indexes) */
+    int records;  /* record units in flight or waiting to retry (+1 while its sends run) */
+    int sending;  /* sends (jobs) not finished */
+    int launched; /* every send of the batch has been started */
+    size_t *pend; /* finished outcomes not yet in a record unit (entry indexes) */
     size_t npend;
     size_t released; /* entries acknowledged: their places given back (md_entry_ack) */
     double pend_t0;  /* monotonic: when the first of them finished */
@@ -657,6 +660,7 @@ typedef struct md_chunk_s {
     md_batch_t *b;
     size_t n;       /* entries ... */
     size_t *idx;    /* ... at these indexes of b->e */
+    unsigned tries; /* failed tries so far (only the first is logged) */
     md_list_t link; /* on d->retrying while its timer runs */
     ev_timer retry;
 } md_chunk_t;
@@ -702,19 +706,22 @@ md_batch_recorded(void *ctx, const md_pg_result_t *res)
     md_dispatch_t *d = b->d;
     if (res->error) {
         /* PostgreSQL went away (a restart, a lost connection): the outcome is
-         * unknown, and the messages were sent. The record is idempotent (it
-         * only moves rows still "sending" at our attempt), so it is tried
-         * again while the lease holds: a restart then costs no second send.
-         * Past that, or on an SQL error, the entries stay pending and the
-         * leases run out; XAUTOCLAIM or the sweeper takes them again, which
-         * may send a message twice (at least once). */
-        bool again = md_app_store_down(res->error) && !d->shutting && !d->destroying &&
-                     md_dispatch_mono() + MD_DISPATCH_RECORD_RETRY < b->deadline;
-        md_logf(again ? MD_LOG_WARN : MD_LOG_ERROR, 0,
-                MD_LOG_FIELDS(MD_LI("messages", (long)ch->n), MD_LS("error", res->error),
-                              MD_LS("detail", res->message ? res->message : "")),
-                again ? "dispatch: recording sends failed; trying again"
-                      : "dispatch: the results of a batch could not be recorded");
+         * unknown, and the messages were sent. The record only moves rows
+         * still "sending" at our attempt, so it can be tried again, for as
+         * long as PostgreSQL is away: even past the lease, it either finds the
+         * row as we left it (nobody took it back: no second send) or matches
+         * nothing (another claim had it, and the interrupted attempt is that
+         * claim's to reconcile). On an SQL error, or when stopping, the
+         * entries stay pending and the leases run out; XAUTOCLAIM or the
+         * sweeper takes them again (at least once). */
+        bool again = md_app_store_down(res->error) && !d->shutting && !d->destroying;
+        if (!again || ch->tries++ == 0)
+            md_logf(again ? MD_LOG_WARN : MD_LOG_ERROR, 0,
+                    MD_LOG_FIELDS(MD_LI("messages", (long)ch->n), MD_LS("error", res->error),
+                                  MD_LS("detail", res->message ? res->message : "")),
+                    again ? "dispatch: recording sends failed; trying again until PostgreSQL "
+                            "answers"
+                          : "dispatch: the results of a batch could not be recorded");
         if (again) {
             md_chunk_later(ch);
             return;
@@ -856,8 +863,7 @@ md_chunk_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
     int rc = md_chunk_send(ch);
     if (rc == MD_OK)
         return;
-    if (rc == MD_AGAIN && !b->d->shutting &&
-        md_dispatch_mono() + MD_DISPATCH_RECORD_RETRY < b->deadline) {
+    if (rc == MD_AGAIN && !b->d->shutting && !b->d->destroying) {
         md_chunk_later(ch);
         return;
     }
@@ -1004,6 +1010,9 @@ md_job_build(const md_row_t *row, md_job_build_t *b, md_esp_msg_t *m, const char
     m->id = row->v[C_ID];
     m->tenant_id = row->v[C_TENANT];
     m->attempt = atoi(row->v[C_ATTEMPTS] ? row->v[C_ATTEMPTS] : "1");
+    m->interrupted =
+        row->v[C_LAST_ERROR] != NULL && strncmp(row->v[C_LAST_ERROR], MD_INTERRUPTED_PREFIX,
+                                                sizeof(MD_INTERRUPTED_PREFIX) - 1) == 0;
     if (md_esp_addr_ascii(row->v[C_FROM], b->from, sizeof(b->from)) != MD_OK) {
         *why = "invalid from address";
         return MD_ERROR;
@@ -1772,11 +1781,8 @@ md_batch_claimed(void *ctx, const md_pg_result_t *res)
      * Their outcomes go to PostgreSQL in record units as they come (see
      * md_batch_job_done). */
     uint64_t attempts = 0, expired = 0;
-    double t0 = md_dispatch_mono();
     b->records = 1; /* the sends' own hold: the batch outlives early answers */
     b->pend = md_xmalloc(b->n * sizeof(*b->pend));
-    /* A second of margin: PostgreSQL's clock started the lease a little earlier. */
-    b->deadline = t0 + d->app->conf->queue_lease - 1.0;
     for (size_t i = 0; i < b->n; i++) {
         md_entry_t *e = &b->e[i];
         int row = row_of[i];

@@ -50,6 +50,11 @@ typedef struct md_esp_msg_s {
     const char *id; /* our message id (UUIDv7) */
     const char *tenant_id;
     int attempt; /* 1 for the first attempt */
+    /* An earlier attempt ended without a recorded outcome (its worker died
+     * after sending, perhaps): a driver that can look up what the provider
+     * already has (the sink: its directory) reports that instead of sending
+     * again. Providers with no such lookup send again: at least once. */
+    bool interrupted;
     md_mime_addr_t from;
     md_mime_addr_t to;
     const md_mime_addr_t *cc;

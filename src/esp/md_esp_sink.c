@@ -7,7 +7,11 @@
  *
  * A file appears whole or not at all: it is written under a temporary name in
  * the same directory and renamed, so a reader (a test, a developer's tail)
- * never sees half a message. A retry after a lost result rewrites the same name.
+ * never sees half a message. That makes the file a record of its own: when
+ * the dispatcher says an earlier attempt was interrupted (its worker died
+ * between this write and the record of it, md_esp_msg_t.interrupted), a file
+ * already there means the message went out, and it is reported sent without
+ * a second write, the way a provider with a lookup by our id would answer.
  *
  * With `journal PATH`, every delivery also appends "<message id> <attempt>\n" to
  * PATH after the rename: one write() on an O_APPEND descriptor per line, so the
@@ -193,11 +197,30 @@ fail:;
     return -1;
 }
 
-/* The whole attempt: failure injection, MIME, file. Fills res. */
+/* True when an earlier attempt left DIR/<id>.eml (the rename is the last step
+ * of a write, so the file is whole). */
+static bool
+md_sink_written(const char *dir, const char *id)
+{
+    char path[4096];
+    int n = snprintf(path, sizeof(path), "%s/%s.eml", dir, id);
+    return n > 0 && (size_t)n < sizeof(path) && access(path, F_OK) == 0;
+}
+
+/* The whole attempt: what an interrupted one left, failure injection, MIME,
+ * file. Fills res. */
 static void
 md_sink_deliver(md_esp_t *esp, const md_esp_msg_t *m, md_esp_result_t *res)
 {
     const md_esp_conf_t *c = esp->conf;
+    if (m->interrupted && c->dir != NULL && md_sink_written(c->dir, m->id)) {
+        md_logf(MD_LOG_NOTICE, 0,
+                MD_LOG_FIELDS(MD_LS("esp", c->name), MD_LS("message_id", m->id),
+                              MD_LI("attempt", m->attempt)),
+                "sink: an interrupted attempt had written the message already; not sent again");
+        md_esp_result_sent(res, m->id, 1);
+        return;
+    }
     if (c->fail_permanent > 0 || c->fail_transient > 0) {
         double r = md_esp_random(esp);
         if (r < c->fail_permanent) {

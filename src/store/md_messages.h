@@ -19,6 +19,20 @@
 
 enum { MD_PRIORITY_TRANSACTIONAL = 0, MD_PRIORITY_BULK = 1 };
 
+/*
+ * An attempt that ended without a recorded outcome (its worker died, or
+ * PostgreSQL was away for longer than the lease): whoever takes the message
+ * back (the sweeper turning the lease back, or a claim of the expired lease)
+ * sets last_error to this text over the row m, so the next attempt knows the
+ * message may have gone out already and a driver that can tell (the sink,
+ * md_esp_msg_t.interrupted) does not send it twice. The prefix is what the
+ * dispatcher tests.
+ */
+#define MD_INTERRUPTED_PREFIX "interrupted:"
+#define MD_INTERRUPTED_ERROR_SQL(m)                                                                \
+    "('" MD_INTERRUPTED_PREFIX " attempt ' || " m ".attempts"                                      \
+    " || ' ended without a recorded outcome (its lease ran out)')"
+
 typedef struct md_msg_addr_s {
     const char *address; /* as validated (md_address addr form: IDN domain as given) */
     const char *name;    /* display name, or NULL */

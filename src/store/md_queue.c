@@ -184,24 +184,25 @@ static const char md_queue_reap_lua[] =
 /*
  * Leases that ran out (a worker died or stopped holding the message): back to
  * queued with a 'queued' event saying why, whatever the coverage, so a claim
- * can take them again. $1 limit, $2 uuid[] event ids (one per row at most).
- * Returns (id, priority, paused): a paused tenant's message is turned back but
- * not pushed (resume does that).
+ * can take them again, marked interrupted (MD_INTERRUPTED_ERROR_SQL). $1 limit, $2 uuid[] event ids
+ * (one per row at most). Returns (id, priority, paused): a paused tenant's message is turned back
+ * but not pushed (resume does that).
  */
 static const char md_queue_leases_sql[] =
     "WITH lost AS ("
     "  SELECT m.id FROM messages m WHERE m.status = 'sending' AND m.lease_until < now()"
     "  ORDER BY m.lease_until LIMIT $1 FOR UPDATE SKIP LOCKED),"
     " upd AS ("
-    "  UPDATE messages m SET status = 'queued', lease_until = NULL, updated_at = now()"
-    "  FROM lost l WHERE m.id = l.id AND m.status = 'sending'"
-    "  RETURNING m.id, m.tenant_id, m.priority),"
-    " ev AS ("
-    "  INSERT INTO events (id, tenant_id, message_id, type, data)"
-    "  SELECT e.eid, u.tenant_id, u.id, 'queued', '{\"reason\":\"lease_expired\"}'::jsonb"
-    "  FROM (SELECT upd.*, row_number() OVER () AS rn FROM upd) u"
-    "  JOIN unnest($2::uuid[]) WITH ORDINALITY AS e(eid, rn) ON e.rn = u.rn)"
-    " SELECT u.id::text, u.priority, NOT" MD_QUEUE_NOT_PAUSED("u") " FROM upd u";
+    "  UPDATE messages m SET status = 'queued', lease_until = NULL, updated_at = now(),"
+    "   last_error = " MD_INTERRUPTED_ERROR_SQL(
+        "m") "  FROM lost l WHERE m.id = l.id AND m.status = 'sending'"
+             "  RETURNING m.id, m.tenant_id, m.priority),"
+             " ev AS ("
+             "  INSERT INTO events (id, tenant_id, message_id, type, data)"
+             "  SELECT e.eid, u.tenant_id, u.id, 'queued', '{\"reason\":\"lease_expired\"}'::jsonb"
+             "  FROM (SELECT upd.*, row_number() OVER () AS rn FROM upd) u"
+             "  JOIN unnest($2::uuid[]) WITH ORDINALITY AS e(eid, rn) ON e.rn = u.rn)"
+             " SELECT u.id::text, u.priority, NOT" MD_QUEUE_NOT_PAUSED("u") " FROM upd u";
 
 /*
  * One page of waiting messages in id order after the cursor $1: queued, or
