@@ -1,3 +1,4 @@
+# scripts/test: alone (load, timing or rate assertions: no other test beside it)
 # The process model under signals: reload under load without a failed request,
 # a rejected reload, a killed worker, log reopening, graceful stop with a slow
 # request in flight, and worker_processes auto.

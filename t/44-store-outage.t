@@ -1,3 +1,4 @@
+# scripts/test: alone (load, timing or rate assertions: no other test beside it)
 # Store outages seen through HTTP: mailerd (2 workers) against a private
 # PostgreSQL and Redis, under a steady load of store-touching requests and
 # /health. For each store in turn: stop it, and

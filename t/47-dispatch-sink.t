@@ -1,3 +1,4 @@
+# scripts/test: alone (load, timing or rate assertions: no other test beside it)
 # The queue and the dispatcher with the sink ESP, against the real stack
 # (PostgreSQL, Redis, mailerd with 2 workers and three sink accounts):
 #   - messages sent through the API each become one valid .eml (checked with

@@ -1,3 +1,4 @@
+# scripts/test: alone (load, timing or rate assertions: no other test beside it)
 # No loss under chaos (issue 5, "What must be shown"): while a client sends
 # 10,000 messages through the batch API in a steady stream, the test
 #   (a) SIGKILLs a worker at a moment it holds queue entries (frozen with

@@ -1,3 +1,4 @@
+# scripts/test: alone (load, timing or rate assertions: no other test beside it)
 # Issue 5, "what must be shown": the behaviour of the hardened queue through the
 # API, against the real stack (PostgreSQL, Redis, mailerd with 2 workers, two
 # tenants and sink accounts that journal every delivery, so a double send shows):

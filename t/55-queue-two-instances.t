@@ -1,3 +1,4 @@
+# scripts/test: alone (load, timing or rate assertions: no other test beside it)
 # Two mailerd instances on different ports sharing one PostgreSQL and one
 # Redis (issue 5, "What must be shown"):
 #   1. a stream of batch sends through both APIs: both instances accept, and

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# scripts/test: alone (load, timing or rate assertions: no other test beside it)
 # Routing, failover, circuit breakers and rate limits (issue 6, md_route.c and
 # md_dispatch.c) against tools/mock-esp:
 #   - failover: the primary (SendGrid API) answers 500 / 429 / hangs -> every

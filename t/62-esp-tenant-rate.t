@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# scripts/test: alone (load, timing or rate assertions: no other test beside it)
 # Per-tenant sending rate (issue 6, point 4; md_route.c): `tenant_rate TENANT N;`
 # in the routing block, enforced with the Redis token bucket (key per tenant)
 # before the account's bucket, across two workers.

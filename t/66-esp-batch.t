@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# scripts/test: alone (load, timing or rate assertions: no other test beside it)
 # Postmark's batch call (issue 6, point 5): an account with `batch 500` sends
 # through POST /email/batch of tools/mock-esp.
 #   (a) 1,200 messages arrive exactly once, in requests of at most 500 and far
