@@ -1,3 +1,4 @@
+# scripts/test: alone (load, timing or rate assertions: no other test beside it)
 # The sweeper (src/store/md_queue.c) against the real stack: PostgreSQL, Redis,
 # mailerd with 2 workers and queue_recovery_interval 1s.
 #   - first without an esp block, so nothing reads the streams and every pushed
@@ -189,6 +190,22 @@ my @b_msgs;
     }
     like($redis->cli('XINFO', 'CONSUMERS', $QT, 'mailerd') // '', qr/ghost:1/,
          'a consumer holding entries is not reaped');
+
+    # Trimming takes only what the group acknowledged: the ghost acknowledges
+    # the first of its two entries (leaving its message's live member behind,
+    # which md_queue_ack would remove; FLUSHALL in (a) clears it), and after a
+    # turn that entry is gone while the pending one and the unread ones stay.
+    my @read = split /\n/, $redis->cli('XPENDING', $QT, 'mailerd', '-', '+', '10') // '';
+    my ($e1, $e2) = grep { /^\d+-\d+$/ } @read;
+    my $len = xlen($QT);
+    my $last = (split /\n/, $redis->cli('XREVRANGE', $QT, '+', '-', 'COUNT', '1') // '')[0];
+    is($redis->cli('XACK', $QT, 'mailerd', $e1), 1, 'the ghost acknowledges its first entry');
+    ok(sweep_turn(), 'a turn after the acknowledgement');
+    ok(wait_for(sub { ($redis->cli('XRANGE', $QT, $e1, $e1) // '') eq '' }, 5),
+       'the acknowledged entry was trimmed');
+    like($redis->cli('XRANGE', $QT, $e2, $e2) // '', qr/\Q$e2\E/, 'the pending one stays');
+    like($redis->cli('XRANGE', $QT, $last, $last) // '', qr/\Q$last\E/, 'the newest unread one stays');
+    is(xlen($QT), $len - 1 + 1, 'only that one went (the turn pushed its probe)');
 }
 
 # --- (e) dead letters older than the retention are deleted ---------------------------------
@@ -299,6 +316,10 @@ ok($t->reload_conf(sub { $_[0] =~ s/(queue_recovery_interval)/esp sink {\n    di
     is(scalar(grep { -f "$dir/sink/$_.eml" } @ids), 3000, 'and written');
     is(sql("SELECT count(*) FROM events WHERE message_id IN (" . in_list(@ids) . ") AND type = 'sent'"), 3000,
        'one sent event each: no message sent twice');
+    # The streams have no length cap; the sweeper trims what was acknowledged.
+    ok(wait_for(sub { xlen($QT) + xlen($QB) <= 4 }, 15),
+       'after the drain the sweeper trimmed the acknowledged entries from the streams')
+      or diag('XLEN ' . xlen($QT) . ' + ' . xlen($QB));
 }
 
 is($t->stop, 0, 'graceful stop');

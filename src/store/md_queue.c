@@ -12,7 +12,8 @@
  *     hosts) turns expired leases back to queued, pages through what PostgreSQL
  *     says is waiting, and pushes, in one Lua script per page, only the ids no
  *     queue entry covers; then it does the housekeeping (old dead letters, idle
- *     consumers of dead workers, the queue gauges);
+ *     consumers of dead workers, the acknowledged stream entries, the queue
+ *     gauges);
  *   - md_queue_requeue does the sweeper's paging for one scope, without the age
  *     threshold, for resume and retry-failed.
  * Scheduled-set members are "t:<id>" or "b:<id>" so the script knows the
@@ -48,30 +49,30 @@
 const char *const md_queue_stream[2] = {"mailerd:q:transactional", "mailerd:q:bulk"};
 
 /* KEYS: transactional stream, bulk stream, scheduled set, live set.
- * ARGV: maxlen, then (priority 't' | 'b', id, at) per message; at "0" means now.
+ * ARGV: (priority 't' | 'b', id, at) per message; at "0" means now.
  * One call per batch keeps the accept path at one round trip; entry and live
  * membership are written together, so coverage never lags the stream. */
-static const char md_queue_push_lua[] = "for i = 2, #ARGV, 3 do\n"
+static const char md_queue_push_lua[] = "for i = 1, #ARGV, 3 do\n"
                                         "  local p, id, at = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
                                         "  if at == '0' then\n"
                                         "    redis.call('XADD', p == 'b' and KEYS[2] or KEYS[1], "
-                                        "'MAXLEN', '~', ARGV[1], '*', 'id', id)\n"
+                                        "'*', 'id', id)\n"
                                         "    redis.call('SADD', KEYS[4], id)\n"
                                         "  else\n"
                                         "    redis.call('ZADD', KEYS[3], at, p .. ':' .. id)\n"
                                         "  end\n"
                                         "end\n"
-                                        "return (#ARGV - 1) / 3\n";
+                                        "return #ARGV / 3\n";
 
 /* KEYS: scheduled set, transactional stream, bulk stream, live set. ARGV: now,
- * limit, maxlen. Returns how many members moved (== limit: call again). */
+ * limit. Returns how many members moved (== limit: call again). */
 static const char md_queue_move_lua[] =
     "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])\n"
     "for _, m in ipairs(due) do\n"
     "  local key = KEYS[2]\n"
     "  if string.sub(m, 1, 2) == 'b:' then key = KEYS[3] end\n"
     "  local id = string.sub(m, 3)\n"
-    "  redis.call('XADD', key, 'MAXLEN', '~', ARGV[3], '*', 'id', id)\n"
+    "  redis.call('XADD', key, '*', 'id', id)\n"
     "  redis.call('SADD', KEYS[4], id)\n"
     "  redis.call('ZREM', KEYS[1], m)\n"
     "end\n"
@@ -80,32 +81,63 @@ static const char md_queue_move_lua[] =
 /*
  * Coverage check and push in one atomic step, so nothing can cover or uncover
  * an id between the check and the push. KEYS: transactional stream, bulk
- * stream, scheduled set, live set, sweeper lock. ARGV: maxlen, lock token ("" for
- * no lock), lock ttl (ms), then (priority 't' | 'b', id) per message. Returns
+ * stream, scheduled set, live set, sweeper lock. ARGV: lock token ("" for no
+ * lock), lock ttl (ms), then (priority 't' | 'b', id) per message. Returns
  * how many were pushed, or -1 when another process holds the sweeper lock (the
  * lock is refreshed, or taken again after a Redis restart lost it).
  * A live member whose stream does not exist at all (the keys were deleted, not
  * the set) is not trusted: without an entry it would hide its message forever.
  */
 static const char md_queue_cover_lua[] =
-    "if ARGV[2] ~= '' then\n"
+    "if ARGV[1] ~= '' then\n"
     "  local holder = redis.call('GET', KEYS[5])\n"
-    "  if holder == ARGV[2] then redis.call('PEXPIRE', KEYS[5], ARGV[3])\n"
-    "  elseif not holder then redis.call('SET', KEYS[5], ARGV[2], 'PX', ARGV[3])\n"
+    "  if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[5], ARGV[2])\n"
+    "  elseif not holder then redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[2])\n"
     "  else return -1 end\n"
     "end\n"
     "local live_ok = {t = redis.call('XLEN', KEYS[1]) > 0, b = redis.call('XLEN', KEYS[2]) > 0}\n"
     "local n = 0\n"
-    "for i = 4, #ARGV, 2 do\n"
+    "for i = 3, #ARGV, 2 do\n"
     "  local p, id = ARGV[i], ARGV[i + 1]\n"
     "  local covered = (live_ok[p] and redis.call('SISMEMBER', KEYS[4], id) == 1)\n"
     "    or redis.call('ZSCORE', KEYS[3], 't:' .. id) or redis.call('ZSCORE', KEYS[3], 'b:' .. "
     "id)\n"
     "  if not covered then\n"
-    "    redis.call('XADD', p == 'b' and KEYS[2] or KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'id', "
-    "id)\n"
+    "    redis.call('XADD', p == 'b' and KEYS[2] or KEYS[1], '*', 'id', id)\n"
     "    redis.call('SADD', KEYS[4], id)\n"
     "    n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "return n\n";
+
+/*
+ * KEYS: transactional stream, bulk stream. ARGV: group. Trims from each stream
+ * the entries our group has read and acknowledged: everything older than its
+ * oldest pending entry, or than the last one it read when none is pending.
+ * Unread and pending entries are never trimmed, so the streams carry no length
+ * cap: with one (XADD MAXLEN), a backlog past it lost unread entries whose ids
+ * stayed in the live set, and the sweeper, taking them for covered, never put
+ * their messages back. A stream no group has read yet is left alone. Exact
+ * trimming (not MINID ~): once a turn, it costs little, and what remains is
+ * exactly what is owed. Returns how many entries went.
+ */
+static const char md_queue_trim_lua[] =
+    "local n = 0\n"
+    "for i = 1, 2 do\n"
+    "  local groups = redis.pcall('XINFO', 'GROUPS', KEYS[i])\n"
+    "  local last\n"
+    "  if type(groups) == 'table' and not groups.err then\n"
+    "    for _, g in ipairs(groups) do\n"
+    "      local f = {}\n"
+    "      for k = 1, #g, 2 do f[g[k]] = g[k + 1] end\n"
+    "      if f['name'] == ARGV[1] then last = f['last-delivered-id'] end\n"
+    "    end\n"
+    "  end\n"
+    "  if last and last ~= '0-0' then\n"
+    "    local p = redis.call('XPENDING', KEYS[i], ARGV[1])\n"
+    "    local minid = last\n"
+    "    if tonumber(p[1]) > 0 and p[2] then minid = p[2] end\n"
+    "    n = n + redis.call('XTRIM', KEYS[i], 'MINID', minid)\n"
     "  end\n"
     "end\n"
     "return n\n";
@@ -255,6 +287,15 @@ enum {
 
 typedef struct md_queue_s md_queue_t;
 
+#define MD_QUEUE_ACK_MAX   512 /* acknowledgements in one XACK/SREM at most */
+#define MD_QUEUE_ENTRY_LEN 48  /* a stream entry id: two 64-bit numbers and a dash */
+typedef struct md_queue_acks_s {
+    char (*entry[2])[MD_QUEUE_ENTRY_LEN]; /* by stream: transactional, bulk */
+    size_t nentry[2];
+    char (*live)[MD_UUID_STRLEN + 1];
+    size_t nlive;
+} md_queue_acks_t;
+
 /*
  * One pass over PostgreSQL's waiting messages: the sweeper's turn, or one
  * md_queue_requeue call. Owned by the queue (listed in q->jobs) from start to
@@ -282,7 +323,7 @@ typedef struct md_queue_job_s {
 struct md_queue_s {
     md_app_t *app;
     int push_script, move_script, cover_script, lock_script, unlock_script, stats_script,
-        reap_script;
+        reap_script, trim_script;
     int moving; /* a move script call is in flight */
     int shutting;
     int dispatcher;       /* md_dispatch_start succeeded */
@@ -294,9 +335,15 @@ struct md_queue_s {
     char token[320];      /* sweeper lock value: host:pid */
     double last_push_log;
     uint64_t push_errors_unlogged;
+    /* Acknowledgements waiting for the end of the loop iteration (see
+     * md_queue_ack): entry ids per stream, message ids for the live set. */
+    md_queue_acks_t acks;
+    ev_prepare ack_flush;
 };
 
 static md_queue_t *md_queue;
+
+static void md_queue_ack_sync(void);
 
 static double
 md_queue_wall(void)
@@ -342,6 +389,7 @@ md_queue_cmd_cb(void *ctx, redisReply *reply, const char *err)
 static void
 md_queue_send(int argc, const char **argv)
 {
+    md_queue_ack_sync();
     md_redis_t *r = md_app ? md_app->redis : NULL;
     if (r == NULL) {
         md_queue_push_failed("no redis");
@@ -376,9 +424,10 @@ md_queue_push(const char *const *ids, const int *priority, const double *send_at
         md_queue_push_failed("queue off");
         return;
     }
+    md_queue_ack_sync();
     double now = md_queue_wall();
     size_t chunk = md_min(n, (size_t)MD_QUEUE_PUSH_CHUNK);
-    const char **argv = md_xmalloc((5 + 3 * chunk) * sizeof(*argv));
+    const char **argv = md_xmalloc((4 + 3 * chunk) * sizeof(*argv));
     char(*score)[32] = md_xmalloc(chunk * sizeof(*score));
     for (size_t base = 0; base < n; base += chunk) {
         size_t m = md_min(chunk, n - base);
@@ -387,7 +436,6 @@ md_queue_push(const char *const *ids, const int *priority, const double *send_at
         argv[argc++] = md_queue_stream[1];
         argv[argc++] = MD_QUEUE_SCHEDULED;
         argv[argc++] = MD_QUEUE_LIVE;
-        argv[argc++] = MD_QUEUE_MAXLEN;
         for (size_t i = 0; i < m; i++) {
             size_t k = base + i;
             int prio = priority ? priority[k] : MD_PRIORITY_TRANSACTIONAL;
@@ -417,25 +465,92 @@ md_queue_ack_cb(void *ctx, redisReply *reply, const char *err)
                 "queue: XACK/SREM failed, the entry stays pending");
 }
 
-/* XACK, and SREM from the live set when the message id is known: pipelined on
- * the worker's connection, so both go or neither (a lost connection). */
+/* Sends one XACK per stream and one SREM with every acknowledgement gathered,
+ * pipelined on the worker's connection, so they go together or not at all (a
+ * lost connection). */
+static void
+md_queue_ack_flush(md_queue_t *q)
+{
+    md_queue_acks_t *a = &q->acks;
+    ev_prepare_stop(q->app->loop, &q->ack_flush);
+    if (a->nentry[0] + a->nentry[1] + a->nlive == 0)
+        return;
+    md_redis_t *r = q->app->redis;
+    const char *argv[3 + MD_QUEUE_ACK_MAX];
+    for (int s = 0; s < 2; s++) {
+        if (a->nentry[s] == 0)
+            continue;
+        argv[0] = "XACK";
+        argv[1] = md_queue_stream[s];
+        argv[2] = MD_QUEUE_GROUP;
+        for (size_t i = 0; i < a->nentry[s]; i++)
+            argv[3 + i] = a->entry[s][i];
+        /* An entry left unacknowledged only stays pending: a later delivery of
+         * it finds its message no longer claimable and acknowledges it then. */
+        if (r == NULL ||
+            md_redis_cmd(r, md_queue_ack_cb, NULL, 3 + (int)a->nentry[s], argv, NULL) != MD_OK)
+            md_log(MD_LOG_DEBUG, 0, "queue: XACK not sent, the entries stay pending");
+        a->nentry[s] = 0;
+    }
+    if (a->nlive > 0) {
+        argv[0] = "SREM";
+        argv[1] = MD_QUEUE_LIVE;
+        for (size_t i = 0; i < a->nlive; i++)
+            argv[2 + i] = a->live[i];
+        if (r != NULL)
+            (void)md_redis_cmd(r, md_queue_ack_cb, NULL, 2 + (int)a->nlive, argv, NULL);
+        a->nlive = 0;
+    }
+}
+
+static void
+md_queue_ack_flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    md_unused(loop);
+    md_unused(revents);
+    md_queue_ack_flush(w->data);
+}
+
+/* Flushes the acknowledgements gathered so far: before any other queue command,
+ * so the commands reach Redis in the order they were made (an SREM must not
+ * overtake the SADD of a deferred message's schedule). */
+static void
+md_queue_ack_sync(void)
+{
+    if (md_queue != NULL)
+        md_queue_ack_flush(md_queue);
+}
+
+/*
+ * XACK, and SREM from the live set when the message id is known. The
+ * acknowledgements of one loop iteration (a record unit's entries, a read's
+ * unclaimable ones) go as one XACK per stream and one SREM, sent before the
+ * loop blocks again (an ev_prepare): two commands per record unit instead of two
+ * per message, which was a tenth of Redis's and of the dispatcher's CPU in a
+ * drain.
+ */
 void
 md_queue_ack(int priority, const char *entry_id, const char *message_id)
 {
-    const char *argv[] = {"XACK", md_queue_stream[priority == MD_PRIORITY_BULK], MD_QUEUE_GROUP,
-                          entry_id};
-    md_redis_t *r = md_app ? md_app->redis : NULL;
-    /* An entry left unacknowledged only stays pending: a later delivery of it
-     * finds its message no longer claimable and acknowledges it then. */
-    if (r == NULL ||
-        md_redis_cmd(r, md_queue_ack_cb, NULL, (int)md_nelems(argv), argv, NULL) != MD_OK) {
+    md_queue_t *q = md_queue;
+    int s = priority == MD_PRIORITY_BULK;
+    if (q == NULL || entry_id == NULL || strlen(entry_id) >= MD_QUEUE_ENTRY_LEN ||
+        (message_id != NULL && strlen(message_id) > MD_UUID_STRLEN)) {
         md_log(MD_LOG_DEBUG, 0, "queue: XACK not sent, the entry stays pending");
         return;
     }
-    if (message_id != NULL) {
-        const char *srem[] = {"SREM", MD_QUEUE_LIVE, message_id};
-        (void)md_redis_cmd(r, md_queue_ack_cb, NULL, (int)md_nelems(srem), srem, NULL);
+    md_queue_acks_t *a = &q->acks;
+    if (a->entry[s] == NULL) {
+        a->entry[s] = md_xmalloc(MD_QUEUE_ACK_MAX * sizeof(*a->entry[s]));
+        if (a->live == NULL)
+            a->live = md_xmalloc(2 * MD_QUEUE_ACK_MAX * sizeof(*a->live));
     }
+    if (a->nentry[s] == MD_QUEUE_ACK_MAX || a->nlive == 2 * MD_QUEUE_ACK_MAX)
+        md_queue_ack_flush(q);
+    snprintf(a->entry[s][a->nentry[s]++], MD_QUEUE_ENTRY_LEN, "%s", entry_id);
+    if (message_id != NULL)
+        snprintf(a->live[a->nlive++], MD_UUID_STRLEN + 1, "%s", message_id);
+    ev_prepare_start(q->app->loop, &q->ack_flush);
 }
 
 static void md_queue_log_cb(void *ctx, redisReply *reply, const char *err);
@@ -461,6 +576,7 @@ md_queue_dead(const char *id, const char *tenant_id, const char *code, const cha
                           reason ? reason : "",
                           "at",
                           at};
+    md_queue_ack_sync();
     md_redis_t *r = md_app ? md_app->redis : NULL;
     /* Not a push error: the dead_letters row is the record, this entry is for
      * operators' tools; losing one is logged and nothing else. */
@@ -475,6 +591,21 @@ md_queue_ignore_cb(void *ctx, redisReply *reply, const char *err)
     md_unused(ctx);
     md_unused(reply);
     md_unused(err);
+}
+
+/* The acknowledged entries trimmed: a failure is logged, a success only
+ * counted at debug level (every turn trims some while mail flows). */
+static void
+md_queue_trim_cb(void *ctx, redisReply *reply, const char *err)
+{
+    md_unused(ctx);
+    if (err || reply->type == REDIS_REPLY_ERROR)
+        md_logf(MD_LOG_WARN, 0,
+                MD_LOG_FIELDS(MD_LS("error", err ? err : reply->str), MD_LS("step", "stream trim")),
+                "queue: Redis step failed");
+    else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+        md_logf(MD_LOG_DEBUG, 0, MD_LOG_FIELDS(MD_LI("removed", reply->integer)),
+                "queue: acknowledged stream entries trimmed");
 }
 
 /* Logs a failed fire-and-forget command (ctx names it: a static string);
@@ -521,8 +652,8 @@ md_queue_move(md_queue_t *q)
     char now[64];
     snprintf(now, sizeof(now), "%.6f", md_queue_wall());
     const char *argv[] = {
-        MD_QUEUE_SCHEDULED,  md_queue_stream[0], md_queue_stream[1], MD_QUEUE_LIVE, now,
-        MD_QUEUE_MOVE_LIMIT, MD_QUEUE_MAXLEN};
+        MD_QUEUE_SCHEDULED, md_queue_stream[0], md_queue_stream[1], MD_QUEUE_LIVE, now,
+        MD_QUEUE_MOVE_LIMIT};
     if (md_redis_eval(q->app->redis, q->move_script, 4, (int)md_nelems(argv), argv, NULL,
                       md_queue_move_cb, q) == MD_OK)
         q->moving = 1;
@@ -684,14 +815,13 @@ md_queue_cover(md_queue_job_t *job, const PGresult *res, int skip_col, bool full
     int n = PQntuples(res);
     char ttl[32];
     snprintf(ttl, sizeof(ttl), "%lld", md_queue_lock_ttl_ms(q));
-    const char **argv = md_xmalloc((8 + 2 * (size_t)n) * sizeof(*argv));
+    const char **argv = md_xmalloc((7 + 2 * (size_t)n) * sizeof(*argv));
     int argc = 0;
     argv[argc++] = md_queue_stream[0];
     argv[argc++] = md_queue_stream[1];
     argv[argc++] = MD_QUEUE_SCHEDULED;
     argv[argc++] = MD_QUEUE_LIVE;
     argv[argc++] = MD_QUEUE_LOCK;
-    argv[argc++] = MD_QUEUE_MAXLEN;
     argv[argc++] = job->sweeper ? q->token : "";
     argv[argc++] = ttl;
     for (int i = 0; i < n; i++) {
@@ -701,7 +831,7 @@ md_queue_cover(md_queue_job_t *job, const PGresult *res, int skip_col, bool full
         argv[argc++] = PQgetvalue(res, i, 0);
     }
     /* Nothing to check, and no lock to refresh on a requeue: straight on. */
-    if (argc == 8 && !job->sweeper) {
+    if (argc == 7 && !job->sweeper) {
         free(argv);
         md_queue_job_advance(job, full);
         return;
@@ -769,7 +899,8 @@ md_queue_gauge_cb(void *ctx, const md_queue_redis_stats_t *s, const char *err)
 }
 
 /* Redis housekeeping of a turn, sent together and answered in any order: the
- * dead stream trimmed to the retention, idle consumers of dead workers, gauges. */
+ * dead stream trimmed to the retention, idle consumers of dead workers, the
+ * acknowledged entries of the streams, gauges. */
 static void
 md_queue_housekeeping_redis(md_queue_t *q)
 {
@@ -783,6 +914,9 @@ md_queue_housekeeping_redis(md_queue_t *q)
     const char *reap[] = {md_queue_stream[0], md_queue_stream[1], MD_QUEUE_GROUP, idle};
     (void)md_redis_eval(q->app->redis, q->reap_script, 2, 4, reap, NULL, md_queue_log_cb,
                         (void *)"idle consumers");
+    const char *trim_streams[] = {md_queue_stream[0], md_queue_stream[1], MD_QUEUE_GROUP};
+    (void)md_redis_eval(q->app->redis, q->trim_script, 2, 3, trim_streams, NULL, md_queue_trim_cb,
+                        NULL);
     (void)md_queue_redis_stats(md_queue_gauge_cb, NULL);
 }
 
@@ -1054,6 +1188,8 @@ md_queue_app_init(md_app_t *app)
     }
     md_queue_t *q = md_xcalloc(1, sizeof(*q));
     q->app = app;
+    ev_prepare_init(&q->ack_flush, md_queue_ack_flush_cb);
+    q->ack_flush.data = q;
     q->push_script = md_redis_script(app->redis, md_queue_push_lua);
     q->move_script = md_redis_script(app->redis, md_queue_move_lua);
     q->cover_script = md_redis_script(app->redis, md_queue_cover_lua);
@@ -1061,8 +1197,9 @@ md_queue_app_init(md_app_t *app)
     q->unlock_script = md_redis_script(app->redis, md_queue_unlock_lua);
     q->stats_script = md_redis_script(app->redis, md_queue_stats_lua);
     q->reap_script = md_redis_script(app->redis, md_queue_reap_lua);
+    q->trim_script = md_redis_script(app->redis, md_queue_trim_lua);
     if (q->push_script < 0 || q->move_script < 0 || q->cover_script < 0 || q->lock_script < 0 ||
-        q->unlock_script < 0 || q->stats_script < 0 || q->reap_script < 0 ||
+        q->unlock_script < 0 || q->stats_script < 0 || q->reap_script < 0 || q->trim_script < 0 ||
         md_pg_prepare(app->pg, "md_queue_leases", md_queue_leases_sql, 2) != MD_OK ||
         md_pg_prepare(app->pg, "md_queue_waiting", md_queue_waiting_sql, 4) != MD_OK ||
         md_pg_prepare(app->pg, "md_queue_ids", md_queue_ids_sql, 1) != MD_OK ||
@@ -1144,6 +1281,10 @@ md_queue_app_destroy(md_app_t *app)
         md_dispatch_destroy();
     if (q->esp_up)
         md_esp_destroy();
+    md_queue_ack_flush(q);
+    free(q->acks.entry[0]);
+    free(q->acks.entry[1]);
+    free(q->acks.live);
     md_queue = NULL;
     free(q);
 }

@@ -40,10 +40,8 @@ void md_queue_app_destroy(struct md_app_s *app);
 #define MD_QUEUE_SCHEDULED "mailerd:q:scheduled"
 /* Stream keys by MD_PRIORITY_* (0 transactional, 1 bulk). */
 extern const char *const md_queue_stream[2];
-/* Approximate cap of each stream (XADD MAXLEN ~): a backstop against unbounded
- * growth, far above any backlog we expect; an entry trimmed unread is not lost,
- * its message is still "queued" in PostgreSQL and the recovery scan requeues it. */
-#define MD_QUEUE_MAXLEN "1000000"
+/* The streams have no length cap: the sweeper trims the entries the group has
+ * acknowledged (md_queue.c, md_queue_trim_lua), never an unread one. */
 
 /* Fire and forget on md_app->redis (failures are logged and counted; the
  * recovery scan repairs them): acknowledge a stream entry; put a message on the
