@@ -240,6 +240,29 @@ my @b_msgs;
     like($redis->cli('XINFO', 'GROUPS', $QT) // '', qr/mailerd/, 'the consumer group is back');
 }
 
+# --- (h) a turn reads each waiting row once ------------------------------------------------
+# 6,000 sends scheduled a day ahead: waiting rows a turn must read and skip. The
+# pages walk messages_waiting_idx from their cursor (migration 0007), so the
+# index hands out about as many rows as it holds in one turn; the old pages read
+# every waiting row past their cursor through messages_pending_idx and never
+# touched it.
+{
+    sql("INSERT INTO messages (id, tenant_id, status, priority, send_at, from_addr, to_addr, text_body)"
+        . " SELECT gen_random_uuid(), '$A->{id}', 'scheduled', 'bulk', now() + interval '1 day',"
+        . " 'a\@acme.example', 'later' || g || '\@example.com', 'x' FROM generate_series(1, 6000) g");
+    my $reads = sub { sql("SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'messages_waiting_idx'") };
+    my $held = sql("SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off;"
+                   . " SELECT count(*) FROM messages WHERE status IN ('queued', 'scheduled', 'deferred')");
+    my $r0 = $reads->();
+    ok(sweep_turn(), 'a turn over 6,000 rows scheduled ahead');
+    my $d = 0;
+    ok(wait_for(sub { $d = $reads->() - $r0; $d >= 6000 }, 20), "the turn's pages read them through messages_waiting_idx")
+      or diag("index reads: $d");
+    cmp_ok($d, '<=', 2 * $held, "each waiting row about once: $d reads for $held rows");
+    is(live_count(split /\n/, sql("SELECT id FROM messages WHERE to_addr LIKE 'later%'")), 0,
+       'none of them pushed (not due)');
+}
+
 # --- delivery with a dispatcher -------------------------------------------------------------
 ok($t->reload_conf(sub { $_[0] =~ s/(queue_recovery_interval)/esp sink {\n    dir sink;\n}\n$1/r }),
    'reload with a sink esp block');

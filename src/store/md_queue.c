@@ -220,46 +220,45 @@ static const char md_queue_reap_lua[] =
  * (one per row at most). Returns (id, priority, paused): a paused tenant's message is turned back
  * but not pushed (resume does that).
  */
+#define MD_QUEUE_INTERRUPTED MD_INTERRUPTED_ERROR_SQL("m")
 static const char md_queue_leases_sql[] =
     "WITH lost AS ("
     "  SELECT m.id FROM messages m WHERE m.status = 'sending' AND m.lease_until < now()"
     "  ORDER BY m.lease_until LIMIT $1 FOR UPDATE SKIP LOCKED),"
     " upd AS ("
     "  UPDATE messages m SET status = 'queued', lease_until = NULL, updated_at = now(),"
-    "   last_error = " MD_INTERRUPTED_ERROR_SQL(
-        "m") "  FROM lost l WHERE m.id = l.id AND m.status = 'sending'"
-             "  RETURNING m.id, m.tenant_id, m.priority),"
-             " ev AS ("
-             "  INSERT INTO events (id, tenant_id, message_id, type, data)"
-             "  SELECT e.eid, u.tenant_id, u.id, 'queued', '{\"reason\":\"lease_expired\"}'::jsonb"
-             "  FROM (SELECT upd.*, row_number() OVER () AS rn FROM upd) u"
-             "  JOIN unnest($2::uuid[]) WITH ORDINALITY AS e(eid, rn) ON e.rn = u.rn)"
-             " SELECT u.id::text, u.priority, NOT" MD_QUEUE_NOT_PAUSED("u") " FROM upd u";
+    "   last_error = " MD_QUEUE_INTERRUPTED
+    "  FROM lost l WHERE m.id = l.id AND m.status = 'sending'"
+    "  RETURNING m.id, m.tenant_id, m.priority),"
+    " ev AS ("
+    "  INSERT INTO events (id, tenant_id, message_id, type, data)"
+    "  SELECT e.eid, u.tenant_id, u.id, 'queued', '{\"reason\":\"lease_expired\"}'::jsonb"
+    "  FROM (SELECT upd.*, row_number() OVER () AS rn FROM upd) u"
+    "  JOIN unnest($2::uuid[]) WITH ORDINALITY AS e(eid, rn) ON e.rn = u.rn)"
+    " SELECT u.id::text, u.priority, NOT" MD_QUEUE_NOT_PAUSED("u") " FROM upd u";
 
 /*
  * One page of waiting messages in id order after the cursor $1: queued, or
  * scheduled/deferred and due, for at least $2 seconds (the sweeper's grace: a
  * message younger than that may have its push still on the way; 0 for a
  * requeue), of tenant $3 (NULL: every tenant), not paused, at most $4.
- * The candidates come from the partial index messages_pending_idx (the CTE is
- * materialized so the planner cannot walk the primary key by id instead: that
- * reads the whole table, sent mail and all, whenever little is waiting); each
- * page then sorts what is waiting past the cursor. An index on (id) WHERE
- * status IN ('queued', 'scheduled', 'deferred') would make a page read only
- * its own rows. The pause filter is one-time ('*') and hashed (tenants), not
- * a lookup per row.
+ * messages_waiting_idx (migration 0007) holds the waiting rows in id order, so
+ * a page is one range scan from the cursor that stops at its limit: a turn
+ * reads each waiting row once, whatever the backlog (before it, each page read
+ * and sorted every waiting row past its cursor). Rows it holds that are not
+ * due yet (scheduled ahead, deferred) are read and skipped. The pause filter is
+ * one-time ('*') and hashed (tenants), not a lookup per row.
  */
 static const char md_queue_waiting_sql[] =
-    "WITH w AS MATERIALIZED ("
-    "  SELECT m.id, m.priority FROM messages m"
-    "  WHERE m.status IN ('queued', 'scheduled', 'deferred') AND m.id > $1::uuid"
-    "   AND ($3::uuid IS NULL OR m.tenant_id = $3::uuid)"
-    "   AND CASE m.status WHEN 'queued' THEN m.updated_at"
-    "        ELSE coalesce(m.next_attempt_at, m.send_at, m.updated_at) END"
-    "       <= now() - make_interval(secs => $2::float8)"
-    "   AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE scope = '*')"
-    "   AND m.tenant_id::text NOT IN (SELECT scope FROM queue_pauses))"
-    " SELECT id::text, priority FROM w ORDER BY id LIMIT $4";
+    "SELECT m.id::text, m.priority FROM messages m"
+    " WHERE m.status IN ('queued', 'scheduled', 'deferred') AND m.id > $1::uuid"
+    "  AND ($3::uuid IS NULL OR m.tenant_id = $3::uuid)"
+    "  AND CASE m.status WHEN 'queued' THEN m.updated_at"
+    "       ELSE coalesce(m.next_attempt_at, m.send_at, m.updated_at) END"
+    "      <= now() - make_interval(secs => $2::float8)"
+    "  AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE scope = '*')"
+    "  AND m.tenant_id::text NOT IN (SELECT scope FROM queue_pauses)"
+    " ORDER BY m.id LIMIT $4";
 
 /* Exactly these ids ($1 uuid[]), those queued and not paused (retry-failed). */
 static const char md_queue_ids_sql[] =

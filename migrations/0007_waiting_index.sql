@@ -1,0 +1,22 @@
+-- 0007_waiting_index: the sweeper's pages of waiting mail read only their own rows.
+--
+-- Never edit this file once shipped (see 0001).
+--
+-- The sweeper (src/store/md_queue.c) pages through the waiting messages in id
+-- order, a page of a few thousand at a time. messages_pending_idx is ordered by
+-- status and next_attempt_at, so each page had to read and sort every waiting
+-- row past its cursor: a turn over a backlog of N cost about N^2 / (2 x page)
+-- row reads, hours of PostgreSQL time for a bulk backlog of a million. This
+-- index holds exactly the rows a page looks for, in the order it wants them, so
+-- a page is one range scan that stops at its limit and a turn reads each
+-- waiting row once. It costs one more index entry per accepted message; a
+-- message leaves it when the dispatcher claims it (a 'sending' row does not
+-- satisfy the predicate), so a drain adds nothing to it.
+--
+-- A migration runs in one transaction, so this builds the index while holding
+-- a lock that blocks writes to messages. On a large table, build it first
+-- without blocking (the migration then finds it and goes on):
+--   CREATE INDEX CONCURRENTLY messages_waiting_idx ON messages (id)
+--       WHERE status IN ('queued', 'scheduled', 'deferred');
+CREATE INDEX IF NOT EXISTS messages_waiting_idx ON messages (id)
+    WHERE status IN ('queued', 'scheduled', 'deferred');
