@@ -20,7 +20,9 @@
 #   - a graceful stop in the middle of a 3,000 message backlog leaves each
 #     message queued, sending (under a lease) or delivered with its file, and
 #     after a restart (leases made to expire) every one is delivered; a message
-#     left "sending" by a dead worker is requeued by the scan.
+#     left "sending" by a dead worker is requeued by the scan;
+#   - a stop while a claim waits on row locks: the worker waits for the claim
+#     and hands back what it took.
 use strict;
 use warnings;
 use Test::More;
@@ -375,6 +377,41 @@ is($pending, 0, 'no stream entry left pending');
     ok(wait_for(sub { count_status('delivered', @bulk) == @bulk }, 25), 'after the restart every message is delivered')
       or diag(sql("SELECT status, count(*) FROM messages WHERE id IN (" . in_list(@bulk) . ") GROUP BY 1"));
     is(scalar(grep { -f "$dir/sink/$_.eml" } @bulk), 3000, 'and written');
+}
+
+# --- 9. a stop while a claim waits: what it claimed is handed back, not left to the lease ----
+# A transaction of the test holds the rows of five queued messages, so the
+# claim of their entries waits on the row locks; the stop comes while it waits,
+# and the locks go only after. The stopping worker must wait for that claim and
+# release what it took (released at once, the release found nothing to take
+# and the claim then left the five "sending" for the 5-minute lease).
+{
+    my @ids = split /\n/, sql("WITH ins AS (INSERT INTO messages (id, tenant_id, status, from_addr, to_addr, text_body)"
+                              . " SELECT gen_random_uuid(), '$A->{id}', 'queued', 'lock\@acme.example',"
+                              . " 'lock' || g || '\@example.com', 'x' FROM generate_series(1, 5) g RETURNING id)"
+                              . " SELECT id FROM ins");
+    open(my $lock, '|-', 'psql', '-X', '-q', '-h', '127.0.0.1', '-p', $pg->{port}, '-U', $pg->{user}, '-d', $pg->{db})
+      or die "psql: $!";
+    { my $old = select($lock); $| = 1; select($old); }
+    print $lock "BEGIN;\nSELECT id FROM messages WHERE id IN (" . in_list(@ids) . ") FOR UPDATE;\n";
+    ok(wait_for(sub { sql("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                          . " WHERE a.state = 'idle in transaction' AND l.locktype = 'transactionid'") >= 1 }, 10),
+       'the test holds the rows');
+    redis_pipe(join('', map { "XADD mailerd:q:transactional * id $_\nSADD mailerd:q:live $_\n" } @ids));
+    ok(wait_for(sub { sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'") >= 1 }, 10),
+       'a claim waits for them');
+    $t->signal('QUIT');
+    sleep 0.5;
+    print $lock "COMMIT;\n";
+    close $lock;
+    my $st = $t->wait_exit(30);
+    is($st, 0, 'the stop finished once the claim could');
+    is(sql("SELECT string_agg(status || ':' || attempts, ',') FROM messages WHERE id IN (" . in_list(@ids) . ")"),
+       join(',', ('queued:0') x 5), 'the claimed messages were handed back: queued, attempt given back');
+    is(sql("SELECT count(*) FROM events WHERE message_id IN (" . in_list(@ids) . ") AND type = 'queued'"
+           . " AND data->>'reason' = 'handed_back'"), 5, "each with a 'queued' event, reason handed_back");
+    $t->start;
+    ok(wait_for(sub { count_status('delivered', @ids) == 5 }, 10), 'after the restart they go at once (no lease to wait out)');
 }
 
 is($t->stop, 0, 'graceful stop');

@@ -39,9 +39,11 @@ typedef struct md_app_priv_s {
     md_app_t app; /* first: md_app points here */
     ev_timer metrics_timer;
     ev_timer shutdown_poll;
-    int shutting;  /* 0 serving, 1 graceful shutdown, 2 fast */
-    int pg_closed; /* the pool's shutdown finished (or there is no pool) */
-    int auth_up;   /* md_auth_app_init succeeded: md_auth_app_destroy is owed */
+    int shutting;      /* 0 serving, 1 graceful shutdown, 2 fast */
+    int pg_closed;     /* the pool's shutdown finished (or there is no pool) */
+    int queue_settled; /* the dispatcher's last statements are with the pool */
+    int pool_closable; /* graceful: close the pool when the dispatcher settles */
+    int auth_up;       /* md_auth_app_init succeeded: md_auth_app_destroy is owed */
     void (*done)(void *data);
     void *done_data;
     /* Counters as last pushed into the metrics slot: the slot gets the deltas. */
@@ -284,6 +286,29 @@ pg_closed_cb(md_pg_pool_t *pool, void *data)
     p->pg_closed = 1;
 }
 
+/* A no-op when a graceful shutdown of the pool is already under way: its
+ * units are each bounded by statement_timeout, and md_app_destroy fails the rest. */
+static void
+app_close_pool(md_app_priv_t *p)
+{
+    if (p->app.pg)
+        md_pg_pool_shutdown(p->app.pg, p->shutting == 1, pg_closed_cb, p);
+}
+
+/* The dispatcher's last statements are with the pool. Inside
+ * md_queue_app_shutdown it only notes it: md_app_shutdown closes the pool
+ * after the group-commit units went. */
+static void
+app_queue_settled(void *data)
+{
+    md_app_priv_t *p = data;
+    p->queue_settled = 1;
+    if (p->pool_closable) {
+        p->pool_closable = 0;
+        app_close_pool(p);
+    }
+}
+
 void
 md_app_shutdown(int graceful, void (*done)(void *data), void *data)
 {
@@ -302,14 +327,17 @@ md_app_shutdown(int graceful, void (*done)(void *data), void *data)
     /* Modules hand in their last writes (last_used_at) while the pool takes work. */
     if (graceful && p->auth_up)
         md_auth_app_shutdown(&p->app);
-    /* The dispatcher stops taking work before the pool stops taking statements. */
-    md_queue_app_shutdown(&p->app);
+    /* The dispatcher stops taking work before the pool stops taking statements,
+     * and gracefully, the pool goes on taking them until the dispatcher has
+     * released what its claims in flight took (app_queue_settled). */
+    p->pool_closable = 0;
+    md_queue_app_shutdown(&p->app, app_queue_settled, p);
     /* Units waiting for the group-commit window go now, while the pool takes them. */
     md_messages_app_shutdown(&p->app);
-    /* A no-op when a graceful shutdown of the pool is already under way: its
-     * units are each bounded by statement_timeout, and md_app_destroy fails the rest. */
-    if (p->app.pg)
-        md_pg_pool_shutdown(p->app.pg, graceful, pg_closed_cb, p);
+    if (!graceful || p->queue_settled)
+        app_close_pool(p);
+    else
+        p->pool_closable = 1;
     ev_timer_stop(p->app.loop, &p->shutdown_poll);
     ev_timer_init(&p->shutdown_poll, shutdown_poll_cb, 0., 0.02);
     p->shutdown_poll.data = p;

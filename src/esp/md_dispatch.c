@@ -77,16 +77,18 @@
  * fresh ones.
  *
  * Stopping (md_dispatch_shutdown, called while the PostgreSQL pool still takes
- * statements): no more reads; batches already sent finish their record (one
- * waiting to be tried again gets its last try now); the
- * messages of claims still in flight are released in one statement (back to
- * "queued", attempts - 1, a 'queued' event with reason handed_back) and
- * requeued. The release recognises our own claims by a lease token (the
+ * statements, which it goes on taking until the dispatcher says it is settled):
+ * no more reads; batches already sent finish their record (one waiting to be
+ * tried again gets its last try now); claims in flight are waited for, and once
+ * the last one has answered, what they claimed is released in one statement
+ * (back to "queued", attempts - 1, a 'queued' event with reason handed_back)
+ * and requeued, with the sends canceled before a byte went out. Waiting for the
+ * answers is what makes the release see every claim: released at once, a claim
+ * PostgreSQL ran after the release kept its messages "sending" for a whole
+ * queue_lease. The release recognises our own claims by a lease token (the
  * sub-millisecond digits of lease_until, random per batch), so it never takes a
- * message another worker holds. A claim that PostgreSQL runs only after the
- * release keeps its message "sending" under the lease, and its entry pending
- * for XAUTOCLAIM: delayed by queue_lease, never lost. Entries that a read still
- * in flight brings after the stop are acknowledged and pushed again.
+ * message another worker holds. Entries that a read still in flight brings
+ * after the stop are acknowledged and pushed again.
  */
 #include "md_app.h"
 #include "md_buf.h"
@@ -423,11 +425,14 @@ struct md_dispatch_s {
     char reclaim_cursor[64];
     double last_reclaim;
     char min_idle[32];
-    md_list_t claiming;   /* batches whose claim is in flight */
-    md_list_t retrying;   /* record chunks waiting to be sent again */
-    md_list_t jobs;       /* sends in flight or waiting for a token */
-    md_list_t collectors; /* md_collector_t of the accounts with batch N > 1 */
-    md_release_t *extra;  /* stopping: canceled sends nothing of which went out */
+    md_list_t claiming;          /* batches whose claim is in flight */
+    md_list_t retrying;          /* record chunks waiting to be sent again */
+    md_list_t jobs;              /* sends in flight or waiting for a token */
+    md_list_t collectors;        /* md_collector_t of the accounts with batch N > 1 */
+    md_release_t *extra;         /* stopping: what to hand back (claimed, or canceled unsent) */
+    void (*settled)(void *data); /* stopping: called once the release is with the pool */
+    void *settled_data;
+    int settling; /* stopping, the release not yet sent */
     uint64_t rng;
     ev_timer retry;
     ev_timer reclaim;
@@ -436,6 +441,7 @@ struct md_dispatch_s {
 static md_dispatch_t *md_dispatch;
 
 static void md_dispatch_pump(md_dispatch_t *d);
+static void md_dispatch_settle(md_dispatch_t *d);
 
 /* Later, from the loop: after a refusal or an error, and from every callback
  * that might run inside a client's destroy (which must not start new work). */
@@ -1305,6 +1311,26 @@ md_job_result(md_job_t *j, const md_esp_result_t *r)
     md_job_next(j);
 }
 
+/* Stopping: the message of entry e (claimed by batch b) goes on the release. */
+static void
+md_release_add(md_dispatch_t *d, const md_batch_t *b, const md_entry_t *e)
+{
+    md_release_t *rel = d->extra;
+    if (rel == NULL || rel->n == rel->cap) {
+        size_t cap = rel ? rel->cap * 2 : 64;
+        rel = md_xrealloc(rel, sizeof(*rel) + cap * sizeof(rel->e[0]));
+        if (d->extra == NULL)
+            rel->n = 0;
+        rel->cap = cap;
+        d->extra = rel;
+    }
+    rel->e[rel->n].priority = b->priority;
+    rel->e[rel->n].token = b->token;
+    memcpy(rel->e[rel->n].entry, e->entry, sizeof(rel->e[0].entry));
+    memcpy(rel->e[rel->n].id, e->id, sizeof(rel->e[0].id));
+    rel->n++;
+}
+
 /* A send canceled (stopping, or the client going away): sent tells whether a
  * byte of it went out. */
 static void
@@ -1315,22 +1341,9 @@ md_job_abandon(md_job_t *j, bool sent)
     md_entry_t *e = &b->e[j->idx];
     e->state = E_SKIP;
     if (!sent && d->shutting) {
-        /* nothing went out: hand it back with the claims in flight */
+        /* nothing went out: hand it back with the claims */
         e->state = E_RELEASE;
-        md_release_t *rel = d->extra;
-        if (rel == NULL || rel->n == rel->cap) {
-            size_t cap = rel ? rel->cap * 2 : 64;
-            rel = md_xrealloc(rel, sizeof(*rel) + cap * sizeof(rel->e[0]));
-            if (d->extra == NULL)
-                rel->n = 0;
-            rel->cap = cap;
-            d->extra = rel;
-        }
-        rel->e[rel->n].priority = b->priority;
-        rel->e[rel->n].token = b->token;
-        memcpy(rel->e[rel->n].entry, e->entry, sizeof(rel->e[0].entry));
-        memcpy(rel->e[rel->n].id, e->id, sizeof(rel->e[0].id));
-        rel->n++;
+        md_release_add(d, b, e);
     }
     md_job_end(j, false);
 }
@@ -1747,6 +1760,7 @@ md_batch_claimed(void *ctx, const md_pg_result_t *res)
                     "dispatch: claim failed; entries handed back");
         md_batch_hand_back(b, d->shutting);
         md_batch_end(b, false);
+        md_dispatch_settle(d);
         return;
     }
     const PGresult *r = res->res;
@@ -1761,19 +1775,18 @@ md_batch_claimed(void *ctx, const md_pg_result_t *res)
             row_of[n - 1] = i;
     }
     if (d->shutting) {
-        /* The pool takes no more statements, so a send could not be recorded:
-         * claimed messages are not sent. md_dispatch_shutdown's release gives
-         * back those it could see; the others stay "sending" under the lease
-         * and their entries pending, for XAUTOCLAIM. */
+        /* Stopping: claimed messages are not sent (their sends could outlive
+         * the pool); they go on the release, which md_dispatch_settle sends
+         * once the last claim in flight has answered. */
         for (size_t i = 0; i < b->n; i++) {
             if (row_of[i] < 0)
                 md_entry_ack(b, &b->e[i]);
+            else if (d->settling)
+                md_release_add(d, b, &b->e[i]);
         }
-        if (rows > 0)
-            md_logf(MD_LOG_INFO, 0, MD_LOG_FIELDS(MD_LI("messages", rows)),
-                    "dispatch: stopping; claimed messages left to the release or their lease");
         free(row_of);
         md_batch_end(b, false);
+        md_dispatch_settle(d);
         return;
     }
     /* The sends start here: a local driver's (the sink) runs at once, a
@@ -2204,46 +2217,30 @@ md_dispatch_released(void *ctx, const md_pg_result_t *res)
     free(rel);
 }
 
-/* One statement for every message whose claim is in flight and every message
- * whose send was canceled before it went out (d->extra; see the top). */
+/* One statement for every message the stopping dispatcher claimed and did not
+ * send: claims answered after the stop, and sends canceled before a byte went
+ * out (d->extra; see the top). */
 static void
 md_dispatch_release(md_dispatch_t *d)
 {
-    size_t n = d->extra ? d->extra->n : 0;
-    for (md_list_t *l = d->claiming.next; l != &d->claiming; l = l->next)
-        n += md_list_data(l, md_batch_t, link)->n;
-    if (n == 0)
+    md_release_t *rel = d->extra;
+    d->extra = NULL;
+    if (rel == NULL || rel->n == 0) {
+        free(rel);
         return;
-    md_release_t *rel = md_xcalloc(1, sizeof(*rel) + n * sizeof(rel->e[0]));
-    rel->cap = n;
+    }
+    size_t n = rel->n;
     md_buf_t ids, tokens, eids;
     md_buf_init(&ids);
     md_buf_init(&tokens);
     md_buf_init(&eids);
-    for (md_list_t *l = d->claiming.next; l != &d->claiming; l = l->next) {
-        md_batch_t *b = md_list_data(l, md_batch_t, link);
-        for (size_t i = 0; i < b->n; i++) {
-            char ev[MD_UUID_STRLEN + 1];
-            md_uuid7(ev);
-            md_arr_add(&ids, b->e[i].id, false);
-            md_arr_addf(&tokens, "%.0f", b->token);
-            md_arr_add(&eids, ev, false);
-            rel->e[rel->n].priority = b->priority;
-            memcpy(rel->e[rel->n].entry, b->e[i].entry, sizeof(rel->e[0].entry));
-            memcpy(rel->e[rel->n].id, b->e[i].id, sizeof(rel->e[0].id));
-            rel->n++;
-        }
-    }
-    for (size_t k = 0; d->extra && k < d->extra->n; k++) {
+    for (size_t k = 0; k < n; k++) {
         char ev[MD_UUID_STRLEN + 1];
         md_uuid7(ev);
-        md_arr_add(&ids, d->extra->e[k].id, false);
-        md_arr_addf(&tokens, "%.0f", d->extra->e[k].token);
+        md_arr_add(&ids, rel->e[k].id, false);
+        md_arr_addf(&tokens, "%.0f", rel->e[k].token);
         md_arr_add(&eids, ev, false);
-        rel->e[rel->n++] = d->extra->e[k];
     }
-    free(d->extra);
-    d->extra = NULL;
     const char *values[] = {md_arr_end(&ids), md_arr_end(&tokens), md_arr_end(&eids)};
     md_pg_query_t q = {.stmt = "md_dispatch_release", .nparams = 3, .values = values};
     int rc = md_pg_exec(d->app->pg, &q, md_dispatch_released, rel);
@@ -2252,9 +2249,24 @@ md_dispatch_release(md_dispatch_t *d)
     md_buf_free(&eids);
     if (rc != MD_OK) {
         md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LI("messages", (long)n)),
-                "dispatch: cannot release claims in flight; they wait for their lease");
+                "dispatch: cannot release claimed messages; they wait for their lease");
         free(rel);
     }
+}
+
+/* Stopping: once no claim is in flight, the release goes to the pool and the
+ * caller of md_dispatch_shutdown hears that the pool may close. */
+static void
+md_dispatch_settle(md_dispatch_t *d)
+{
+    if (!d->settling || d->destroying || !md_list_empty(&d->claiming))
+        return;
+    d->settling = 0;
+    md_dispatch_release(d);
+    void (*settled)(void *) = d->settled;
+    d->settled = NULL;
+    if (settled)
+        settled(d->settled_data);
 }
 
 /* ---- lifetime ------------------------------------------------------------------------- */
@@ -2387,26 +2399,32 @@ md_dispatch_start(md_app_t *app)
 }
 
 void
-md_dispatch_shutdown(void)
+md_dispatch_shutdown(void (*settled)(void *data), void *data)
 {
     md_dispatch_t *d = md_dispatch;
-    if (d == NULL || d->shutting)
+    if (d == NULL || d->shutting) {
+        if (settled)
+            settled(data);
         return;
+    }
     d->shutting = 1;
+    d->settling = 1;
+    d->settled = settled;
+    d->settled_data = data;
     ev_timer_stop(d->loop, &d->retry);
     ev_timer_stop(d->loop, &d->reclaim);
     md_logf(MD_LOG_DEBUG, 0, MD_LOG_FIELDS(MD_LI("held", d->held)), "dispatch: stopping");
-    /* Sends in flight are canceled: the pool stops taking statements after
-     * this, so an answer that came later could not be recorded. One that had
-     * not gone out (waiting for a token or a connection) is handed back with
-     * the claims in flight; one that had is left "sending" under its lease,
-     * its entry pending: its outcome is unknown, XAUTOCLAIM sends it again
-     * after the lease (at least once). Outcomes already in are recorded now. */
+    /* Sends in flight are canceled: the pool stops taking statements soon,
+     * so an answer that came later could not be recorded. One that had not
+     * gone out (waiting for a token or a connection) is handed back with the
+     * claims; one that had is left "sending" under its lease, its entry
+     * pending: its outcome is unknown, XAUTOCLAIM sends it again after the
+     * lease (at least once). Outcomes already in are recorded now. */
     md_dispatch_cancel_jobs(d);
-    md_dispatch_release(d);
     /* Records waiting to be tried again get their last try while the pool
      * still takes statements. */
     md_dispatch_drop_retries(d, true);
+    md_dispatch_settle(d);
 }
 
 void

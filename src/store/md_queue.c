@@ -1249,17 +1249,24 @@ md_queue_app_init(md_app_t *app)
 }
 
 void
-md_queue_app_shutdown(md_app_t *app)
+md_queue_app_shutdown(md_app_t *app, void (*settled)(void *data), void *data)
 {
     md_unused(app);
     md_queue_t *q = md_queue;
-    if (q == NULL || q->shutting)
+    if (q == NULL || q->shutting || !q->dispatcher) {
+        if (q != NULL && !q->shutting) {
+            q->shutting = 1;
+            ev_timer_stop(q->app->loop, &q->tick);
+            ev_timer_stop(q->app->loop, &q->sweep);
+        }
+        if (settled)
+            settled(data);
         return;
+    }
     q->shutting = 1;
     ev_timer_stop(q->app->loop, &q->tick);
     ev_timer_stop(q->app->loop, &q->sweep);
-    if (q->dispatcher)
-        md_dispatch_shutdown();
+    md_dispatch_shutdown(settled, data);
 }
 
 void

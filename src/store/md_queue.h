@@ -24,14 +24,15 @@ struct md_app_s;
  * dispatcher (when an esp block exists; without one mail stays queued and a
  * warning is logged). Does nothing without postgres { } or redis { }. */
 int md_queue_app_init(struct md_app_s *app);
-/* Graceful stop, called before the PostgreSQL pool stops taking work: stops
- * reading the streams and the timers, and lets the dispatcher hand back what it
- * holds (md_dispatch_shutdown): results already sent are recorded, claims
- * answered so far are released to "queued" and pushed again, entries read and
- * not claimed are acknowledged and pushed again. A claim PostgreSQL answers after
- * the release stays "sending" under its lease (queue_lease) and comes back
- * through XAUTOCLAIM or the sweeper. */
-void md_queue_app_shutdown(struct md_app_s *app);
+/* Graceful stop, called while the PostgreSQL pool takes work: stops reading
+ * the streams and the timers, and lets the dispatcher hand back what it holds
+ * (md_dispatch_shutdown): results already sent are recorded; claims in flight
+ * are waited for, and what they claimed is released to "queued" and pushed
+ * again; entries read and not claimed are acknowledged and pushed again.
+ * settled(data) runs once the last of those statements is with the pool (at
+ * once when nothing is in flight, possibly inside this call): only then may
+ * the pool stop taking work. */
+void md_queue_app_shutdown(struct md_app_s *app, void (*settled)(void *data), void *data);
 void md_queue_app_destroy(struct md_app_s *app);
 
 /* ---- shared by md_queue.c and src/esp/md_dispatch.c ---------------------------- */
@@ -115,7 +116,7 @@ int md_queue_redis_stats(md_queue_stats_cb cb, void *ctx);
 
 /* The dispatcher (src/esp/md_dispatch.c): one per worker. */
 int md_dispatch_start(struct md_app_s *app);
-void md_dispatch_shutdown(void);
+void md_dispatch_shutdown(void (*settled)(void *data), void *data);
 void md_dispatch_destroy(void);
 /* Registers the dispatcher's prepared statements on the pool. */
 struct md_pg_pool_s;
