@@ -7,6 +7,8 @@
 #     certificate URL on another host or over http are refused with 401, store
 #     nothing and make no outbound request (a local listener, where the test
 #     points every SNS fetch, sees no connection); a topic not configured: 403;
+#   - a burst of notifications with a certificate not cached yet makes one fetch
+#     per worker, not one each;
 #   - an unknown certificate is fetched asynchronously (from that listener, for a
 #     certificate the test made) and the SES bounce inside then stored;
 #   - SendGrid (a key pair made here), Mailgun (HMAC) and Postmark (basic auth)
@@ -99,6 +101,8 @@ if ($lpid == 0) {
             last unless $n;
         }
         my ($path) = $req =~ /^GET (\S+)/;
+        # A slow certificate: the burst below arrives while it is on its way.
+        select(undef, undef, undef, 0.5) if ($path // '') =~ /slow[^\/]*\.pem$/;
         open(my $fh, '>>', $llog);
         print $fh(($path // '?') . "\n");
         close $fh;
@@ -220,6 +224,27 @@ sub sns_sign {
     is(post('/webhooks/ses', $body)->{status}, 200, "the same SNS message again: 200") for 1 .. 6;
     ok(listener_hits() <= $hits + 2, 'the certificate is cached (at most one fetch per worker)');
     is(sql("SELECT count(*) FROM events WHERE message_id = '$id' AND provider_event_id IS NOT NULL"), 1, 'stored once');
+}
+
+# --- SNS: a burst signed with a certificate not cached yet waits on one fetch ----------------
+{
+    my $url = 'https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-slow0123456789.pem';
+    my $before = () = (-e $llog ? slurp($llog) : '') =~ /slow/g;
+    my @socks;
+    for my $i (1 .. 12) {
+        my $body = sns_sign(Type => 'Notification', MessageId => "burst-$i", TopicArn => $our_topic,
+                            Message => '{"hello":"burst"}', Timestamp => strftime('%Y-%m-%dT%H:%M:%S.000Z', gmtime),
+                            SigningCertURL => $url);
+        my $sock = $t->connect or die "connect: $!";
+        print $sock "POST /webhooks/ses HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+          . "Content-Type: application/json\r\nContent-Length: " . length($body) . "\r\n\r\n$body";
+        push @socks, $sock;
+    }
+    my @st = map { my ($r) = MailerdTest::parse_response(MailerdTest::read_all($_, 15)); close $_; $r ? $r->{status} : 0 } @socks;
+    is(join(',', @st), join(',', (200) x 12), 'twelve notifications at once, all verified (200)');
+    my $fetches = (() = slurp($llog) =~ /slow/g) - $before;
+    cmp_ok($fetches, '<=', 2, "one certificate fetch per worker for the whole burst ($fetches)");
+    cmp_ok($fetches, '>=', 1, 'and it was fetched');
 }
 
 # --- SendGrid ----------------------------------------------------------------------------

@@ -31,6 +31,7 @@
 #include "md_app.h"
 #include "md_auth.h"
 #include "md_client.h"
+#include "md_list.h"
 #include "md_conf.h"
 #include "md_events.h"
 #include "md_log.h"
@@ -313,21 +314,39 @@ sns_endpoint(md_str_t url, char *path, size_t pathlen)
     return ep;
 }
 
+/*
+ * Certificate fetches in flight in this worker, one per URL: a burst of
+ * notifications signed with a certificate not cached yet (SNS sends them by
+ * the hundred after a key rotation or a restart) waits on one fetch instead of
+ * making one each. The fetch belongs to no request, so a waiter that goes away
+ * takes only itself off the list; the certificate still lands in the cache.
+ */
+typedef struct sns_fetch_s {
+    struct sns_fetch_s *next;
+    char *url;
+    md_list_t waiters; /* sns_req_t.wait */
+} sns_fetch_t;
+
+static sns_fetch_t *sns_fetches;
+
 typedef struct sns_req_s {
     wh_req_t wh; /* first: the storing context */
     md_sns_msg_t msg;
     json_t *wrapper; /* the Lambda-style root when the message came inside one */
     char *fetched;   /* the certificate URL fetched (once per request) */
     md_http_client_req_t *creq;
-    int dead; /* the request is being freed: the client callback must not touch it */
+    md_list_t wait; /* on a sns_fetch_t's waiters while its certificate comes */
+    int dead;       /* the request is being freed: the client callback must not touch it */
 } sns_req_t;
 
-/* Pool cleanup: cancels an outbound request still out, frees the parsed message. */
+/* Pool cleanup: cancels an outbound request still out, leaves a certificate
+ * fetch it waits on, frees the parsed message. */
 static void
 sns_cleanup(void *data)
 {
     sns_req_t *x = data;
     x->dead = 1;
+    md_list_remove(&x->wait);
     if (x->creq) {
         md_http_client_req_t *q = x->creq;
         x->creq = NULL;
@@ -364,44 +383,12 @@ sns_confirm_done(void *ctx, const md_http_client_response_t *resp)
     md_http_send_json(r, 200, json_pack("{s:s}", "status", "confirmed"));
 }
 
-static void
-sns_cert_done(void *ctx, const md_http_client_response_t *resp)
-{
-    sns_req_t *x = ctx;
-    x->creq = NULL;
-    if (x->dead)
-        return;
-    md_http_request_t *r = x->wh.r;
-    if (resp->error || resp->status != 200) {
-        md_logf(MD_LOG_WARN, 0,
-                MD_LOG_FIELDS(MD_LS("url", x->fetched),
-                              MD_LS("error", resp->error ? resp->error : ""),
-                              MD_LI("status", resp->status)),
-                "SNS certificate fetch failed");
-        md_http_add_header(r, "Retry-After", "10");
-        md_http_send_error(r, 503, "certificate_unavailable",
-                           "the signing certificate could not be fetched, retry later");
-        return;
-    }
-    const char *why = NULL;
-    md_str_t url = {strlen(x->fetched), x->fetched};
-    if (md_sns_cache_add_pem(md_events_sns_cache(), url, resp->body.data, resp->body.len, &why) !=
-        MD_OK) {
-        md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("url", x->fetched), MD_LS("reason", why)),
-                "SNS certificate refused");
-        refuse(r, MD_WEBHOOK_SES, 401, "invalid_signature", "the signing certificate is refused");
-        return;
-    }
-    if (sns_continue(x) == MD_OK)
-        return;
-}
-
-/* Fetches url (passed md_sns_verify's rule) or the SubscribeURL through the
- * client; cb answers. MD_AGAIN when sent, MD_OK after answering a failure. */
+/* GET url (one that passed md_sns_cert_url_ok or md_sns_subscribe_url_ok)
+ * through the client; cb(ctx) answers. MD_OK when sent, MD_ERROR when it could
+ * not be. */
 static int
-sns_fetch(sns_req_t *x, md_str_t url, md_http_client_cb cb)
+sns_get(md_str_t url, md_http_client_cb cb, void *ctx, md_http_client_req_t **creq)
 {
-    md_http_request_t *r = x->wh.r;
     char path[2048];
     md_http_endpoint_t *ep = sns_endpoint(url, path, sizeof(path));
     md_http_client_request_t rq;
@@ -409,11 +396,111 @@ sns_fetch(sns_req_t *x, md_str_t url, md_http_client_cb cb)
     rq.method = "GET";
     rq.path = path;
     rq.idempotent = true;
-    if (ep == NULL || md_http_client_send(ep, &rq, cb, x, &x->creq) != MD_OK) {
+    if (ep == NULL || md_http_client_send(ep, &rq, cb, ctx, creq) != MD_OK)
+        return MD_ERROR;
+    return MD_OK;
+}
+
+static int
+sns_fetch_unavailable(md_http_request_t *r)
+{
+    md_http_add_header(r, "Retry-After", "10");
+    md_http_send_error(r, 503, "fetch_unavailable", "cannot reach Amazon SNS now, retry later");
+    return MD_OK;
+}
+
+/* One waiter's answer once its certificate fetch is over: why is NULL when the
+ * certificate is in the cache now, else the failure (fetch_failed: 503). */
+static void
+sns_cert_ready(sns_req_t *x, const char *why, bool fetch_failed)
+{
+    md_http_request_t *r = x->wh.r;
+    if (fetch_failed) {
         md_http_add_header(r, "Retry-After", "10");
-        md_http_send_error(r, 503, "fetch_unavailable", "cannot reach Amazon SNS now, retry later");
-        return MD_OK;
+        md_http_send_error(r, 503, "certificate_unavailable",
+                           "the signing certificate could not be fetched, retry later");
+        return;
     }
+    if (why != NULL) {
+        refuse(r, MD_WEBHOOK_SES, 401, "invalid_signature", "the signing certificate is refused");
+        return;
+    }
+    (void)sns_continue(x);
+}
+
+static void
+sns_cert_done(void *ctx, const md_http_client_response_t *resp)
+{
+    sns_fetch_t *f = ctx;
+    for (sns_fetch_t **pp = &sns_fetches; *pp; pp = &(*pp)->next) {
+        if (*pp == f) {
+            *pp = f->next;
+            break;
+        }
+    }
+    bool failed = resp->error || resp->status != 200;
+    const char *why = NULL;
+    if (failed) {
+        md_logf(MD_LOG_WARN, 0,
+                MD_LOG_FIELDS(MD_LS("url", f->url), MD_LS("error", resp->error ? resp->error : ""),
+                              MD_LI("status", resp->status)),
+                "SNS certificate fetch failed");
+    } else {
+        md_str_t url = {strlen(f->url), f->url};
+        if (md_sns_cache_add_pem(md_events_sns_cache(), url, resp->body.data, resp->body.len,
+                                 &why) != MD_OK) {
+            md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("url", f->url), MD_LS("reason", why)),
+                    "SNS certificate refused");
+            if (why == NULL)
+                why = "refused";
+        } else {
+            why = NULL;
+        }
+    }
+    while (!md_list_empty(&f->waiters)) {
+        sns_req_t *x = md_list_data(f->waiters.next, sns_req_t, wait);
+        md_list_remove(&x->wait);
+        sns_cert_ready(x, why, failed);
+    }
+    free(f->url);
+    free(f);
+}
+
+/* Waits for the certificate at url (passed md_sns_cert_url_ok): on the fetch
+ * already in flight for it, or on a new one. MD_AGAIN while waiting, MD_OK
+ * after answering a failure. */
+static int
+sns_cert_wait(sns_req_t *x, md_str_t url)
+{
+    for (sns_fetch_t *f = sns_fetches; f; f = f->next) {
+        if (strlen(f->url) == url.len && memcmp(f->url, url.data, url.len) == 0) {
+            md_list_insert_tail(&f->waiters, &x->wait);
+            return MD_AGAIN;
+        }
+    }
+    sns_fetch_t *f = md_xcalloc(1, sizeof(*f));
+    f->url = md_xmalloc(url.len + 1);
+    memcpy(f->url, url.data, url.len);
+    f->url[url.len] = '\0';
+    md_list_init(&f->waiters);
+    if (sns_get(url, sns_cert_done, f, NULL) != MD_OK) {
+        free(f->url);
+        free(f);
+        return sns_fetch_unavailable(x->wh.r);
+    }
+    f->next = sns_fetches;
+    sns_fetches = f;
+    md_list_insert_tail(&f->waiters, &x->wait);
+    return MD_AGAIN;
+}
+
+/* The SubscribeURL through the client; cb answers. MD_AGAIN when sent, MD_OK
+ * after answering a failure. */
+static int
+sns_fetch(sns_req_t *x, md_str_t url, md_http_client_cb cb)
+{
+    if (sns_get(url, cb, x, &x->creq) != MD_OK)
+        return sns_fetch_unavailable(x->wh.r);
     return MD_AGAIN;
 }
 
@@ -434,7 +521,7 @@ sns_continue(sns_req_t *x)
         x->fetched = md_xmalloc(res.fetch_url.len + 1);
         memcpy(x->fetched, res.fetch_url.data, res.fetch_url.len);
         x->fetched[res.fetch_url.len] = '\0';
-        return sns_fetch(x, res.fetch_url, sns_cert_done);
+        return sns_cert_wait(x, res.fetch_url);
     }
     if (v != MD_SNS_OK) {
         md_logf(MD_LOG_INFO, 0,
@@ -488,6 +575,7 @@ api_ses(md_http_request_t *r)
     sns_req_t *x = md_pcalloc(r->pool, sizeof(*x));
     x->wh.r = r;
     x->wh.provider = MD_WEBHOOK_SES;
+    md_list_init(&x->wait);
     md_pool_cleanup_add(r->pool, sns_cleanup, x);
 
     const char *body = r->body.pos;
