@@ -83,9 +83,26 @@ close $pf;
 is($rc, 1, '-s quit with a stale pid file exits 1');
 like($out, qr/no process with pid $dead \(stale pid file/, '... and says the pid is stale');
 
+# A pid file whose number now belongs to another program (the kernel reuses pids):
+# -s must not signal it, and a start must not take it for a running mailerd.
+my $other = fork // die;
+if ($other == 0) { exec 'sleep', '30' or exit 1 }
+open($pf, '>', "$dir/mailerd.pid") or die;
+print $pf "$other\n";
+close $pf;
+($rc, $out) = $t->run_cmd('-s', 'quit', '-p', $dir, '-c', $conf);
+is($rc, 1, '-s quit with a pid file naming another program exits 1');
+like($out, qr/pid $other is not a mailerd process \(stale pid file/, '... and says why');
+ok(kill(0, $other) && waitpid($other, POSIX::WNOHANG()) == 0, '... and did not signal that program');
+kill 'KILL', $other;
+waitpid($other, 0);
+open($pf, '>', "$dir/mailerd.pid") or die;
+print $pf "$$\n"; # this test (perl): alive, and not mailerd
+close $pf;
+
 # --- a running instance --------------------------------------------------------------
 
-# The stale pid file must not stop a start.
+# The stale pid file (naming this perl process) must not stop a start.
 $t->start;
 my $master = $t->pid;
 ok(wait_for(sub { slurp("$dir/mailerd.pid") =~ /^$master$/m }, 5), 'pid file holds the master pid');

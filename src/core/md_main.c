@@ -106,6 +106,13 @@ signal_master(const md_conf_t *conf, const char *name)
                     strerror(errno));
         return 1;
     }
+    if (!md_pid_is_mailerd(pid) && (kill(pid, 0) == 0 || errno == EPERM)) {
+        fprintf(stderr,
+                "mailerd: pid %ld is not a mailerd process (stale pid file %s): mailerd is not "
+                "running\n",
+                (long)pid, conf->pid_file);
+        return 1;
+    }
     if (kill(pid, sig) < 0) {
         if (errno == ESRCH)
             fprintf(
@@ -121,12 +128,13 @@ signal_master(const md_conf_t *conf, const char *name)
 }
 
 /* Refuses a second instance on the same pid file; a file naming a dead process
- * is stale (a crash or SIGKILL) and is overwritten. */
+ * or another program (a crash or SIGKILL, the number since reused) is stale and
+ * is overwritten. */
 static int
 pidfile_claim(const char *path)
 {
     pid_t pid = md_pidfile_read(path);
-    if (pid > 0 && pid != getpid() && (kill(pid, 0) == 0 || errno == EPERM)) {
+    if (pid > 0 && pid != getpid() && md_pid_is_mailerd(pid)) {
         fprintf(stderr, "mailerd: already running as pid %ld (pid file %s)\n", (long)pid, path);
         return MD_ERROR;
     }

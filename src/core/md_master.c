@@ -118,6 +118,25 @@ md_pidfile_write(const char *path)
     return MD_OK;
 }
 
+bool
+md_pid_is_mailerd(pid_t pid)
+{
+    if (pid <= 0 || (kill(pid, 0) < 0 && errno != EPERM))
+        return false;
+    char link[64], exe[PATH_MAX];
+    snprintf(link, sizeof(link), "/proc/%ld/exe", (long)pid);
+    ssize_t n = readlink(link, exe, sizeof(exe) - 1);
+    if (n < 0)
+        return errno != ENOENT; /* EACCES: not ours to inspect; ENOENT: gone */
+    exe[n] = '\0';
+    /* An upgraded or removed binary reads "/path/mailerd (deleted)". */
+    char *del = strstr(exe, " (deleted)");
+    if (del != NULL && del[sizeof(" (deleted)") - 1] == '\0')
+        *del = '\0';
+    const char *base = strrchr(exe, '/');
+    return strncmp(base ? base + 1 : exe, "mailerd", 7) == 0; /* mailerd, mailerd-1.2, ... */
+}
+
 /* Returns the pid in path, or -1 with errno (ENOENT: no file, EINVAL: no number). */
 pid_t
 md_pidfile_read(const char *path)

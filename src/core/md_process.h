@@ -45,5 +45,12 @@ void md_notify(const char *state);
  * (ENOENT: no file, EINVAL: not a pid). */
 int md_pidfile_write(const char *path);
 pid_t md_pidfile_read(const char *path);
+/* Whether pid is a live mailerd process: alive, and its executable's name
+ * starts with "mailerd" (/proc/PID/exe). A pid file outlives its process (SIGKILL, a crash,
+ * a reboot with the file on disk) and the kernel hands its number to another
+ * program in time: that one is neither "already running" nor to be signalled.
+ * When /proc cannot tell (another user's process), a live pid counts as
+ * mailerd. */
+bool md_pid_is_mailerd(pid_t pid);
 
 #endif
