@@ -145,7 +145,18 @@ subtest 'admin view' => sub {
     is($r->{status}, 401, 'needs the admin token');
     my $w = esps($s, 1);
     is($w->{scope}, 'server', 'server-wide figures ("scope": "server")');
-    is($w->{recent_errors_scope}, 'worker', 'recent errors are the answering worker\'s');
+    is($w->{recent_errors_scope}, 'server', 'recent errors of every worker');
+    # Whichever worker answers, the same errors (one worker ran the failing
+    # account, so a per-worker list would be empty on the other).
+    my %lists;
+    for (1 .. 8) {
+        my $a = esps($s, 1);
+        my ($p) = grep { $_->{name} eq 'primary' } @{ $a->{data} // [] };
+        $lists{ $a->{pid} // 0 } = join(',', map { "$_->{worker}:$_->{code}:$_->{at}" } @{ $p->{recent_errors} // [] });
+    }
+    my @distinct = do { my %u = map { $_ => 1 } values %lists; keys %u };
+    ok(@distinct == 1 && $distinct[0] ne '', 'the same non-empty recent errors from '
+       . scalar(keys %lists) . ' answering worker(s)') or diag explain \%lists;
     my $e = { map { $_->{name} => $_ } @{ $w->{data} // [] } };
     is($e->{primary}{driver}, 'sendgrid', 'driver');
     ok(defined $e->{primary}{latency}{p50_ms}, 'latency p50');
@@ -206,6 +217,24 @@ subtest 'rate 200 with two workers: 2,000 +/- 5% in 10 s' => sub {
     }
     is_deeply(\@bad, [], 'every answer has both workers\' sends and both breakers');
     diag('answered by ' . scalar(keys %pids) . ' worker(s)');
+    # Recent errors are server-wide too: a second of 503s reaches both
+    # workers' sends, and whichever worker answers lists errors of both.
+    $mock->faults(provider => 'sendgrid', rate => 1.0, status => 503);
+    sleep 1;
+    $mock->clear_faults;
+    my (%lists, %slots);
+    for (1 .. 30) {
+        my $w = esps($r, 1);
+        my ($p) = grep { $_->{name} eq 'paced' } @{ $w->{data} // [] };
+        next unless $p;
+        my @errs = @{ $p->{recent_errors} // [] };
+        $lists{ $w->{pid} } = scalar(keys %{ { map { $_->{worker} => 1 } @errs } });
+        $slots{ $_->{worker} } = 1 for @errs;
+        last if keys %lists >= 2 && $_ >= 6;
+    }
+    is(scalar(keys %slots), 2, 'the recent errors name both workers');
+    ok(!grep({ $_ != 2 } values %lists), 'every answering worker (' . scalar(keys %lists)
+       . ') lists errors of both') or diag explain \%lists;
     $r->{t}->stop;
 };
 

@@ -56,6 +56,15 @@ typedef struct {
     int64_t live, in_flight, waiting, state, consecutive;
     int64_t probe_at_us;
     int64_t rate_milli, eff_milli;
+    /* Recent errors, a ring written by the slot's worker only; each entry is
+     * guarded by a sequence number (odd while it is being written) so a
+     * reader in another process skips one it caught half-written. */
+    uint64_t nerr;
+    struct {
+        uint64_t seq;
+        int64_t at_us;
+        char code[MD_METRICS_ESP_CODE_MAX];
+    } err[MD_METRICS_ESP_ERRORS];
 } md_metrics_esp_slot_t;
 
 typedef struct {
@@ -707,6 +716,61 @@ md_metrics_esp_count(int idx, int what, uint64_t n)
 }
 
 void
+md_metrics_esp_error(int idx, double at, const char *code)
+{
+    if (self == NULL || idx < 0 || idx >= MD_METRICS_MAX_ESPS)
+        return;
+    md_metrics_esp_slot_t *e = &self->esp[idx];
+    uint64_t n = LOAD(&e->nerr);
+    __typeof__(e->err[0]) *x = &e->err[n % MD_METRICS_ESP_ERRORS];
+    uint64_t seq = LOAD(&x->seq);
+    __atomic_store_n(&x->seq, seq + 1, __ATOMIC_RELAXED); /* odd: being written */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    STORE(&x->at_us, (int64_t)(at * 1e6));
+    char buf[MD_METRICS_ESP_CODE_MAX];
+    snprintf(buf, sizeof(buf), "%s", code ? code : "");
+    for (size_t i = 0; i < sizeof(buf); i++)
+        __atomic_store_n(&x->code[i], buf[i], __ATOMIC_RELAXED);
+    __atomic_store_n(&x->seq, seq + 2, __ATOMIC_RELEASE);
+    STORE(&e->nerr, n + 1);
+}
+
+/* Adds slot s's recent errors of one account to out->errors, keeping the
+ * newest MD_METRICS_ESP_ERRORS of all slots, newest first. */
+static void
+esp_errors_merge(const md_metrics_esp_slot_t *e, unsigned s, md_metrics_esp_t *out)
+{
+    for (unsigned k = 0; k < MD_METRICS_ESP_ERRORS; k++) {
+        const __typeof__(e->err[0]) *x = &e->err[k];
+        uint64_t seq = __atomic_load_n(&x->seq, __ATOMIC_ACQUIRE);
+        if (seq == 0 || (seq & 1))
+            continue;
+        char code[MD_METRICS_ESP_CODE_MAX];
+        int64_t at_us = LOAD(&x->at_us);
+        for (size_t i = 0; i < sizeof(code); i++)
+            code[i] = __atomic_load_n(&x->code[i], __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (LOAD(&x->seq) != seq)
+            continue; /* rewritten meanwhile */
+        code[sizeof(code) - 1] = '\0';
+        double at = (double)at_us / 1e6;
+        unsigned pos = out->nerrors;
+        while (pos > 0 && out->errors[pos - 1].at < at)
+            pos--;
+        if (pos >= MD_METRICS_ESP_ERRORS)
+            continue;
+        unsigned last =
+            out->nerrors < MD_METRICS_ESP_ERRORS ? out->nerrors : MD_METRICS_ESP_ERRORS - 1;
+        memmove(&out->errors[pos + 1], &out->errors[pos], (last - pos) * sizeof(out->errors[0]));
+        out->errors[pos].at = at;
+        out->errors[pos].slot = s;
+        memcpy(out->errors[pos].code, code, sizeof(code));
+        if (out->nerrors < MD_METRICS_ESP_ERRORS)
+            out->nerrors++;
+    }
+}
+
+void
 md_metrics_esp_latency(int idx, double seconds)
 {
     if (self == NULL || idx < 0 || idx >= MD_METRICS_MAX_ESPS)
@@ -788,6 +852,7 @@ esp_sum(int idx, md_metrics_esp_t *out, uint64_t *bucket)
         for (unsigned i = 0; i < NBUCKETS; i++)
             bucket[i] += LOAD(&e->latency.bucket[i]);
         sum_ns += LOAD(&e->latency.sum_ns);
+        esp_errors_merge(e, s, out);
         if (!LOAD(&e->live))
             continue;
         md_metrics_esp_worker_t *w = &out->worker[out->nworkers++];

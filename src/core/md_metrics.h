@@ -122,6 +122,12 @@ enum {
 int md_metrics_esp_register(const char *name);
 void md_metrics_esp_count(int idx, int what, uint64_t n);
 void md_metrics_esp_latency(int idx, double seconds);
+/* A failed send of this worker (at: unix time, code: the reason or the
+ * provider's code), kept in a small ring of the worker's slot, so the admin
+ * view lists the newest errors of every worker whichever one answers. */
+#define MD_METRICS_ESP_ERRORS   8  /* per slot and account, and in a read */
+#define MD_METRICS_ESP_CODE_MAX 48 /* bytes of a code kept, NUL included */
+void md_metrics_esp_error(int idx, double at, const char *code);
 
 /* This worker's gauges of one account, published whole after each change. */
 typedef struct md_metrics_esp_gauges_s {
@@ -159,6 +165,12 @@ typedef struct md_metrics_esp_s {
     unsigned open;      /* live workers whose breaker is open */
     unsigned nworkers;  /* entries of worker[] */
     md_metrics_esp_worker_t worker[MD_METRICS_MAX_SLOTS];
+    unsigned nerrors; /* entries of errors[]: the newest of every slot, newest first */
+    struct {
+        double at;     /* unix time */
+        unsigned slot; /* the worker's slot */
+        char code[MD_METRICS_ESP_CODE_MAX];
+    } errors[MD_METRICS_ESP_ERRORS];
 } md_metrics_esp_t;
 /* Sends of this worker waiting for a token of their tenant's rate
  * (tenant_rate), an absolute value; rendered summed as

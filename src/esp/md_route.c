@@ -52,8 +52,6 @@
 #define MD_CONF_ROUTING   0x1000u
 #define MD_CONF_ROUTE_DEF 0x2000u
 
-#define MD_ROUTE_ERRORS 8 /* recent errors kept per account */
-
 /* ---- configuration ----------------------------------------------------------------- */
 
 static const md_route_def_t *
@@ -613,12 +611,6 @@ typedef struct md_route_acct_s {
     int adaptive;
     int midx; /* index in the metrics segment, or -1 */
     int in_flight;
-    /* recent errors of this worker (the shared segment keeps counts only) */
-    struct {
-        double at;
-        char code[64];
-    } errors[MD_ROUTE_ERRORS];
-    unsigned nerrors;
 } md_route_acct_t;
 
 #define MD_ROUTE_TENANT_HASH 256
@@ -1171,9 +1163,7 @@ md_route_result(md_esp_t *esp, int outcome, const char *code, double latency)
     }
     md_metrics_esp_count(
         a->midx, outcome == MD_ESP_RETRYABLE ? MD_METRICS_ESP_FAILED : MD_METRICS_ESP_REJECTED, 1);
-    unsigned k = a->nerrors++ % MD_ROUTE_ERRORS;
-    a->errors[k].at = md_route_wall();
-    snprintf(a->errors[k].code, sizeof(a->errors[k].code), "%s", code ? code : "");
+    md_metrics_esp_error(a->midx, md_route_wall(), code);
     if (outcome == MD_ESP_RETRYABLE && md_route_is_throttle(code)) {
         md_metrics_esp_count(a->midx, MD_METRICS_ESP_THROTTLED, 1);
         if (a->adaptive && a->bk.rate > 0) {
@@ -1216,24 +1206,24 @@ md_route_ms(double seconds, bool have)
     return have ? json_real(seconds * 1000.0) : json_null();
 }
 
-/* This worker's recent errors of a, newest first. */
+/* The account's recent errors of every worker (the shared segment's), newest
+ * first, each with the worker (slot) that had it. */
 static json_t *
-md_route_errors_json(const md_route_acct_t *a)
+md_route_errors_json(const md_metrics_esp_t *m)
 {
     json_t *errs = json_array();
-    unsigned ne = a ? md_min(a->nerrors, (unsigned)MD_ROUTE_ERRORS) : 0;
-    for (unsigned k = 0; k < ne; k++) {
-        unsigned idx = (a->nerrors - 1 - k) % MD_ROUTE_ERRORS;
+    for (unsigned k = 0; k < m->nerrors; k++) {
         char at[40];
-        time_t sec = (time_t)a->errors[idx].at;
+        time_t sec = (time_t)m->errors[k].at;
         struct tm tm;
         gmtime_r(&sec, &tm);
         size_t len = strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%S", &tm);
         snprintf(at + len, sizeof(at) - len, ".%03dZ",
-                 (int)((a->errors[idx].at - (double)sec) * 1000.0));
+                 (int)((m->errors[k].at - (double)sec) * 1000.0));
         json_t *e = json_object();
-        json_object_set_new(e, "code", json_string(a->errors[idx].code));
+        json_object_set_new(e, "code", json_string(m->errors[k].code));
         json_object_set_new(e, "at", json_string(at));
+        json_object_set_new(e, "worker", json_integer((json_int_t)m->errors[k].slot));
         json_array_append_new(errs, e);
     }
     return errs;
@@ -1311,7 +1301,7 @@ md_route_stats_json(const md_conf_t *conf)
         json_object_set_new(lat, "samples", json_integer((json_int_t)m.latency_count));
         json_object_set_new(o, "latency", lat);
         json_object_set_new(o, "workers", workers);
-        json_object_set_new(o, "recent_errors", md_route_errors_json(a));
+        json_object_set_new(o, "recent_errors", md_route_errors_json(&m));
         if (a && a->esp->endpoint) {
             md_http_endpoint_stats_t es;
             md_http_endpoint_stats(a->esp->endpoint, &es);

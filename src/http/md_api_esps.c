@@ -3,15 +3,14 @@
  * server-wide (md_route_stats_json): driver, circuit state (the worst of the
  * workers: open, half-open, closed) and each worker's breaker, configured and
  * effective rate, sends in flight and waiting for a token, sent / failed /
- * rejected / throttled counts, latency (mean, p50 and p90 from a histogram)
- * and, from the worker that answers, the recent errors (newest first, with
- * times) and the account's connection pool.
+ * rejected / throttled counts, latency (mean, p50 and p90 from a histogram),
+ * the recent errors of every worker (newest first, with times and the worker)
+ * and, from the worker that answers, the account's connection pool.
  *
- * Scope: "server". Counters, gauges and breaker states live in the metrics
- * shared memory (md_metrics_esp_*), so every worker answers the same figures.
- * Recent errors and connection pools are per worker by nature (each worker has
- * its own pool and sees its own failures): "worker" and "pid" name the one that
- * answered, and "recent_errors_scope" says so in the body.
+ * Scope: "server". Counters, gauges, breaker states and the recent errors live
+ * in the metrics shared memory (md_metrics_esp_*), so every worker answers the
+ * same figures. Connection pools are per worker by nature (each worker has its
+ * own): "worker" and "pid" name the one that answered.
  */
 #include "md_router.h"
 #include "md_app.h"
@@ -31,7 +30,7 @@ api_admin_esps(md_http_request_t *r)
         return MD_OK;
     json_t *o = json_object();
     json_object_set_new(o, "scope", json_string("server"));
-    json_object_set_new(o, "recent_errors_scope", json_string("worker"));
+    json_object_set_new(o, "recent_errors_scope", json_string("server"));
     json_object_set_new(o, "worker", json_integer(md_app ? (json_int_t)md_app->slot : 0));
     json_object_set_new(o, "pid", json_integer((json_int_t)getpid()));
     json_object_set_new(o, "data", md_route_stats_json(md_app ? md_app->conf : NULL));
