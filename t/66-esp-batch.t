@@ -186,6 +186,35 @@ for my $fault ([status => 500], [status => 429, retry_after => 1]) {
     };
 }
 
+subtest 'a graceful stop lets the sends on the wire finish' => sub {
+    # Every answer of the mock takes 1.5 s, so the stop comes while requests
+    # are on the wire: the worker waits for their answers and records them
+    # (canceled, they were left 'sending' until a 60 s lease ran out).
+    my $conf3 = $mock->esp_conf('sg', 'sendgrid', ca_file => $mock->ca_file, max_connections => 4)
+      . "queue_lease 60s;\n";
+    my $r = eval { MailerdTest->stack(workers => 1, main_extra => $conf3) };
+    ok($r, 'a stack with a SendGrid account') or return diag $@;
+    $mock->faults(provider => 'sendgrid', latency_ms => 1500);
+    my $before = $mock->provider_stats('sendgrid')->{requests} // 0;
+    my @ids = send_msgs($r, 12, 'w');
+    ok(MailerdTest::wait_for(sub { ($mock->provider_stats('sendgrid')->{requests} // 0) > $before }, 10),
+       'requests are on the wire');
+    is($r->{t}->stop, 0, 'graceful stop');
+    $mock->clear_faults;
+    my %st = split /[|\n]/, sql($r, "SELECT status, count(*) FROM messages WHERE subject LIKE 'batch w %' GROUP BY 1");
+    note(join(', ', map { "$_: $st{$_}" } sort keys %st));
+    is($st{sending} // 0, 0, "none left 'sending'");
+    my $seen = journal_counts('sendgrid', \@ids);
+    ok(keys(%$seen) >= 1 && keys(%$seen) == ($st{sent} // 0),
+       'what reached the mock is recorded sent (' . scalar(keys %$seen) . '), the rest handed back');
+    $r->{t}->start;
+    my $c = wait_final($r, 12, 'w', 30);
+    is($c->{sent} // 0, 12, 'all sent after the restart, without waiting for a lease') or diag explain $c;
+    $seen = journal_counts('sendgrid', \@ids);
+    is(scalar(grep { $_ != 1 } values %$seen) + (12 - keys %$seen), 0, 'each exactly once');
+    $r->{t}->stop;
+};
+
 subtest 'stopping with parked messages loses none' => sub {
     # A long window keeps messages parked in the collector when the worker is
     # told to stop: they are handed back and sent after the restart.

@@ -1210,7 +1210,9 @@ md_job_end(md_job_t *j, bool pump)
     md_job_build_free(&j->jb);
     free(j->row.blob);
     free(j);
+    md_dispatch_t *d = b->d;
     md_batch_job_done(b, idx, pump);
+    md_dispatch_settle(d);
 }
 
 /* The attempt's outcome from r (the last hop's), into the entry; then the end. */
@@ -1296,7 +1298,11 @@ md_job_result(md_job_t *j, const md_esp_result_t *r)
     md_route_result(j->esp, r->outcome, r->code, md_dispatch_mono() - j->t0);
     j->tried = 1;
     j->last = *r;
-    if (r->outcome != MD_ESP_RETRYABLE) {
+    /* Stopping: no new send to the next account; a retryable failure is
+     * deferred as when every account failed. */
+    if (r->outcome != MD_ESP_RETRYABLE || j->b->d->shutting) {
+        if (r->outcome == MD_ESP_RETRYABLE)
+            md_job_hop(j, r);
         md_job_finish(j, r);
         return;
     }
@@ -2254,12 +2260,13 @@ md_dispatch_release(md_dispatch_t *d)
     }
 }
 
-/* Stopping: once no claim is in flight, the release goes to the pool and the
- * caller of md_dispatch_shutdown hears that the pool may close. */
+/* Stopping: once no claim and no send is in flight (the sends' records went
+ * to the pool as they ended), the release goes to the pool and the caller of
+ * md_dispatch_shutdown hears that the pool may close. */
 static void
 md_dispatch_settle(md_dispatch_t *d)
 {
-    if (!d->settling || d->destroying || !md_list_empty(&d->claiming))
+    if (!d->settling || d->destroying || !md_list_empty(&d->claiming) || !md_list_empty(&d->jobs))
         return;
     d->settling = 0;
     md_dispatch_release(d);
@@ -2273,33 +2280,32 @@ md_dispatch_settle(md_dispatch_t *d)
 
 /* Cancels every send in flight or waiting for a token (see md_dispatch_shutdown). */
 static void
-md_dispatch_cancel_jobs(md_dispatch_t *d)
+md_dispatch_cancel_jobs(md_dispatch_t *d, bool all)
 {
-    while (!md_list_empty(&d->jobs)) {
-        md_job_t *j = md_list_data(d->jobs.next, md_job_t, link);
+    md_list_t *l = d->jobs.next;
+    while (l != &d->jobs) {
+        md_job_t *j = md_list_data(l, md_job_t, link);
+        l = l->next;
+        if (!all && md_http_client_on_wire(j->hreq ? j->hreq : j->eb ? j->eb->hreq : NULL))
+            continue; /* on the wire: it answers within its timeouts, and is recorded */
         if (j->hreq) {
             /* its callback runs now, with "canceled", and ends the job */
             md_http_client_cancel(j->hreq);
-            continue;
-        }
-        if (j->eb) {
+        } else if (j->eb) {
             /* the batch's callback runs now and ends each of its jobs */
             md_http_client_cancel(j->eb->hreq);
-            continue;
-        }
-        if (j->parked) {
+        } else if (j->parked) {
             md_collector_unpark(j);
             md_route_abandon(j->esp);
             md_job_abandon(j, false);
-            continue;
-        }
-        if (j->w.queued) {
+        } else if (j->w.queued) {
             md_route_token_cancel(j->esp, &j->w);
             md_route_abandon(j->esp);
             md_job_abandon(j, false);
-            continue;
+        } else {
+            md_job_abandon(j, true); /* not expected: every step in between is synchronous */
         }
-        md_job_abandon(j, true); /* not expected: every step in between is synchronous */
+        l = d->jobs.next; /* a cancel may end other jobs too (a batch request's) */
     }
 }
 
@@ -2414,13 +2420,13 @@ md_dispatch_shutdown(void (*settled)(void *data), void *data)
     ev_timer_stop(d->loop, &d->retry);
     ev_timer_stop(d->loop, &d->reclaim);
     md_logf(MD_LOG_DEBUG, 0, MD_LOG_FIELDS(MD_LI("held", d->held)), "dispatch: stopping");
-    /* Sends in flight are canceled: the pool stops taking statements soon,
-     * so an answer that came later could not be recorded. One that had not
-     * gone out (waiting for a token or a connection) is handed back with the
-     * claims; one that had is left "sending" under its lease, its entry
-     * pending: its outcome is unknown, XAUTOCLAIM sends it again after the
-     * lease (at least once). Outcomes already in are recorded now. */
-    md_dispatch_cancel_jobs(d);
+    /* Sends on the wire are let finish, within their timeouts, and recorded:
+     * the pool waits for them (md_dispatch_settle). Canceled, one would have
+     * been left "sending" with its outcome unknown, and sent again after its
+     * lease. Sends not on the wire yet (waiting for a connection or a token,
+     * parked for a batch window) are canceled and handed back with the
+     * claims. Outcomes already in are recorded now. */
+    md_dispatch_cancel_jobs(d, false);
     /* Records waiting to be tried again get their last try while the pool
      * still takes statements. */
     md_dispatch_drop_retries(d, true);
@@ -2440,7 +2446,7 @@ md_dispatch_destroy(void)
      * Redis gave it stays pending in the group, for XAUTOCLAIM. */
     md_redis_destroy(d->redis);
     d->redis = NULL;
-    md_dispatch_cancel_jobs(d);
+    md_dispatch_cancel_jobs(d, true);
     md_collectors_free(d);
     free(d->extra);
     d->extra = NULL;

@@ -1518,6 +1518,12 @@ md_http_client_cancel(md_http_client_req_t *q)
     md_hc_req_fail(q, md_http_client_err_canceled, "canceled by its owner");
 }
 
+bool
+md_http_client_on_wire(const md_http_client_req_t *q)
+{
+    return q != NULL && (q->sent_any || (q->conn != NULL && q->conn->write_started));
+}
+
 const char *
 md_http_client_header(const md_http_client_response_t *resp, const char *name)
 {

@@ -193,6 +193,12 @@ int md_http_client_send(md_http_endpoint_t *ep, const md_http_client_request_t *
  */
 void md_http_client_cancel(md_http_client_req_t *req);
 
+/* Whether a byte of the request may have reached the server (on any attempt):
+ * false while it waits for a connection, or its connection has not begun
+ * writing it. A stopping owner cancels the ones still off the wire and lets
+ * the others finish. */
+bool md_http_client_on_wire(const md_http_client_req_t *req);
+
 /* Closes every idle pooled connection (graceful worker shutdown). */
 void md_http_client_close_idle(md_http_client_t *c);
 
