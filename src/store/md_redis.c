@@ -110,6 +110,14 @@ struct md_redis_s {
 
     md_redis_conn_t cmd, sub;
     md_redis_sub_t *subs;
+    /* The pub/sub heartbeat (see md_redis_hb_cb): our own channel, published
+     * on the command connection and read back on the pub/sub one. */
+    md_redis_sub_t *hb_sub;
+    char hb_channel[48];
+    ev_timer hb_timer;
+    uint64_t hb_sent, hb_seen; /* sequence numbers */
+    uint64_t hb_wait_seq;      /* a heartbeat Redis delivered that has not come back */
+    double hb_wait_since;      /* ev_now when Redis confirmed it, 0: none outstanding */
     md_redis_script_t *scripts;
     int nscripts;
 
@@ -699,7 +707,7 @@ md_redis_sub_cb(redisAsyncContext *ac, void *reply, void *privdata)
         s->on_msg(s->ctx, data->str, data->len);
     } else if (md_redis_elem_is(kind, "subscribe") && !s->active) {
         s->active = true;
-        md_logf(MD_LOG_INFO, 0,
+        md_logf(s == s->r->hb_sub ? MD_LOG_DEBUG : MD_LOG_INFO, 0,
                 MD_LOG_FIELDS(MD_LS("redis", s->r->address), MD_LS("channel", s->channel)),
                 "redis subscribed");
         if (s->on_resubscribe)
@@ -716,6 +724,102 @@ md_redis_subscribe_one(md_redis_conn_t *c, md_redis_sub_t *s)
         return;
     if (redisAsyncCommandArgv(c->ac, md_redis_sub_cb, s, 2, argv, NULL) != REDIS_OK)
         md_redis_drop(c, "SUBSCRIBE could not be sent");
+}
+
+/*
+ * Heartbeat of the pub/sub connection. An idle subscriber cannot tell a quiet
+ * channel from a connection that silently stopped carrying messages (a NAT or
+ * firewall that dropped it, a half-open TCP path): TCP keepalive notices after
+ * minutes, and until then md_redis_subscribed() would vouch for a subscription
+ * that misses every message, such as a key revocation. So every
+ * MD_REDIS_HB_INTERVAL the command connection publishes a sequence number on a
+ * channel only this client subscribes to. PUBLISH answers how many subscribers
+ * got it: 0 means Redis no longer has ours, and at least 1 that it was sent,
+ * so it must come back within MD_REDIS_HB_TIMEOUT. Either way the pub/sub
+ * connection is dropped and made again (its owners hear it through
+ * on_resubscribe), and it counts as not subscribed meanwhile.
+ */
+#define MD_REDIS_HB_INTERVAL 1.0
+#define MD_REDIS_HB_TIMEOUT  3.0
+
+static void
+md_redis_hb_msg(void *ctx, const char *payload, size_t len)
+{
+    md_redis_t *r = ctx;
+    char buf[32];
+    if (len == 0 || len >= sizeof(buf))
+        return;
+    memcpy(buf, payload, len);
+    buf[len] = '\0';
+    uint64_t seq = strtoull(buf, NULL, 10);
+    if (seq > r->hb_seen)
+        r->hb_seen = seq;
+    if (r->hb_wait_since > 0 && r->hb_seen >= r->hb_wait_seq)
+        r->hb_wait_since = 0;
+}
+
+static void
+md_redis_hb_published(void *ctx, redisReply *reply, const char *err)
+{
+    md_redis_t *r = ctx;
+    if (err != NULL || reply->type != REDIS_REPLY_INTEGER || r->destroying)
+        return; /* the command connection's own troubles are handled there */
+    if (r->sub.state != MD_REDIS_READY || r->hb_sub == NULL || !r->hb_sub->active)
+        return; /* sent across a resubscription: says nothing about this connection */
+    if (reply->integer == 0) {
+        r->hb_wait_since = 0;
+        md_redis_drop(&r->sub, "Redis has no subscription for our heartbeat");
+        return;
+    }
+    if (r->hb_wait_since == 0 && r->hb_seen < r->hb_sent) {
+        r->hb_wait_seq = r->hb_sent;
+        r->hb_wait_since = ev_now(r->loop);
+    }
+}
+
+static void
+md_redis_hb_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    md_unused(loop);
+    md_unused(revents);
+    md_redis_t *r = t->data;
+    if (r->sub.state != MD_REDIS_READY || r->hb_sub == NULL || !r->hb_sub->active) {
+        r->hb_wait_since = 0;
+        return;
+    }
+    if (r->hb_wait_since > 0 && ev_now(r->loop) - r->hb_wait_since > MD_REDIS_HB_TIMEOUT) {
+        r->hb_wait_since = 0;
+        md_redis_drop(&r->sub, "no heartbeat came back on the pub/sub connection");
+        return;
+    }
+    char seq[32];
+    snprintf(seq, sizeof(seq), "%llu", (unsigned long long)++r->hb_sent);
+    const char *argv[] = {"PUBLISH", r->hb_channel, seq};
+    (void)md_redis_cmd(r, md_redis_hb_published, r, 3, argv, NULL);
+}
+
+/* The heartbeat's channel and timer, with the first subscription. */
+static void
+md_redis_hb_start(md_redis_t *r)
+{
+    md_redis_sub_t *s = md_xcalloc(1, sizeof(*s));
+    (void)md_redis_random(r); /* steps r->rng, whose 64 bits name the channel */
+    snprintf(r->hb_channel, sizeof(r->hb_channel), "mailerd:hb:%ld:%016llx", (long)getpid(),
+             (unsigned long long)r->rng);
+    s->r = r;
+    s->channel = md_xstrdup(r->hb_channel);
+    s->on_msg = md_redis_hb_msg;
+    s->ctx = r;
+    md_redis_sub_t **tail = &r->subs;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = s;
+    r->hb_sub = s;
+    ev_timer_init(&r->hb_timer, md_redis_hb_cb, MD_REDIS_HB_INTERVAL, MD_REDIS_HB_INTERVAL);
+    r->hb_timer.data = r;
+    ev_timer_start(r->loop, &r->hb_timer);
+    if (r->sub.state == MD_REDIS_READY)
+        md_redis_subscribe_one(&r->sub, s);
 }
 
 int
@@ -740,6 +844,8 @@ md_redis_subscribe(md_redis_t *r, const char *channel, md_redis_msg_cb on_msg,
         md_redis_subscribe_one(&r->sub, s);
     else if (r->started)
         md_redis_conn_start(&r->sub);
+    if (r->hb_sub == NULL)
+        md_redis_hb_start(r);
     return MD_OK;
 }
 
@@ -815,6 +921,8 @@ md_redis_destroy(md_redis_t *r)
     if (r == NULL)
         return;
     r->destroying = true;
+    if (r->hb_sub != NULL)
+        ev_timer_stop(r->loop, &r->hb_timer);
     md_redis_conn_t *conns[] = {&r->cmd, &r->sub};
     for (size_t i = 0; i < md_nelems(conns); i++) {
         md_redis_conn_t *c = conns[i];

@@ -385,7 +385,8 @@ sub http_request { my $t = shift; $t->request(@_) }
 #     tenants => [ { id => ..., key => secret }, ... ] }
 # Options: main_extra / http_extra (config text added inside main / http), main
 # and http (directive hashes as conf_text takes them), pool_size (default 4),
-# workers (default 2), env (for start). Keep the returned hash alive as long as
+# workers (default 2), env (for start), redis_address (what mailerd connects to
+# instead of the Redis itself: a proxy). Keep the returned hash alive as long as
 # the servers are needed: their destructors stop them.
 sub stack {
     my ($class, %o) = @_;
@@ -404,7 +405,7 @@ sub stack {
     my $extra = sprintf(qq{postgres {\n    dsn "%s";\n    pool_size %d;\n}\n}
                       . qq{redis {\n    address %s;\n}\n}
                       . qq{migrations_dir %s/migrations;\nadmin_token_file admin.token;\n},
-                        $pg->dsn, $o{pool_size} // 4, $redis->addr, src_dir());
+                        $pg->dsn, $o{pool_size} // 4, $o{redis_address} // $redis->addr, src_dir());
     $t->write_conf($t->conf_text(main => { worker_processes => $o{workers} // 2, %{ $o{main} // {} } },
                                  http => $o{http} // {},
                                  main_extra => $extra . ($o{main_extra} // ''),
