@@ -792,6 +792,8 @@ md_redis_hb_cb(struct ev_loop *loop, ev_timer *t, int revents)
         md_redis_drop(&r->sub, "no heartbeat came back on the pub/sub connection");
         return;
     }
+    if (!md_redis_ready(r))
+        return; /* the command connection is down: that is its own alarm */
     char seq[32];
     snprintf(seq, sizeof(seq), "%llu", (unsigned long long)++r->hb_sent);
     const char *argv[] = {"PUBLISH", r->hb_channel, seq};
