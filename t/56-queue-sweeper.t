@@ -59,6 +59,15 @@ sub requeued { metrics()->{mailerd_queue_requeued_total} // 0 }
 
 sub xlen { $redis->cli('XLEN', $_[0]) // -1 }
 
+# Many commands on one redis-cli connection (one per line).
+sub redis_cmds {
+    my ($cmds) = @_;
+    my $port = $redis->port;
+    open(my $cli, '|-', "redis-cli -h 127.0.0.1 -p $port >/dev/null") or die "redis-cli: $!";
+    print $cli $cmds;
+    close $cli or die "redis-cli: $?";
+}
+
 # How many of the ids are members of the live set.
 sub live_count {
     my @ids = @_;
@@ -348,6 +357,28 @@ ok($t->reload_conf(sub { $_[0] =~ s/(queue_recovery_interval)/esp sink {\n    di
     ok(wait_for(sub { xlen($QT) + xlen($QB) <= 4 }, 15),
        'after the drain the sweeper trimmed the acknowledged entries from the streams')
       or diag('XLEN ' . xlen($QT) . ' + ' . xlen($QB));
+}
+
+# --- acknowledgements in bulk -----------------------------------------------------------------
+# 6,000 entries whose messages do not exist (nothing to claim: each is only
+# acknowledged), read by dispatchers holding up to 2,048 entries each, so one
+# loop iteration acknowledges more than one XACK/SREM takes (512): every entry
+# must end acknowledged and out of the live set.
+{
+    ok($t->reload_conf(sub { $_[0] =~ s/(queue_recovery_interval)/dispatch_concurrency 2048;\n$1/r }),
+       'reload with dispatch_concurrency 2048');
+    my @fake = map { sprintf('00000000-0000-7000-8000-%012x', $_) } 1 .. 6000;
+    # the live member before the entry, as the push script writes them (in
+    # the other order a dispatcher could acknowledge the entry in between)
+    redis_cmds(join('', map { "SADD $LIVE $fake[$_]\nXADD " . ($_ % 2 ? $QT : $QB) . " * id $fake[$_]\n" } 0 .. $#fake));
+    my $pending = sub {
+        my $n = 0;
+        for my $q ($QT, $QB) { my $x = $redis->cli('XPENDING', $q, 'mailerd') // ''; $n += $x =~ /^(\d+)/ ? $1 : 0 }
+        return $n;
+    };
+    ok(wait_for(sub { live_count(@fake) == 0 && $pending->() == 0 }, 30),
+       'every entry acknowledged and out of the live set')
+      or diag('live ' . live_count(@fake) . ', pending ' . $pending->());
 }
 
 is($t->stop, 0, 'graceful stop');

@@ -475,7 +475,7 @@ md_queue_ack_flush(md_queue_t *q)
     if (a->nentry[0] + a->nentry[1] + a->nlive == 0)
         return;
     md_redis_t *r = q->app->redis;
-    const char *argv[3 + MD_QUEUE_ACK_MAX];
+    const char *argv[3 + MD_QUEUE_ACK_MAX]; /* nentry[s] and nlive stay within MD_QUEUE_ACK_MAX */
     for (int s = 0; s < 2; s++) {
         if (a->nentry[s] == 0)
             continue;
@@ -542,9 +542,9 @@ md_queue_ack(int priority, const char *entry_id, const char *message_id)
     if (a->entry[s] == NULL) {
         a->entry[s] = md_xmalloc(MD_QUEUE_ACK_MAX * sizeof(*a->entry[s]));
         if (a->live == NULL)
-            a->live = md_xmalloc(2 * MD_QUEUE_ACK_MAX * sizeof(*a->live));
+            a->live = md_xmalloc(MD_QUEUE_ACK_MAX * sizeof(*a->live));
     }
-    if (a->nentry[s] == MD_QUEUE_ACK_MAX || a->nlive == 2 * MD_QUEUE_ACK_MAX)
+    if (a->nentry[s] == MD_QUEUE_ACK_MAX || a->nlive == MD_QUEUE_ACK_MAX)
         md_queue_ack_flush(q);
     snprintf(a->entry[s][a->nentry[s]++], MD_QUEUE_ENTRY_LEN, "%s", entry_id);
     if (message_id != NULL)
