@@ -432,6 +432,13 @@ md_redis_connect(md_redis_conn_t *c)
     if (r->path == NULL)
         redisEnableKeepAlive(&ac->c); /* finds a dead peer on the idle pub/sub connection */
     redisLibevAttach(r->loop, ac);
+    if (c->pubsub) {
+        /* Messages first: an invalidation (a template changed, a key revoked)
+         * that arrived in the same loop iteration as a request is applied
+         * before the request is served. Set while the watchers are inactive. */
+        redisLibevEvents *ev = ac->ev.data;
+        ev_set_priority(&ev->rev, EV_MAXPRI);
+    }
     redisAsyncSetDisconnectCallback(ac, md_redis_on_disconnect);
     redisAsyncSetConnectCallback(ac, md_redis_on_connect);
     ev_timer_stop(r->loop, &c->timer);
