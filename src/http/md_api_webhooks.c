@@ -332,8 +332,8 @@ static sns_fetch_t *sns_fetches;
 typedef struct sns_req_s {
     wh_req_t wh; /* first: the storing context */
     md_sns_msg_t msg;
-    json_t *wrapper; /* the Lambda-style root when the message came inside one */
-    char *fetched;   /* the certificate URL fetched (once per request) */
+    json_t *wrapper;  /* the Lambda-style root when the message came inside one */
+    bool cert_waited; /* waited for a certificate fetch already (once per request) */
     md_http_client_req_t *creq;
     md_list_t wait; /* on a sns_fetch_t's waiters while its certificate comes */
     int dead;       /* the request is being freed: the client callback must not touch it */
@@ -354,7 +354,6 @@ sns_cleanup(void *data)
     }
     md_sns_msg_free(&x->msg);
     json_decref(x->wrapper);
-    free(x->fetched);
 }
 
 static int sns_continue(sns_req_t *x);
@@ -512,15 +511,13 @@ sns_continue(sns_req_t *x)
     md_http_request_t *r = x->wh.r;
     md_sns_result_t res;
     md_sns_verdict_t v = md_sns_verify(&x->msg, md_events_sns_cache(), time(NULL), &res);
-    if (v == MD_SNS_UNKNOWN_CERT && x->fetched == NULL) {
+    if (v == MD_SNS_UNKNOWN_CERT && !x->cert_waited) {
         /* md_sns_verify hands out only URLs passing md_sns_cert_url_ok; checked
          * again here so no change there can make this fetch another host. */
         if (!md_sns_cert_url_ok(res.fetch_url))
             return refuse(r, MD_WEBHOOK_SES, 401, "invalid_signature",
                           "the signing certificate URL is refused");
-        x->fetched = md_xmalloc(res.fetch_url.len + 1);
-        memcpy(x->fetched, res.fetch_url.data, res.fetch_url.len);
-        x->fetched[res.fetch_url.len] = '\0';
+        x->cert_waited = true;
         return sns_cert_wait(x, res.fetch_url);
     }
     if (v != MD_SNS_OK) {

@@ -1253,20 +1253,17 @@ md_queue_app_shutdown(md_app_t *app, void (*settled)(void *data), void *data)
 {
     md_unused(app);
     md_queue_t *q = md_queue;
-    if (q == NULL || q->shutting || !q->dispatcher) {
-        if (q != NULL && !q->shutting) {
-            q->shutting = 1;
-            ev_timer_stop(q->app->loop, &q->tick);
-            ev_timer_stop(q->app->loop, &q->sweep);
+    if (q != NULL && !q->shutting) {
+        q->shutting = 1;
+        ev_timer_stop(q->app->loop, &q->tick);
+        ev_timer_stop(q->app->loop, &q->sweep);
+        if (q->dispatcher) {
+            md_dispatch_shutdown(settled, data);
+            return;
         }
-        if (settled)
-            settled(data);
-        return;
     }
-    q->shutting = 1;
-    ev_timer_stop(q->app->loop, &q->tick);
-    ev_timer_stop(q->app->loop, &q->sweep);
-    md_dispatch_shutdown(settled, data);
+    if (settled)
+        settled(data);
 }
 
 void
