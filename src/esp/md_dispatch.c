@@ -146,6 +146,13 @@
  * message 'suppressed' (no attempt, a 'suppressed' event with code
  * "suppressed") before its age is looked at, by the key accept stored with the
  * message (md_suppressions.h).
+ *
+ * r is MATERIALIZED: its supp is an EXISTS subquery, and an inlined r would be
+ * pulled up into the UPDATE with a copy of that subquery in each of the five
+ * SET expressions that read supp: five suppression lookups per row, about an
+ * eighth of PostgreSQL's time per drained message (bench/drain's ceiling went
+ * from ~108 to ~93 us of CPU per row). The materialized rows keep the order of
+ * the arrays, so the lock order below holds.
  */
 #define MD_DISPATCH_SUPPRESSED_KEY MD_SUPPRESSION_KEY_SQL("mm")
 #define MD_DISPATCH_INTERRUPTED    MD_INTERRUPTED_ERROR_SQL("m")
@@ -153,7 +160,7 @@
     "(greatest(m.created_at, coalesce(m.send_at, m.created_at))"                                   \
     " < now() - make_interval(secs => $4::float8))"
 static const char md_dispatch_claim_sql[] =
-    "WITH r AS (SELECT r.*, EXISTS (SELECT 1 FROM messages mm JOIN suppressions s"
+    "WITH r AS MATERIALIZED (SELECT r.*, EXISTS (SELECT 1 FROM messages mm JOIN suppressions s"
     "   ON s.tenant_id = mm.tenant_id AND s.address = " MD_DISPATCH_SUPPRESSED_KEY
     "   AND (s.expires_at IS NULL OR s.expires_at > now()) WHERE mm.id = r.id) AS supp"
     "  FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(id, eid, n)),"
