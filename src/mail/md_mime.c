@@ -104,11 +104,16 @@ void
 md_mime_qp_encode(md_buf_t *out, const void *data, size_t n)
 {
     const unsigned char *p = data;
+    /* Worst case: every octet "=XX", and a soft break ("=\r\n") after every 73 or
+     * more output characters. */
+    md_buf_reserve(out, 3 * n + (3 * n / 72 + 1) * 3);
+    char *w = out->last;
     size_t col = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = p[i];
         if (c == '\r' && i + 1 < n && p[i + 1] == '\n') {
-            md_buf_append(out, "\r\n", 2);
+            *w++ = '\r';
+            *w++ = '\n';
             col = 0;
             i++;
             continue;
@@ -116,25 +121,25 @@ md_mime_qp_encode(md_buf_t *out, const void *data, size_t n)
         /* Whitespace at the end of a line may be stripped in transport (RFC 2045
          * 6.7 rule 3), so it is encoded there; elsewhere it stays readable. */
         bool at_eol = i + 1 == n || (p[i + 1] == '\r' && i + 2 < n && p[i + 2] == '\n');
-        char enc[3];
-        size_t len;
-        if ((c >= 33 && c <= 126 && c != '=') || ((c == ' ' || c == '\t') && !at_eol)) {
-            enc[0] = (char)c;
-            len = 1;
-        } else {
-            enc[0] = '=';
-            enc[1] = hex_upper[c >> 4];
-            enc[2] = hex_upper[c & 15];
-            len = 3;
-        }
+        bool literal = (c >= 33 && c <= 126 && c != '=') || ((c == ' ' || c == '\t') && !at_eol);
+        size_t len = literal ? 1 : 3;
         /* 76 chars per line; a line that continues needs one of them for the "=". */
         if (col + len > (at_eol ? 76u : 75u)) {
-            md_buf_append(out, "=\r\n", 3);
+            *w++ = '=';
+            *w++ = '\r';
+            *w++ = '\n';
             col = 0;
         }
-        md_buf_append(out, enc, len);
+        if (literal) {
+            *w++ = (char)c;
+        } else {
+            *w++ = '=';
+            *w++ = hex_upper[c >> 4];
+            *w++ = hex_upper[c & 15];
+        }
         col += len;
     }
+    out->last = w;
 }
 
 /* ---- UTF-8 ----------------------------------------------------------------------- */
@@ -627,11 +632,18 @@ hdr_mailbox(md_mime_hdr_t *h, const char *what, const md_mime_addr_t *a, char *e
             hdr_encoded(h, name, n);
         }
     }
-    md_buf_t tok;
-    md_buf_init(&tok);
-    md_buf_printf(&tok, n ? " <%s>" : " %s", addr);
-    hdr_token(h, tok.pos, md_buf_len(&tok));
-    md_buf_free(&tok);
+    /* check_addr() bounds addr at MD_MIME_ADDR_MAX octets. */
+    size_t al = strlen(addr);
+    char tok[MD_MIME_ADDR_MAX + 4];
+    size_t tl = 0;
+    tok[tl++] = ' ';
+    if (n)
+        tok[tl++] = '<';
+    memcpy(tok + tl, addr, al);
+    tl += al;
+    if (n)
+        tok[tl++] = '>';
+    hdr_token(h, tok, tl);
     return MD_OK;
 }
 
@@ -774,20 +786,27 @@ part_prepare(md_mime_part_t *pt, const char *subtype, md_str_t body, char *err, 
         return fail(err, errlen, "%s body is not valid UTF-8", subtype);
 
     bool seven = true;
-    size_t line = 0;
+    const unsigned char *b = (const unsigned char *)body.data;
     md_buf_reserve(&pt->canon, body.len + body.len / 16 + 2);
-    for (size_t i = 0; i < body.len; i++) {
-        unsigned char c = (unsigned char)body.data[i];
-        if (c == '\r' || c == '\n') {
-            if (c == '\r' && i + 1 < body.len && body.data[i + 1] == '\n')
-                i++;
-            md_buf_append(&pt->canon, "\r\n", 2);
-            line = 0;
-            continue;
+    size_t i = 0;
+    while (i < body.len) {
+        /* One line (a run up to a CR or LF) is copied whole, then its line end
+         * as CRLF whatever it was (CR, LF or CRLF). */
+        size_t start = i;
+        while (i < body.len && b[i] != '\r' && b[i] != '\n') {
+            if (b[i] == 0 || b[i] >= 0x80)
+                seven = false;
+            i++;
         }
-        if (c == 0 || c >= 0x80 || ++line > MD_MIME_7BIT_LINE)
+        if (i - start > MD_MIME_7BIT_LINE)
             seven = false;
-        md_buf_append(&pt->canon, &c, 1);
+        md_buf_append(&pt->canon, b + start, i - start);
+        if (i < body.len) {
+            if (b[i] == '\r' && i + 1 < body.len && b[i + 1] == '\n')
+                i++;
+            i++;
+            md_buf_append(&pt->canon, "\r\n", 2);
+        }
     }
     size_t n = md_buf_len(&pt->canon);
     if (seven) {
@@ -817,10 +836,11 @@ part_free(md_mime_part_t *pt)
 static void
 part_headers(md_buf_t *out, const md_mime_part_t *pt)
 {
-    md_buf_printf(out,
-                  "Content-Type: text/%s; charset=utf-8\r\n"
-                  "Content-Transfer-Encoding: %s\r\n",
-                  pt->subtype, cte_names[pt->cte]);
+    md_buf_append_str(out, "Content-Type: text/");
+    md_buf_append_str(out, pt->subtype);
+    md_buf_append_str(out, "; charset=utf-8\r\nContent-Transfer-Encoding: ");
+    md_buf_append_str(out, cte_names[pt->cte]);
+    md_buf_append(out, "\r\n", 2);
 }
 
 static bool
@@ -909,9 +929,14 @@ build(const md_mime_message_t *m, md_buf_t *out, md_mime_part_t *parts, size_t *
             hdr_text_encoded(&h, m->subject);
         hdr_end(&h);
     }
-    md_buf_printf(out, "Message-ID: %s\r\nMIME-Version: 1.0\r\n", m->message_id);
-    if (m->mailerd_id)
-        md_buf_printf(out, "X-Mailerd-Message-Id: %s\r\n", m->mailerd_id);
+    md_buf_append_str(out, "Message-ID: ");
+    md_buf_append_str(out, m->message_id);
+    md_buf_append_str(out, "\r\nMIME-Version: 1.0\r\n");
+    if (m->mailerd_id) {
+        md_buf_append_str(out, "X-Mailerd-Message-Id: ");
+        md_buf_append_str(out, m->mailerd_id);
+        md_buf_append(out, "\r\n", 2);
+    }
     for (size_t i = 0; i < m->nheaders; i++) {
         if (hdr_extra(out, &m->headers[i], err, errlen) != MD_OK)
             return MD_ERROR;
@@ -924,10 +949,13 @@ build(const md_mime_message_t *m, md_buf_t *out, md_mime_part_t *parts, size_t *
         return MD_OK;
     }
 
-    md_buf_printf(out, "Content-Type: multipart/alternative;\r\n boundary=\"%s\"\r\n\r\n",
-                  boundary);
+    md_buf_append_str(out, "Content-Type: multipart/alternative;\r\n boundary=\"");
+    md_buf_append_str(out, boundary);
+    md_buf_append_str(out, "\"\r\n\r\n");
     for (size_t k = 0; k < 2; k++) {
-        md_buf_printf(out, "--%s\r\n", boundary);
+        md_buf_append(out, "--", 2);
+        md_buf_append_str(out, boundary);
+        md_buf_append(out, "\r\n", 2);
         part_headers(out, &parts[k]);
         md_buf_append(out, "\r\n", 2);
         md_buf_append(out, parts[k].enc.pos, md_buf_len(&parts[k].enc));
@@ -936,7 +964,9 @@ build(const md_mime_message_t *m, md_buf_t *out, md_mime_part_t *parts, size_t *
         if (!(parts[k].cte == MD_MIME_B64 && md_buf_len(&parts[k].enc)))
             md_buf_append(out, "\r\n", 2);
     }
-    md_buf_printf(out, "--%s--\r\n", boundary);
+    md_buf_append(out, "--", 2);
+    md_buf_append_str(out, boundary);
+    md_buf_append(out, "--\r\n", 4);
     return MD_OK;
 }
 

@@ -396,6 +396,25 @@ test_qp(void)
         free(enc);
     }
     is_int(good, 200, "200 random inputs: decode back, lines <= 76, no trailing whitespace");
+
+    /* The encoder writes into room it reserves up front for the worst case:
+     * every octet encoded, soft breaks all along (ASan checks the bound). */
+    for (size_t n = 1; n <= 3000; n = n * 3 + 1) {
+        char *in = malloc(n);
+        memset(in, '=', n);
+        char *enc = qp(in, n);
+        char *dec = malloc(n + 1);
+        long dl = qp_decode(enc, dec);
+        size_t el = strlen(enc);
+        size_t breaks = 3 * n / 75 - (3 * n % 75 == 0 ? 1 : 0);
+        ok(dl == (long)n && memcmp(dec, in, n) == 0 && longest_line(enc, el) <= 76 &&
+               el == 3 * n + 3 * breaks,
+           "%zu octets that all need encoding: %zu characters, %zu soft breaks, decode back", n, el,
+           breaks);
+        free(in);
+        free(dec);
+        free(enc);
+    }
 }
 
 static const char exact_single[] =
