@@ -54,6 +54,18 @@ md_xstrndup(const char *s, size_t n)
     return p;
 }
 
+size_t
+md_strlcpy(char *dst, const char *src, size_t size)
+{
+    size_t n = strlen(src);
+    if (size == 0)
+        return n;
+    size_t k = n < size ? n : size - 1;
+    memcpy(dst, src, k);
+    dst[k] = '\0';
+    return n;
+}
+
 bool
 md_str_caseeq(md_str_t a, const char *s)
 {

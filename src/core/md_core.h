@@ -85,4 +85,9 @@ void *md_xrealloc(void *p, size_t n);
 char *md_xstrdup(const char *s);
 char *md_xstrndup(const char *s, size_t n);
 
+/* Copies src into dst of size octets, cut to fit and NUL-terminated;
+ * returns strlen(src), so a result >= size means it was cut (BSD strlcpy). What
+ * md_strlcpy(dst, src, size) does, without the format machinery on hot paths. */
+size_t md_strlcpy(char *dst, const char *src, size_t size);
+
 #endif

@@ -318,7 +318,7 @@ md_dns_cache_put(md_dns_t *d, const char *host, int family, const md_dns_result_
             free(old);
         }
         e = md_xcalloc(1, sizeof(*e));
-        snprintf(e->host, sizeof(e->host), "%s", host);
+        md_strlcpy(e->host, host, sizeof(e->host));
         e->family = family;
         d->ncached++;
     }

@@ -698,7 +698,7 @@ md_metrics_esp_register(const char *name)
     if (idx < 0) {
         uint32_t n = __atomic_load_n(&shm->nesp, __ATOMIC_ACQUIRE);
         if (n < MD_METRICS_MAX_ESPS) {
-            snprintf(shm->esp_name[n], sizeof(shm->esp_name[n]), "%s", name);
+            md_strlcpy(shm->esp_name[n], name, sizeof(shm->esp_name[n]));
             __atomic_store_n(&shm->nesp, n + 1, __ATOMIC_RELEASE);
             idx = (int)n;
         }
@@ -728,7 +728,7 @@ md_metrics_esp_error(int idx, double at, const char *code)
     __atomic_thread_fence(__ATOMIC_RELEASE);
     STORE(&x->at_us, (int64_t)(at * 1e6));
     char buf[MD_METRICS_ESP_CODE_MAX];
-    snprintf(buf, sizeof(buf), "%s", code ? code : "");
+    md_strlcpy(buf, code ? code : "", sizeof(buf));
     for (size_t i = 0; i < sizeof(buf); i++)
         __atomic_store_n(&x->code[i], buf[i], __ATOMIC_RELAXED);
     __atomic_store_n(&x->seq, seq + 2, __ATOMIC_RELEASE);

@@ -1062,7 +1062,7 @@ md_job_build(const md_row_t *row, md_job_build_t *b, md_esp_msg_t *m, const char
             else if (nlen > 0)
                 b->reply_to_name = md_xstrndup(rt, nlen);
         } else {
-            snprintf(addr, sizeof(addr), "%s", rt);
+            md_strlcpy(addr, rt, sizeof(addr));
         }
         if (md_esp_addr_ascii(addr, b->reply_to_addr, sizeof(b->reply_to_addr)) != MD_OK) {
             *why = "invalid reply_to address";
@@ -1230,17 +1230,17 @@ md_job_finish(md_job_t *j, const md_esp_result_t *r)
     md_entry_t *e = &b->e[j->idx];
     const md_conf_t *conf = b->d->app->conf;
     if (j->esp)
-        snprintf(e->esp, sizeof(e->esp), "%s", j->esp->conf->name);
+        md_strlcpy(e->esp, j->esp->conf->name, sizeof(e->esp));
     if (r->outcome == MD_ESP_SENT) {
         e->state = E_SENT;
-        snprintf(e->provider_id, sizeof(e->provider_id), "%s", r->provider_id);
+        md_strlcpy(e->provider_id, r->provider_id, sizeof(e->provider_id));
         e->delivered = r->delivered;
         md_job_end(j, true);
         return;
     }
     e->state = E_FAIL;
     e->status = "failed";
-    snprintf(e->code, sizeof(e->code), "%s", r->code);
+    md_strlcpy(e->code, r->code, sizeof(e->code));
     const char *text = r->text[0] ? r->text : r->code;
     if (r->outcome == MD_ESP_RETRYABLE) {
         double wait =
@@ -1674,7 +1674,7 @@ md_job_next(md_job_t *j)
     md_esp_result_retryable(&r, "circuit_open", 0,
                             "every account of the route is failing (circuit open)");
     if (j->esp == NULL && j->nroute > 0)
-        snprintf(j->b->e[j->idx].esp, sizeof(j->b->e[j->idx].esp), "%s", j->route[0]->conf->name);
+        md_strlcpy(j->b->e[j->idx].esp, j->route[0]->conf->name, sizeof(j->b->e[j->idx].esp));
     md_job_finish(j, &r);
 }
 
@@ -1689,7 +1689,7 @@ md_job_start(md_batch_t *b, size_t i, const PGresult *res, int row)
                             : MD_PRIORITY_TRANSACTIONAL;
     e->created_at = strtod(PQgetvalue(res, row, C_CREATED), NULL);
     e->age_base = strtod(PQgetvalue(res, row, C_AGE_BASE), NULL);
-    snprintf(e->tenant, sizeof(e->tenant), "%s", PQgetvalue(res, row, C_TENANT));
+    md_strlcpy(e->tenant, PQgetvalue(res, row, C_TENANT), sizeof(e->tenant));
 
     md_job_t *j = md_xcalloc(1, sizeof(*j));
     j->b = b;
@@ -1947,7 +1947,7 @@ md_dispatch_take(md_dispatch_t *d, int priority, redisReply *list, bool reclaime
         if (id == NULL)
             continue;
         md_entry_t *e = &b->e[b->n++];
-        snprintf(e->entry, sizeof(e->entry), "%s", ent->element[0]->str);
+        md_strlcpy(e->entry, ent->element[0]->str, sizeof(e->entry));
         memcpy(e->id, id, MD_UUID_STRLEN);
         e->id[MD_UUID_STRLEN] = '\0';
     }
@@ -2081,7 +2081,7 @@ md_dispatch_reclaim_reply(void *ctx, redisReply *reply, const char *err)
             d->last_reclaim = ev_now(d->loop);
         }
     } else {
-        snprintf(d->reclaim_cursor, sizeof(d->reclaim_cursor), "%s", next);
+        md_strlcpy(d->reclaim_cursor, next, sizeof(d->reclaim_cursor));
     }
     d->phase = PHASE_TRANSACTIONAL;
     md_dispatch_pump(d);

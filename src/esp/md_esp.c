@@ -395,7 +395,7 @@ md_esp_conf_find(const md_conf_t *conf, const char *name)
 static void
 md_esp_copy(char *dst, size_t size, const char *src)
 {
-    snprintf(dst, size, "%s", src ? src : "");
+    md_strlcpy(dst, src ? src : "", size);
 }
 
 void
@@ -596,8 +596,7 @@ md_esp_addr_ascii(const char *addr, char *out, size_t size)
             ascii = false;
     }
     if (ascii || dom[0] == '[') {
-        int n = snprintf(out, size, "%s", addr);
-        return n >= 0 && (size_t)n < size ? MD_OK : MD_ERROR;
+        return md_strlcpy(out, addr, size) < size ? MD_OK : MD_ERROR;
     }
     char adom[MD_ADDRESS_DOMAIN_MAX + 1];
     size_t alen = 0;

@@ -184,7 +184,7 @@ md_mailgun_read(md_esp_t *esp, const md_esp_response_t *resp, md_esp_result_t *r
     char text[256], code[32];
     snprintf(code, sizeof(code), "http_%d", h->status);
     if (msg)
-        snprintf(text, sizeof(text), "%s", msg);
+        md_strlcpy(text, msg, sizeof(text));
     else
         snprintf(text, sizeof(text), "HTTP %d: %.*s", h->status,
                  (int)(h->body.len > 200 ? 200 : h->body.len), h->body.data ? h->body.data : "");
@@ -196,7 +196,7 @@ md_mailgun_read(md_esp_t *esp, const md_esp_response_t *resp, md_esp_result_t *r
             if (n >= 2 && id[0] == '<' && id[n - 1] == '>')
                 snprintf(pid, sizeof(pid), "%.*s", (int)(n - 2), id + 1);
             else
-                snprintf(pid, sizeof(pid), "%s", id);
+                md_strlcpy(pid, id, sizeof(pid));
         }
         md_esp_result_sent(res, pid, 0);
     } else if (h->status == 429) {

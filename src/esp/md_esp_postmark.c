@@ -139,7 +139,7 @@ md_postmark_map(const md_http_client_response_t *h, int status, json_t *root, md
     const char *msg = json_string_value(json_object_get(root, "Message"));
     char text[256], code[32];
     if (msg)
-        snprintf(text, sizeof(text), "%s", msg);
+        md_strlcpy(text, msg, sizeof(text));
     else
         snprintf(text, sizeof(text), "HTTP %d: %.*s", status,
                  (int)(h->body.len > 200 ? 200 : h->body.len), h->body.data ? h->body.data : "");

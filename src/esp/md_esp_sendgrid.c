@@ -169,7 +169,7 @@ md_sendgrid_error_text(const md_http_client_response_t *h, char *text, size_t si
     if (msg && field)
         snprintf(text, size, "%s (field %s)", msg, field);
     else if (msg)
-        snprintf(text, size, "%s", msg);
+        md_strlcpy(text, msg, size);
     else
         snprintf(text, size, "HTTP %d: %.*s", h->status,
                  (int)(h->body.len > 200 ? 200 : h->body.len), h->body.data ? h->body.data : "");

@@ -301,7 +301,7 @@ md_ses_read(md_esp_t *esp, const md_esp_response_t *resp, md_esp_result_t *res)
         msg = json_string_value(json_object_get(root, "Message"));
     char text[256];
     if (msg)
-        snprintf(text, sizeof(text), "%s", msg);
+        md_strlcpy(text, msg, sizeof(text));
     else
         snprintf(text, sizeof(text), "HTTP %d: %.*s", h->status,
                  (int)(h->body.len > 200 ? 200 : h->body.len), h->body.data ? h->body.data : "");

@@ -144,7 +144,7 @@ md_sink_msgid_domain(const char *from, char *buf, size_t size)
               c == '-' || (c == '.' && p[1] != '.' && p[1] != '\0')))
             return "mailerd.local";
     }
-    snprintf(buf, size, "%s", at + 1);
+    md_strlcpy(buf, at + 1, size);
     return buf;
 }
 

@@ -1045,7 +1045,7 @@ md_route_tenant_bucket(md_route_state_t *s, const char *tenant, int rate)
     if (s->ntenants >= s->tenant_keep)
         md_route_tenant_sweep(s);
     md_route_bucket_t *bk = md_xcalloc(1, sizeof(*bk));
-    snprintf(bk->tenant, sizeof(bk->tenant), "%s", tenant);
+    md_strlcpy(bk->tenant, tenant, sizeof(bk->tenant));
     md_route_bucket_init(bk, rate, "mailerd:tenant_rate:", tenant);
     bk->next = s->tenants[h];
     s->tenants[h] = bk;

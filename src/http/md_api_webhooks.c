@@ -283,7 +283,7 @@ sns_endpoint(md_str_t url, char *path, size_t pathlen)
     char origin[300];
     const md_webhooks_conf_t *wc = wh_conf();
     if (wc && wc->sns_fetch_override)
-        snprintf(origin, sizeof(origin), "%s", wc->sns_fetch_override);
+        md_strlcpy(origin, wc->sns_fetch_override, sizeof(origin));
     else if ((size_t)(p - url.data) < sizeof(origin))
         snprintf(origin, sizeof(origin), "%.*s", (int)(p - url.data), url.data);
     else

@@ -210,9 +210,9 @@ md_hc_ssl_reason(md_hc_conn_t *cn, int sslerr, char *buf, size_t len)
     } else if (e) {
         char eb[200];
         ERR_error_string_n(e, eb, sizeof(eb));
-        snprintf(buf, len, "%s", eb);
+        md_strlcpy(buf, eb, len);
     } else if (sslerr == SSL_ERROR_SYSCALL && errno) {
-        snprintf(buf, len, "%s", strerror(errno));
+        md_strlcpy(buf, strerror(errno), len);
     } else if (sslerr == SSL_ERROR_ZERO_RETURN || sslerr == SSL_ERROR_SYSCALL) {
         snprintf(buf, len, "connection closed by the peer");
     } else {
@@ -273,7 +273,7 @@ md_hc_req_fail(md_http_client_req_t *q, const char *error, const char *detail)
     md_http_client_response_t resp;
     memset(&resp, 0, sizeof(resp));
     if (detail != q->detail)
-        snprintf(q->detail, sizeof(q->detail), "%s", detail ? detail : "");
+        md_strlcpy(q->detail, detail ? detail : "", sizeof(q->detail));
     resp.error = error;
     resp.detail = q->detail;
     resp.request_sent = q->sent_any;
@@ -380,7 +380,7 @@ md_hc_conn_open_failed(md_hc_conn_t *cn, const char *error, const char *detail)
 {
     md_http_endpoint_t *ep = cn->ep;
     char why[MD_HC_DETAIL];
-    snprintf(why, sizeof(why), "%s", detail);
+    md_strlcpy(why, detail, sizeof(why));
     md_logf(MD_LOG_WARN, 0,
             MD_LOG_FIELDS(MD_LS("endpoint", ep->name), MD_LS("error", error), MD_LS("reason", why)),
             "http client: connection to %s failed: %s", ep->name, why);
@@ -421,7 +421,7 @@ md_hc_conn_req_failed(md_hc_conn_t *cn, const char *error, const char *detail)
     md_http_client_req_t *q = cn->req;
     bool reused = cn->served > 0;
     char why[MD_HC_DETAIL];
-    snprintf(why, sizeof(why), "%s", detail);
+    md_strlcpy(why, detail, sizeof(why));
     cn->req = NULL;
     md_hc_conn_close(cn);
     if (q == NULL) {
@@ -1337,7 +1337,7 @@ md_ep_parse_url(md_http_endpoint_t *ep, const char *url, char *err, size_t errle
     if (ep->host_is_ip && a.family == AF_INET6)
         snprintf(hp, sizeof(hp), "[%s]", ep->host);
     else
-        snprintf(hp, sizeof(hp), "%s", ep->host);
+        md_strlcpy(hp, ep->host, sizeof(hp));
     if (explicit_port && !default_port) {
         size_t l = strlen(hp);
         snprintf(hp + l, sizeof(hp) - l, ":%d", ep->port);

@@ -630,7 +630,7 @@ unit_build(const md_accept_t *a)
     u->priority = md_xcalloc(n ? n : 1, sizeof(*u->priority));
     u->send_at = md_xcalloc(n ? n : 1, sizeof(*u->send_at));
     u->status = md_xcalloc(n ? n : 1, sizeof(*u->status));
-    snprintf(u->tenant, sizeof(u->tenant), "%s", a->tenant_id);
+    md_strlcpy(u->tenant, a->tenant_id, sizeof(u->tenant));
 
 #define PARAM_BEGIN(i) (off[i] = md_buf_len(b))
 #define PARAM_END()    md_buf_append(b, "", 1)
@@ -683,7 +683,7 @@ unit_build(const md_accept_t *a)
 
     char(*eids)[MD_UUID_STRLEN + 1] = md_xcalloc(n ? n : 1, sizeof(*eids));
     for (size_t k = 0; k < n; k++) {
-        snprintf(u->ids[k], sizeof(u->ids[k]), "%s", a->msgs[k].id);
+        md_strlcpy(u->ids[k], a->msgs[k].id, sizeof(u->ids[k]));
         md_uuid7(eids[k]);
         u->priority[k] = a->msgs[k].priority;
         u->send_at[k] = a->msgs[k].send_at;

@@ -536,7 +536,7 @@ md_pg_conn_close(md_pg_conn_t *c, const char *why)
     char reason[MD_PG_MSG_MAX];
     int was = c->state;
     md_pg_clean_msg(reason, sizeof(reason), why);
-    snprintf(pool->last_error, sizeof(pool->last_error), "%s", reason);
+    md_strlcpy(pool->last_error, reason, sizeof(pool->last_error));
 
     ev_io_stop(pool->loop, &c->io);
     ev_timer_stop(pool->loop, &c->timer);
@@ -630,7 +630,7 @@ md_pg_unit_complete(md_pg_conn_t *c, md_pg_unit_t *u)
         const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
         const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
         u->failed = (int)i;
-        snprintf(u->sqlstate, sizeof(u->sqlstate), "%s", state ? state : "");
+        md_strlcpy(u->sqlstate, state ? state : "", sizeof(u->sqlstate));
         /* 57014 is query_canceled: we never cancel, so it is the server's own
          * statement_timeout, which callers handle like ours. */
         u->error = state && strcmp(state, "57014") == 0 ? md_pg_err_timeout : md_pg_err_sql;

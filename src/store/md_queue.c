@@ -546,9 +546,9 @@ md_queue_ack(int priority, const char *entry_id, const char *message_id)
     }
     if (a->nentry[s] == MD_QUEUE_ACK_MAX || a->nlive == MD_QUEUE_ACK_MAX)
         md_queue_ack_flush(q);
-    snprintf(a->entry[s][a->nentry[s]++], MD_QUEUE_ENTRY_LEN, "%s", entry_id);
+    md_strlcpy(a->entry[s][a->nentry[s]++], entry_id, MD_QUEUE_ENTRY_LEN);
     if (message_id != NULL)
-        snprintf(a->live[a->nlive++], MD_UUID_STRLEN + 1, "%s", message_id);
+        md_strlcpy(a->live[a->nlive++], message_id, MD_UUID_STRLEN + 1);
     ev_prepare_start(q->app->loop, &q->ack_flush);
 }
 
@@ -870,7 +870,7 @@ md_queue_page_cb(void *ctx, const md_pg_result_t *res)
         break;
     case MD_QJ_WAITING:
         if (n > 0)
-            snprintf(job->cursor, sizeof(job->cursor), "%s", PQgetvalue(res->res, n - 1, 0));
+            md_strlcpy(job->cursor, PQgetvalue(res->res, n - 1, 0), sizeof(job->cursor));
         md_queue_cover(job, res->res, -1, n >= MD_QUEUE_PAGE);
         break;
     case MD_QJ_IDS:

@@ -421,7 +421,7 @@ md_redis_connect(md_redis_conn_t *c)
     }
     if (ac->err) {
         char why[160];
-        snprintf(why, sizeof(why), "%s", ac->errstr);
+        md_strlcpy(why, ac->errstr, sizeof(why));
         redisAsyncFree(ac); /* never connected: no callbacks run */
         md_redis_lost(c, why);
         return;

@@ -310,7 +310,7 @@ entry_from_row(const char *tenant_id, const PGresult *res, int row)
     md_list_init(&e->lru);
     e->refs = 1;
     memcpy(e->tenant_id, tenant_id, MD_UUID_STRLEN + 1);
-    snprintf(e->id, sizeof(e->id), "%s", PQgetvalue(res, row, 0));
+    md_strlcpy(e->id, PQgetvalue(res, row, 0), sizeof(e->id));
     e->name_len = (size_t)PQgetlength(res, row, 1);
     e->name = md_xstrndup(PQgetvalue(res, row, 1), e->name_len);
     e->bytes = ENTRY_OVERHEAD + e->name_len;
