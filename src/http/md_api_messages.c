@@ -844,7 +844,7 @@ validate_single(send_t *q, verr_t *e)
         if (!parse_addr(pool, v, f, &a, &pa, e))
             return false;
         q->rc[i].index = (unsigned)i;
-        snprintf(q->rc[i].to_field, sizeof(q->rc[i].to_field), "%s", f);
+        md_strlcpy(q->rc[i].to_field, f, sizeof(q->rc[i].to_field));
         q->rc[i].metadata_json = q->metadata_json;
         q->rc[i].tags = q->tags;
         q->rc[i].ntags = q->ntags;
@@ -992,36 +992,106 @@ rejected_json(const send_t *q)
     return a;
 }
 
+/* The answers of the accept path are written by hand, not through jansson: they
+ * are built twice per request (the prediction stored with an Idempotency-Key,
+ * then the answer), and json_pack + json_dumps cost more than the rest of the
+ * request's own work. */
+static void
+json_put_str(md_buf_t *b, const char *s)
+{
+    if (s == NULL) {
+        md_buf_append(b, "null", 4);
+        return;
+    }
+    md_buf_append(b, "\"", 1);
+    md_buf_append_json_escaped(b, s, strlen(s));
+    md_buf_append(b, "\"", 1);
+}
+
+static void
+json_put_uint(md_buf_t *b, unsigned v)
+{
+    char num[16], *p = num + sizeof(num);
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    md_buf_append(b, p, (size_t)(num + sizeof(num) - p));
+}
+
+/* rejected_entry()'s object. */
+static void
+rejected_put(md_buf_t *b, unsigned index, const char *code, const char *field, const char *msg)
+{
+    md_buf_append_str(b, "{\"index\":");
+    json_put_uint(b, index);
+    md_buf_append_str(b, ",\"code\":");
+    json_put_str(b, code);
+    md_buf_append_str(b, ",\"field\":");
+    json_put_str(b, field);
+    md_buf_append_str(b, ",\"message\":");
+    json_put_str(b, msg);
+    md_buf_append(b, "}", 1);
+}
+
 /* The 202 body with each message's status; a suppressed one is left out (its
  * recipient is in "rejected", which a single send has only when not empty).
  * Returns a malloc'd string. */
 static char *
 response_text(const send_t *q, const char *const *status)
 {
-    json_t *list = json_array();
-    size_t n = q->accept.n;
-    for (size_t i = 0; i < n; i++) {
+    md_buf_t b;
+    md_buf_init(&b);
+    md_buf_reserve(&b, 64 + q->accept.n * 128);
+    if (q->batch) {
+        md_buf_append_str(&b, "{\"batch_id\":");
+        json_put_str(&b, q->batch_id);
+        md_buf_append_str(&b, ",\"accepted\":[");
+    } else {
+        md_buf_append_str(&b, "{\"data\":[");
+    }
+    bool first = true;
+    for (size_t i = 0; i < q->accept.n; i++) {
         const md_msg_new_t *m = &q->msgs[i];
         if (strcmp(status[i], "suppressed") == 0)
             continue;
-        json_t *o = q->batch ? json_pack("{s:i,s:s,s:s,s:s}", "index", (int)q->msg_rc[i]->index,
-                                         "id", m->id, "to", m->to.address, "status", status[i])
-                             : json_pack("{s:s,s:s,s:s}", "id", m->id, "to", m->to.address,
-                                         "status", status[i]);
-        json_array_append_new(list, o);
+        md_buf_append_str(&b, first ? "{" : ",{");
+        first = false;
+        if (q->batch) {
+            md_buf_append_str(&b, "\"index\":");
+            json_put_uint(&b, q->msg_rc[i]->index);
+            md_buf_append(&b, ",", 1);
+        }
+        md_buf_append_str(&b, "\"id\":");
+        json_put_str(&b, m->id);
+        md_buf_append_str(&b, ",\"to\":");
+        json_put_str(&b, m->to.address);
+        md_buf_append_str(&b, ",\"status\":");
+        json_put_str(&b, status[i]);
+        md_buf_append(&b, "}", 1);
     }
-    json_t *root = q->batch ? json_pack("{s:s,s:o,s:o}", "batch_id", q->batch_id, "accepted", list,
-                                        "rejected", rejected_json(q))
-                            : json_pack("{s:o}", "data", list);
-    if (!q->batch) {
-        json_t *rej = rejected_json(q);
-        if (json_array_size(rej) > 0)
-            json_object_set_new(root, "rejected", rej);
-        else
-            json_decref(rej);
+    md_buf_append(&b, "]", 1);
+    /* Not q->nrejected: mark_suppressed() refuses recipients after the count. */
+    bool any = q->batch;
+    for (size_t i = 0; i < q->nrc && !any; i++)
+        any = q->rc[i].rejected;
+    if (any) {
+        md_buf_append_str(&b, ",\"rejected\":[");
+        first = true;
+        for (size_t i = 0; i < q->nrc; i++) {
+            const rcpt_t *rc = &q->rc[i];
+            if (!rc->rejected)
+                continue;
+            if (!first)
+                md_buf_append(&b, ",", 1);
+            first = false;
+            rejected_put(&b, rc->index, rc->err->code, rc->err->field, rc->err->msg);
+        }
+        md_buf_append(&b, "]", 1);
     }
-    char *s = json_dumps(root, JSON_COMPACT);
-    json_decref(root);
+    md_buf_append(&b, "}", 1);
+    char *s = md_xstrndup(b.pos, md_buf_len(&b));
+    md_buf_free(&b);
     return s;
 }
 
@@ -1183,14 +1253,11 @@ accept_all(send_t *q)
             m->tracking_json = t.tracking_json;
         }
         {
-            verr_t se;
-            fail(&se, "suppressed", rc->to_field, SUPPRESSED_MSG);
-            json_t *o = json_pack("{s:i,s:s,s:s,s:s}", "index", (int)rc->index, "code", se.code,
-                                  "field", se.field, "message", se.msg);
-            char *t = json_dumps(o, JSON_COMPACT);
-            m->refused_json = md_pstrndup(pool, t, strlen(t));
-            free(t);
-            json_decref(o);
+            md_buf_t rb;
+            md_buf_init(&rb);
+            rejected_put(&rb, rc->index, "suppressed", rc->to_field, SUPPRESSED_MSG);
+            m->refused_json = md_pstrndup(pool, rb.pos, md_buf_len(&rb));
+            md_buf_free(&rb);
         }
         q->msg_rc[k] = rc;
         pred[k] = q->send_at > 0 ? "scheduled" : "queued";
