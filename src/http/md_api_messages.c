@@ -53,6 +53,7 @@
  * request stores nothing, its key included.
  */
 #include "md_router.h"
+#include "md_json.h"
 #include "md_api_util.h"
 #include "md_tracking.h"
 #include "md_auth.h"
@@ -635,7 +636,7 @@ load_body(send_t *q)
 {
     md_http_request_t *r = q->r;
     json_error_t jerr;
-    q->body = json_loadb(r->body.pos, md_buf_len(&r->body), JSON_REJECT_DUPLICATES, &jerr);
+    q->body = md_json_load(r->body.pos, md_buf_len(&r->body), &jerr);
     if (q->body == NULL) {
         count_rejected("invalid_json", 1);
         md_http_send_error(r, 400, "invalid_json",

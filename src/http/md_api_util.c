@@ -1,4 +1,5 @@
 #include "md_api_util.h"
+#include "md_json.h"
 #include "md_tracking.h"
 #include "md_app.h"
 #include "md_log.h"
@@ -225,7 +226,7 @@ md_api_body_object(md_http_request_t *r, bool empty_ok)
         j = json_object();
     } else {
         json_error_t err;
-        j = json_loadb(r->body.pos, len, JSON_REJECT_DUPLICATES, &err);
+        j = md_json_load(r->body.pos, len, &err);
         if (j == NULL) {
             md_http_send_error(r, 400, "invalid_json",
                                "the body is not valid JSON: %s (line %d, column %d)", err.text,
