@@ -35,6 +35,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 
 /* md_pg_exec_batch takes at most this many statements. */
@@ -524,15 +525,18 @@ arr_elem(md_buf_t *b, const char *s, bool first)
         return;
     }
     md_buf_append(b, "\"", 1);
-    const char *run = s;
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') {
-            md_buf_append(b, run, (size_t)(s - run));
-            md_buf_append(b, "\\", 1);
-            run = s;
-        }
+    /* strcspn finds the next character to escape a vector at a time: bodies are
+     * most of what a unit's arrays carry. */
+    for (;;) {
+        size_t run = strcspn(s, "\"\\");
+        md_buf_append(b, s, run);
+        s += run;
+        if (*s == '\0')
+            break;
+        md_buf_append(b, "\\", 1);
+        md_buf_append(b, s, 1);
+        s++;
     }
-    md_buf_append(b, run, (size_t)(s - run));
     md_buf_append(b, "\"", 1);
 }
 
