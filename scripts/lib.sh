@@ -106,6 +106,52 @@ md_free_port() {
         LocalPort => 0, Listen => 1, ReuseAddr => 1)->sockport, "\n"'
 }
 
+# md_c_string NAME FILE...: the C string constant NAME[] of the last FILE, its
+# string macros expanded from all of them (one-parameter ones included): the
+# SQL text a statement of the C code sends, for benchmarks that run it alone.
+md_c_string() {
+    local name=$1
+    shift
+    NAME=$name perl -0777 -e '
+        my $src = join "", map { local $/; open(my $f, "<", $_) or die "$_: $!\n"; <$f> } @ARGV;
+        $src =~ s/\\\n/ /g;
+        my $tok = qr/"(?:[^"\\]|\\.)*"|\w+|[(),]/;
+        my (%mac, %par);
+        while ($src =~ /^#define\s+(\w+)(\((\w+)\))?[ \t]+(.*)$/mg) {
+            my ($k, $p, $v) = ($1, $3, $4);
+            next unless $v =~ /^\s*(?:$tok\s*)+$/;
+            $mac{$k} = [ $v =~ /($tok)/g ];
+            $par{$k} = $p if defined $p;
+        }
+        sub expand {
+            my ($t, $env) = @_;
+            my $s = "";
+            for (my $i = 0; $i < @$t; $i++) {
+                my $x = $t->[$i];
+                if ($x =~ /^"(.*)"$/s) { $s .= $1 =~ s/\\(.)/$1/gr; next }
+                if (exists $env->{$x}) { $s .= $env->{$x}; next }
+                die "unknown macro $x\n" unless $mac{$x};
+                if (defined $par{$x}) {
+                    $t->[++$i] eq "(" or die "$x needs an argument\n";
+                    my ($depth, @arg) = (1);
+                    while (++$i < @$t) {
+                        $depth += $t->[$i] eq "(" ? 1 : $t->[$i] eq ")" ? -1 : 0;
+                        last if $depth == 0;
+                        push @arg, $t->[$i];
+                    }
+                    $s .= expand($mac{$x}, { $par{$x} => expand(\@arg, $env) });
+                } else {
+                    $s .= expand($mac{$x}, $env);
+                }
+            }
+            return $s;
+        }
+        $src =~ /\Q$ENV{NAME}\E\[\]\s*=\s*((?:$tok|\s)+);/ or die "no $ENV{NAME}\n";
+        my $body = $1;
+        print expand([ $body =~ /($tok)/g ], {});
+    ' "$@"
+}
+
 # --- private PostgreSQL and Redis (scripts/quickstart; tests use t/lib/MailerdStore.pm) ---
 
 # md_pg_bindir: the newest installed PostgreSQL server's bin directory
