@@ -87,8 +87,11 @@ $t->start;
 # --- /ready ------------------------------------------------------------------------
 ok(ready_everywhere(sub { $_[0]{status} == 200 }), '/ready turns 200 on every worker')
   or diag(eval { ready()->{body} });
+# What the workers logged about their stores, for a /ready that is not 200 (a
+# pool connection lost and made again would show here).
+sub store_log { join "\n", grep { /postgres|redis|pool/i } split /\n/, $t->error_log }
 my $r = ready();
-is($r->{status}, 200, '/ready 200');
+is($r->{status}, 200, '/ready 200') or diag(store_log());
 is_deeply($r->{json}, { status => 'ready', checks => { postgres => 'ok', redis => 'ok', schema => 'ok' } },
           '/ready body names every check') or diag($r->{body});
 is($r->{headers}{'cache-control'}, 'no-store', '/ready is not cacheable');
@@ -116,7 +119,7 @@ sub pings {
     # One check per worker per 250 ms at most (+1 each for the edges).
     my $bound = 2 * (int($el / 0.25) + 2);
     note(sprintf '%d /ready in %.2f s cost %d PINGs (bound %d)', $n, $el, $p, $bound);
-    is($bad, 0, "$n /ready in a row are 200");
+    is($bad, 0, "$n /ready in a row are 200") or diag(store_log());
     ok($p >= 1 && $p <= $bound, "they cost $p PINGs, not one each (at most $bound)");
 }
 
