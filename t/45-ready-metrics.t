@@ -1,3 +1,4 @@
+# scripts/test: alone (/ready answered by every worker in a row, a burst of it)
 # GET /ready and the store metrics, against a private PostgreSQL and Redis:
 #  - /ready is 200 with every check "ok" once both stores answer and the schema is
 #    current; its result is shared for a moment (a hammering load balancer costs

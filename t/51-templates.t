@@ -1,3 +1,4 @@
+# scripts/test: alone (cross-worker timing: a change seen by every worker once answered)
 # Templates API and cache against a private PostgreSQL and Redis, mailerd with 2
 # workers (MailerdTest->stack):
 #   - CRUD: create (201, UUIDv7 id, timestamps), read, list (cursor pages), full
@@ -436,7 +437,7 @@ sub propagation {
     is(req($A, 'DELETE', "/v1/templates/$x->{id}")->{status}, 204, 'delete the propagated template');
     my @res = burst(8, $x->{id}, 'deleted');
     my $by = served_by(map { $_->[0] } @res);
-    is((grep { $_->[1] != 404 } @res), 0, 'every render after the delete is 404');
+    is((grep { $_->[1] != 404 } @res), 0, 'every render after the delete is 404') or diag(explain \@res);
     my %pids = map { ($by->{ $_->[0] } // 0) => 1 } @res;
     note(sprintf('404 from %d worker(s) within %.3f s', scalar(keys %pids), time - $del_t0));
 }
