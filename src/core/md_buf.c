@@ -87,9 +87,8 @@ md_buf_printf(md_buf_t *b, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
-static size_t
-utf8_seq_len(const unsigned char *s, size_t n)
+size_t
+md_utf8_seq_len(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
     size_t len;
@@ -136,7 +135,7 @@ md_buf_append_json_escaped(md_buf_t *b, const char *s, size_t n)
             break;
         unsigned char c = *p;
         if (c >= 0x80) {
-            size_t l = utf8_seq_len(p, (size_t)(end - p));
+            size_t l = md_utf8_seq_len(p, (size_t)(end - p));
             if (l) {
                 md_buf_append(b, p, l);
                 p += l;

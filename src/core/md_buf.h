@@ -29,6 +29,10 @@ void md_buf_vprintf(md_buf_t *b, const char *fmt, va_list ap);
 /* Appends s as the inside of a JSON string (no quotes), escaping as RFC 8259 asks;
  * bytes that are not valid UTF-8 become U+FFFD so the output is always valid JSON. */
 void md_buf_append_json_escaped(md_buf_t *b, const char *s, size_t n);
+
+/* Length of the well-formed UTF-8 sequence at s[0..n) (1..4; RFC 3629: no
+ * overlong forms, surrogates or code points past U+10FFFF), or 0. */
+size_t md_utf8_seq_len(const unsigned char *s, size_t n);
 /* Drops consumed bytes: pos = last = start when empty, else moves live data down. */
 void md_buf_compact(md_buf_t *b);
 void md_buf_reset(md_buf_t *b);

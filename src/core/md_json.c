@@ -4,6 +4,7 @@
  * which sends the body to jansson.
  */
 #include "md_json.h"
+#include "md_buf.h"
 
 #include <errno.h>
 #include <math.h>
@@ -33,23 +34,16 @@ skip_ws(md_json_in_t *in)
         in->p++;
 }
 
-/* The length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
- * forms, no surrogates, nothing past U+10FFFF), or 0. */
-static size_t
-utf8_len(const unsigned char *p, const unsigned char *end)
+/* Consumes c when it comes next, after whitespace. */
+static bool
+eat(md_json_in_t *in, char c)
 {
-    unsigned char c = p[0];
-    size_t n = c < 0xc2 ? 0 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : c < 0xf5 ? 4 : 0;
-    if (n == 0 || (size_t)(end - p) < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
+    skip_ws(in);
+    if (in->p < in->end && *in->p == (unsigned char)c) {
+        in->p++;
+        return true;
     }
-    if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f) || (c == 0xf0 && p[1] < 0x90) ||
-        (c == 0xf4 && p[1] > 0x8f))
-        return 0;
-    return n;
+    return false;
 }
 
 static int
@@ -110,7 +104,7 @@ string(md_json_in_t *in, char *stack, char **out, size_t *len, bool *owned)
             n++;
             q++;
         } else {
-            size_t l = utf8_len(q, end);
+            size_t l = md_utf8_seq_len(q, (size_t)(end - q));
             if (l == 0)
                 return false;
             n += l;
@@ -255,11 +249,8 @@ object(md_json_in_t *in)
 {
     json_t *o = json_object();
     in->p++;
-    skip_ws(in);
-    if (in->p < in->end && *in->p == '}') {
-        in->p++;
+    if (eat(in, '}'))
         return o;
-    }
     for (;;) {
         skip_ws(in);
         if (in->p >= in->end || *in->p != '"')
@@ -284,29 +275,17 @@ object(md_json_in_t *in)
         }
         key[kn] = '\0';
         bool dup = json_object_get(o, key) != NULL;
-        json_t *v = NULL;
-        if (!dup) {
-            skip_ws(in);
-            if (in->p < in->end && *in->p == ':') {
-                in->p++;
-                v = value(in);
-            }
-        }
+        json_t *v = !dup && eat(in, ':') ? value(in) : NULL;
         if (v != NULL && json_object_set_new_nocheck(o, key, v) != 0)
             v = NULL;
         if (owned)
             free(key);
         if (v == NULL)
             break;
-        skip_ws(in);
-        if (in->p < in->end && *in->p == ',') {
-            in->p++;
+        if (eat(in, ','))
             continue;
-        }
-        if (in->p < in->end && *in->p == '}') {
-            in->p++;
+        if (eat(in, '}'))
             return o;
-        }
         break;
     }
     json_decref(o);
@@ -318,24 +297,16 @@ array(md_json_in_t *in)
 {
     json_t *a = json_array();
     in->p++;
-    skip_ws(in);
-    if (in->p < in->end && *in->p == ']') {
-        in->p++;
+    if (eat(in, ']'))
         return a;
-    }
     for (;;) {
         json_t *v = value(in);
         if (v == NULL || json_array_append_new(a, v) != 0)
             break;
-        skip_ws(in);
-        if (in->p < in->end && *in->p == ',') {
-            in->p++;
+        if (eat(in, ','))
             continue;
-        }
-        if (in->p < in->end && *in->p == ']') {
-            in->p++;
+        if (eat(in, ']'))
             return a;
-        }
         break;
     }
     json_decref(a);

@@ -1273,10 +1273,12 @@ accept_all(send_t *q)
     }
     a->msgs = q->msgs;
     a->n = n;
-    char *s = response_text(q, pred);
-    q->response = md_pstrndup(pool, s, strlen(s));
-    free(s);
     if (q->has_idem) {
+        /* The answer stored with the key, predicted before the statuses are known
+         * (the store writes the committed ones into it). */
+        char *s = response_text(q, pred);
+        q->response = md_pstrndup(pool, s, strlen(s));
+        free(s);
         a->idem_key = q->idem_key;
         a->idem_hash = q->hash;
         a->idem_status = 202;
