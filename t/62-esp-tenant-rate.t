@@ -14,7 +14,7 @@
 # The sink's journal ("<id> <attempt>" per delivery, written at the send) is the
 # clock of the deliveries; PostgreSQL's records may lag them by a chunk.
 #
-# With the dispatcher's default dispatch_concurrency (256): a limited tenant's
+# With dispatch_concurrency 256 (set below; the default is 1024): a limited tenant's
 # backlog beyond MD_ROUTE_TENANT_MAX_WAIT (5 s) of its rate per worker, or a
 # quarter of the worker's places, is deferred (code tenant_rate_limited, the attempt given back) instead of
 # holding the dispatcher's places, so B is read and delivered at once.
@@ -27,7 +27,8 @@ use MailerdTest;
 
 my $s = MailerdTest->stack(
     workers => 2, tenants => 2,
-    main_extra => "esp sink {\n    dir sink;\n    journal sink.journal;\n}\n# ROUTING\n");
+    main_extra => "dispatch_concurrency 256;\n"
+      . "esp sink {\n    dir sink;\n    journal sink.journal;\n}\n# ROUTING\n");
 my $dir = $s->{t}->dir;
 my $journal = "$dir/sink.journal";
 my ($A, $B) = @{ $s->{tenants} };

@@ -189,7 +189,7 @@ static const md_conf_cmd_t md_conf_main_cmds[] = {
     {"suppression_cleanup_interval", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time,
      offsetof(md_conf_t, suppression_cleanup_interval), &md_conf_recovery_bounds, "1m", NULL},
     {"dispatch_concurrency", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_number,
-     offsetof(md_conf_t, dispatch_concurrency), &md_conf_dispatch_concurrency_bounds, "256", NULL},
+     offsetof(md_conf_t, dispatch_concurrency), &md_conf_dispatch_concurrency_bounds, "1024", NULL},
     {NULL, 0, 0, NULL, 0, NULL, NULL, NULL},
 };
 

@@ -112,23 +112,31 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MD_DISPATCH_BATCH_MAX   256   /* entries per read (and per claim statement) */
-#define MD_DISPATCH_RECORD_MAX  32    /* outcomes per record unit at most ... */
-#define MD_DISPATCH_RECORD_SPAN 0.001 /* ... or what one millisecond of sending produced */
-/* A batch with remote sends: their answers come in over tens of milliseconds,
- * so a 1 ms span made record units of 7-9 outcomes, and the record
- * transactions, not the sends, bounded a TLS drain (PostgreSQL's CPU per
- * message 50% above the sink's). A longer span makes units of dozens. The
- * price: a worker killed mid-batch loses up to this much more of recorded
- * outcomes, whose messages are sent again after their lease. */
-#define MD_DISPATCH_RECORD_MAX_REMOTE  256
-#define MD_DISPATCH_RECORD_SPAN_REMOTE 0.020
-#define MD_DISPATCH_RECORD_RETRY       0.5 /* seconds between tries of a record PostgreSQL lost */
-#define MD_DISPATCH_BLOCK_MS           "1000"
-#define MD_DISPATCH_RETRY              0.25 /* seconds before reading again after a refusal */
-#define MD_DISPATCH_RECLAIM_EVERY      5.0  /* seconds between XAUTOCLAIM rounds */
-#define MD_DISPATCH_RECLAIM_CALLS      64   /* XAUTOCLAIM calls per stream per round at most */
-#define MD_ADDRESS_BUF                 512  /* an addr-spec in A-label form (254) with room */
+#define MD_DISPATCH_BATCH_MAX 256 /* entries per read (and per claim statement) */
+/*
+ * A record unit: at most MD_DISPATCH_RECORD_MAX outcomes, or what
+ * MD_DISPATCH_RECORD_SPAN of sending produced. Remote answers come in over tens
+ * of milliseconds (a 1 ms span made units of 7-9 outcomes, and the record
+ * transactions, not the sends, bounded a TLS drain); the sink's come at once,
+ * and units of 32 made four record transactions per claim: bench/drain, same
+ * runs, 12,300-12,700 msgs/s and ~100 us of PostgreSQL per message with units
+ * of 32, 16,200-17,900 and ~75 us with whole batches (and dispatch_concurrency
+ * 1024, whose claims are of MD_DISPATCH_BATCH_MAX). The price: a worker killed
+ * mid-batch leaves up to a batch of sent but unrecorded outcomes, which the
+ * next claim marks interrupted (a driver that can look up what it sent, the
+ * sink, does not send those again; the others do, after the lease). A whole
+ * claim fits one unit; bench/ reads the number from this line.
+ */
+#define MD_DISPATCH_RECORD_MAX  256
+#define MD_DISPATCH_RECORD_SPAN 0.020
+_Static_assert(MD_DISPATCH_RECORD_MAX == MD_DISPATCH_BATCH_MAX,
+               "a record unit holds a whole claim");
+#define MD_DISPATCH_RECORD_RETRY  0.5 /* seconds between tries of a record PostgreSQL lost */
+#define MD_DISPATCH_BLOCK_MS      "1000"
+#define MD_DISPATCH_RETRY         0.25 /* seconds before reading again after a refusal */
+#define MD_DISPATCH_RECLAIM_EVERY 5.0  /* seconds between XAUTOCLAIM rounds */
+#define MD_DISPATCH_RECLAIM_CALLS 64   /* XAUTOCLAIM calls per stream per round at most */
+#define MD_ADDRESS_BUF            512  /* an addr-spec in A-label form (254) with room */
 
 /*
  * The claim. $1 message ids (in id order: see "Lock order" above), $2 event ids
@@ -405,7 +413,6 @@ typedef struct md_batch_s {
     size_t released; /* entries acknowledged: their places given back (md_entry_ack) */
     double pend_t0;  /* monotonic: when the first of them finished */
     ev_timer flush;  /* records what finished, MD_DISPATCH_RECORD_SPAN after the first */
-    int remote;      /* a send of the batch went to a remote account: the _REMOTE limits */
     size_t n;
     md_entry_t e[];
 } md_batch_t;
@@ -1594,8 +1601,6 @@ md_job_send(md_job_t *j)
     memset(&r, 0, sizeof(r));
     md_route_started(esp);
     j->t0 = md_dispatch_mono();
-    if (esp->driver->deliver == NULL)
-        j->b->remote = 1;
     md_collector_t *c = esp->driver->deliver ? NULL : md_collector_of(j->b->d, esp);
     if (c) {
         md_collector_park(c, j);
@@ -1731,15 +1736,14 @@ md_batch_job_done(md_batch_t *b, size_t idx, bool pump)
 {
     md_entry_t *e = &b->e[idx];
     if (e->state == E_SENT || e->state == E_FAIL) {
-        double span = b->remote ? MD_DISPATCH_RECORD_SPAN_REMOTE : MD_DISPATCH_RECORD_SPAN;
-        size_t max = b->remote ? MD_DISPATCH_RECORD_MAX_REMOTE : MD_DISPATCH_RECORD_MAX;
         if (b->npend == 0) {
             b->pend_t0 = md_dispatch_mono();
-            ev_timer_set(&b->flush, span, 0.);
+            ev_timer_set(&b->flush, MD_DISPATCH_RECORD_SPAN, 0.);
             ev_timer_start(b->d->loop, &b->flush);
         }
         b->pend[b->npend++] = idx;
-        if (b->npend >= max || md_dispatch_mono() - b->pend_t0 >= span)
+        if (b->npend >= MD_DISPATCH_RECORD_MAX ||
+            md_dispatch_mono() - b->pend_t0 >= MD_DISPATCH_RECORD_SPAN)
             md_batch_flush(b);
     }
     b->sending--;
@@ -2368,8 +2372,8 @@ md_dispatch_start(md_app_t *app)
     d->redis = r;
     d->phase = PHASE_TRANSACTIONAL;
     d->concurrency = md_max(app->conf->dispatch_concurrency, 1);
-    /* Two batches in flight: one is claimed or recorded while the next is read
-     * and sent. */
+    /* Two batches in flight at least (four with the default 1024): one is
+     * claimed or recorded while the next is read and sent. */
     d->batch = md_max(md_min(d->concurrency / 2, MD_DISPATCH_BATCH_MAX), 1);
     /* Places come back one entry at a time (md_entry_ack): wait for a whole
      * batch's worth, so claims stay large (one statement per batch). */
