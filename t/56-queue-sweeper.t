@@ -16,7 +16,8 @@
 #     (a) after FLUSHALL every waiting message is pushed again, once;
 #   - then with a sink esp block (reload): everything queued is delivered, the
 #     paused tenant's mail once the pause row goes, and a FLUSHALL in the middle
-#     of a 3,000 message drain loses nothing.
+#     of an 8,000 message drain loses nothing (8,000: with four claims of 256 in
+#     flight per worker a smaller backlog could be gone before the flush).
 # A "probe" (a queued row with no entry) marks a sweeper turn: once it is
 # pushed, a whole turn ran after it was written, so a negative assertion made
 # then has had a sweeper turn to fail.
@@ -329,33 +330,82 @@ ok($t->reload_conf(sub { $_[0] =~ s/(queue_recovery_interval)/esp sink {\n    di
 
 # --- a FLUSHALL in the middle of a drain loses nothing --------------------------------------
 {
-    # Rows as the send API writes them, and their entries in one pipeline, so the
+    # Rows as the send API writes them, and their entries in one script, so the
     # dispatchers find the whole backlog at once and the flush lands mid-drain.
     my @ids = split /\n/, sql("WITH i AS (INSERT INTO messages (id, tenant_id, status, priority, from_addr, to_addr, text_body)"
                               . " SELECT gen_random_uuid(), '$A->{id}', 'queued', CASE WHEN g % 2 = 0 THEN 'bulk' ELSE 'transactional' END,"
-                              . " 'a\@acme.example', 'drain' || g || '\@example.com', 'x' FROM generate_series(1, 3000) g RETURNING id, tenant_id),"
+                              . " 'a\@acme.example', 'drain' || g || '\@example.com', 'x' FROM generate_series(1, 8000) g RETURNING id, tenant_id),"
                               . " e AS (INSERT INTO events (id, tenant_id, message_id, type) SELECT gen_random_uuid(), tenant_id, id, 'queued' FROM i)"
                               . " SELECT id FROM i");
-    is(scalar @ids, 3000, '3,000 queued rows');
+    is(scalar @ids, 8000, '8,000 queued rows');
     my $prio = { split /[|\n]/, sql("SELECT id, priority FROM messages WHERE to_addr LIKE 'drain%'") };
+    my $delivered = sub { sql("SELECT count(*) FROM messages WHERE to_addr LIKE 'drain%' AND status = 'delivered'") };
+    # The sink's files, not PostgreSQL, tell when the drain is under way: a psql
+    # per look is too slow on a loaded machine to catch it in the middle.
+    my $files = sub { opendir(my $dh, "$dir/sink") or return 0; scalar grep { /\.eml\z/ } readdir $dh };
+    my $before = $files->();
     my $port = $redis->port;
     open(my $cli, '|-', "redis-cli -h 127.0.0.1 -p $port >/dev/null") or die "redis-cli: $!";
-    print $cli map { "EVAL \"redis.call('XADD', KEYS[1], '*', 'id', ARGV[1]) redis.call('SADD', KEYS[2], ARGV[1])\" 2 "
-                     . ($prio->{$_} eq 'bulk' ? $QB : $QT) . " $LIVE $_\n" } @ids;
+    # One script for the whole backlog: atomic, so the drain starts with all of
+    # it there (pushed one by one on a loaded machine, it drained as it came).
+    print $cli "EVAL \"for i = 1, #ARGV, 2 do redis.call('XADD', ARGV[i] == 'b' and KEYS[1] or KEYS[2], '*', 'id', ARGV[i + 1])"
+      . " redis.call('SADD', KEYS[3], ARGV[i + 1]) end\" 3 $QB $QT $LIVE "
+      . join(' ', map { ($prio->{$_} eq 'bulk' ? 'b' : 't') . " $_" } @ids) . "\n";
     close $cli or die "redis-cli: $?";
-    my $delivered = sub { sql("SELECT count(*) FROM messages WHERE to_addr LIKE 'drain%' AND status = 'delivered'") };
-    wait_for(sub { $delivered->() >= 200 }, 20);
+    wait_for(sub { $files->() - $before >= 200 }, 20);
     $redis->cli('FLUSHALL');
     my $at_flush = $delivered->();
-    cmp_ok($at_flush, '<', 3000, "the flush came before the end of the drain ($at_flush delivered then)");
+    cmp_ok($at_flush, '<', 8000, "the flush came before the end of the drain ($at_flush delivered then)");
     ok(wait_for(sub { $delivered->() == @ids }, 60), 'every message delivered after the flush')
       or diag(sql("SELECT status, count(*) FROM messages WHERE to_addr LIKE 'drain%' GROUP BY 1"));
-    is(scalar(grep { -f "$dir/sink/$_.eml" } @ids), 3000, 'and written');
-    is(sql("SELECT count(*) FROM events WHERE message_id IN (" . in_list(@ids) . ") AND type = 'sent'"), 3000,
+    is(scalar(grep { -f "$dir/sink/$_.eml" } @ids), 8000, 'and written');
+    is(sql("SELECT count(*) FROM events WHERE message_id IN (SELECT id FROM messages WHERE to_addr LIKE 'drain%')"
+           . " AND type = 'sent'"), 8000,
        'one sent event each: no message sent twice');
     # The streams have no length cap; the sweeper trims what was acknowledged.
     ok(wait_for(sub { xlen($QT) + xlen($QB) <= 4 }, 15),
        'after the drain the sweeper trimmed the acknowledged entries from the streams')
+      or diag('XLEN ' . xlen($QT) . ' + ' . xlen($QB) . "\n" . pending_report());
+}
+
+# --- a Redis stall in the middle of a drain: the acknowledgements it cut off go again --------
+# Redis stopped (SIGSTOP) for longer than command_timeout (1s): the workers drop
+# their command connections with XACKs on the wire. Those are sent again once
+# the connections are back, so nothing stays pending (left pending, entries wait
+# for XAUTOCLAIM after queue_lease, five minutes here, and hold back the trim).
+{
+    my @ids = split /\n/, sql("WITH i AS (INSERT INTO messages (id, tenant_id, status, priority, from_addr, to_addr, text_body)"
+                              . " SELECT gen_random_uuid(), '$A->{id}', 'queued', 'bulk',"
+                              . " 'a\@acme.example', 'stall' || g || '\@example.com', 'x' FROM generate_series(1, 8000) g RETURNING id, tenant_id),"
+                              . " e AS (INSERT INTO events (id, tenant_id, message_id, type) SELECT gen_random_uuid(), tenant_id, id, 'queued' FROM i)"
+                              . " SELECT id FROM i");
+    is(scalar @ids, 8000, '8,000 more queued rows');
+    my $delivered = sub { sql("SELECT count(*) FROM messages WHERE to_addr LIKE 'stall%' AND status = 'delivered'") };
+    my $files = sub { opendir(my $dh, "$dir/sink") or return 0; scalar grep { /\.eml\z/ } readdir $dh };
+    my $before = $files->();
+    my $port = $redis->port;
+    open(my $cli, '|-', "redis-cli -h 127.0.0.1 -p $port >/dev/null") or die "redis-cli: $!";
+    print $cli "EVAL \"for i = 1, #ARGV do redis.call('XADD', KEYS[1], '*', 'id', ARGV[i])"
+      . " redis.call('SADD', KEYS[2], ARGV[i]) end\" 2 $QB $LIVE @ids\n";
+    close $cli or die "redis-cli: $?";
+    wait_for(sub { $files->() - $before >= 200 }, 20);
+    kill 'STOP', $redis->{pid};
+    sleep 1.6;
+    kill 'CONT', $redis->{pid};
+    my $at_stall = $delivered->();
+    cmp_ok($at_stall, '<', 8000, "Redis stalled in the middle of the drain ($at_stall delivered by then)");
+    ok(wait_for(sub { $delivered->() == @ids }, 60), 'every message delivered after the stall')
+      or diag(sql("SELECT status, count(*) FROM messages WHERE to_addr LIKE 'stall%' GROUP BY 1"));
+    ok(grep({ ($_->{reason} // '') =~ /command_timeout/ } $t->error_log_entries),
+       'the stall cost the workers their command connections');
+    my $pending = sub {
+        my $n = 0;
+        for my $q ($QT, $QB) { my $x = $redis->cli('XPENDING', $q, 'mailerd') // ''; $n += $x =~ /^(\d+)/ ? $1 : 0 }
+        return $n;
+    };
+    ok(wait_for(sub { $pending->() == 0 }, 15), 'no entry left pending: the lost XACKs were sent again')
+      or diag('pending ' . $pending->() . "\n" . pending_report());
+    ok(wait_for(sub { xlen($QT) + xlen($QB) <= 4 }, 15), '... and the sweeper trimmed the streams')
       or diag('XLEN ' . xlen($QT) . ' + ' . xlen($QB));
 }
 
@@ -378,11 +428,29 @@ ok($t->reload_conf(sub { $_[0] =~ s/(queue_recovery_interval)/esp sink {\n    di
     };
     ok(wait_for(sub { live_count(@fake) == 0 && $pending->() == 0 }, 30),
        'every entry acknowledged and out of the live set')
-      or diag('live ' . live_count(@fake) . ', pending ' . $pending->());
+      or diag('live ' . live_count(@fake) . ', pending ' . $pending->() . "\n" . pending_report());
 }
 
 is($t->stop, 0, 'graceful stop');
 done_testing;
+
+# What holds the group's pending entries, for a failed assertion: per stream the
+# XPENDING summary (count, ids, consumers), the oldest few (consumer, idle ms,
+# deliveries) and the status of their messages.
+sub pending_report {
+    my $out = '';
+    for my $q ($QT, $QB) {
+        $out .= "$q: XPENDING " . join(' ', split /\n/, $redis->cli('XPENDING', $q, 'mailerd') // '?') . "\n";
+        my @p = split /\n/, $redis->cli('XPENDING', $q, 'mailerd', '-', '+', '5') // '';
+        while (my ($eid, $consumer, $idle, $n) = splice(@p, 0, 4)) {
+            my @f = split /\n/, $redis->cli('XRANGE', $q, $eid, $eid) // '';
+            my $mid = $f[2] // '?';
+            my $st = $mid =~ /^[0-9a-f-]{36}\z/ ? sql("SELECT status || ' attempts ' || attempts FROM messages WHERE id = '$mid'") : '';
+            $out .= "  $eid $consumer idle ${idle}ms delivered ${n}x: message $mid " . ($st || 'no row') . "\n";
+        }
+    }
+    return $out . 'consumers: ' . join(' ', split /\n/, $redis->cli('XINFO', 'CONSUMERS', $QB, 'mailerd') // '');
+}
 
 sub strftime_in {
     my ($secs) = @_;

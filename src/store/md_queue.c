@@ -286,11 +286,17 @@ enum {
 
 typedef struct md_queue_s md_queue_t;
 
-#define MD_QUEUE_ACK_MAX   512 /* acknowledgements in one XACK/SREM at most */
-#define MD_QUEUE_ENTRY_LEN 48  /* a stream entry id: two 64-bit numbers and a dash */
+#define MD_QUEUE_ACK_MAX   512  /* acknowledgements in one XACK/SREM at most */
+#define MD_QUEUE_ACK_RETRY 0.25 /* seconds between tries of XACKs Redis did not take */
+/* XACKs kept per stream while Redis is away, at most: a dispatcher reads
+ * nothing meanwhile, so only what it held can be acknowledged; past this the
+ * entries stay pending for XAUTOCLAIM. */
+#define MD_QUEUE_ACK_KEEP  65536
+#define MD_QUEUE_ENTRY_LEN 48 /* a stream entry id: two 64-bit numbers and a dash */
+typedef char md_queue_entry_t[MD_QUEUE_ENTRY_LEN];
 typedef struct md_queue_acks_s {
-    char (*entry[2])[MD_QUEUE_ENTRY_LEN]; /* by stream: transactional, bulk */
-    size_t nentry[2];
+    md_queue_entry_t *entry[2]; /* by stream (transactional, bulk); grows while Redis is away */
+    size_t nentry[2], cap[2];
     char (*live)[MD_UUID_STRLEN + 1];
     size_t nlive;
 } md_queue_acks_t;
@@ -338,6 +344,7 @@ struct md_queue_s {
      * md_queue_ack): entry ids per stream, message ids for the live set. */
     md_queue_acks_t acks;
     ev_prepare ack_flush;
+    ev_timer ack_retry; /* XACKs kept while Redis is away (see md_queue_xack_cb) */
 };
 
 static md_queue_t *md_queue;
@@ -461,12 +468,108 @@ md_queue_ack_cb(void *ctx, redisReply *reply, const char *err)
     md_unused(ctx);
     if (err || reply->type == REDIS_REPLY_ERROR)
         md_logf(MD_LOG_DEBUG, 0, MD_LOG_FIELDS(MD_LS("error", err ? err : reply->str)),
-                "queue: XACK/SREM failed, the entry stays pending");
+                "queue: SREM failed, the ids stay in the live set");
 }
 
-/* Sends one XACK per stream and one SREM with every acknowledgement gathered,
- * pipelined on the worker's connection, so they go together or not at all (a
- * lost connection). */
+/* One XACK on the wire: its stream and entry ids, kept to send again. */
+/* One XACK on the wire: its stream and entry ids, kept to send again. */
+typedef struct {
+    int s;
+    size_t n;
+    md_queue_entry_t entry[];
+} md_queue_xack_t;
+
+/* Appends entry ids to those stream s has to acknowledge. */
+static void
+md_queue_ack_add(md_queue_t *q, int s, const md_queue_entry_t *entry, size_t n)
+{
+    md_queue_acks_t *a = &q->acks;
+    if (a->nentry[s] + n > MD_QUEUE_ACK_KEEP) {
+        size_t room = MD_QUEUE_ACK_KEEP - md_min(a->nentry[s], MD_QUEUE_ACK_KEEP);
+        md_logf(MD_LOG_DEBUG, 0, MD_LOG_FIELDS(MD_LI("entries", (long)(n - room))),
+                "queue: XACK dropped, the entries stay pending");
+        n = room;
+    }
+    if (n == 0)
+        return;
+    if (a->nentry[s] + n > a->cap[s]) {
+        a->cap[s] = md_max(md_max(a->cap[s] * 2, a->nentry[s] + n), (size_t)MD_QUEUE_ACK_MAX);
+        a->entry[s] = md_xrealloc(a->entry[s], a->cap[s] * sizeof(*a->entry[s]));
+    }
+    memmove(a->entry[s] + a->nentry[s], entry, n * sizeof(*entry)); /* entry may be a->entry[s] */
+    a->nentry[s] += n;
+}
+
+/* Keeps entry ids Redis did not take and tries them again after
+ * MD_QUEUE_ACK_RETRY. */
+static void
+md_queue_ack_keep(md_queue_t *q, int s, const md_queue_entry_t *entry, size_t n)
+{
+    md_queue_ack_add(q, s, entry, n);
+    if (!ev_is_active(&q->ack_retry)) {
+        ev_timer_set(&q->ack_retry, MD_QUEUE_ACK_RETRY, 0.);
+        ev_timer_start(q->app->loop, &q->ack_retry);
+    }
+}
+
+/*
+ * An XACK that Redis did not answer (a lost connection, a command timeout) or
+ * could not take (reconnecting) is sent again once the connection is back:
+ * left pending, its entries would only be delivered again by XAUTOCLAIM after
+ * queue_lease, and until then they hold back the sweeper's trimming of
+ * everything newer in the stream (a Redis stall of a second under load did
+ * that to a thousand entries). XACK is idempotent, so one sent twice is
+ * harmless. An error reply (NOGROUP after Redis lost the streams) is final: the
+ * entries went with them.
+ */
+static void
+md_queue_xack_cb(void *ctx, redisReply *reply, const char *err)
+{
+    md_queue_xack_t *x = ctx;
+    if (err && md_queue != NULL && !md_queue->shutting)
+        md_queue_ack_keep(md_queue, x->s, x->entry, x->n);
+    else if (err || reply->type == REDIS_REPLY_ERROR)
+        md_logf(MD_LOG_DEBUG, 0, MD_LOG_FIELDS(MD_LS("error", err ? err : reply->str)),
+                "queue: XACK failed, the entries stay pending");
+    free(x);
+}
+
+/* Sends the XACKs of stream s in commands of MD_QUEUE_ACK_MAX entries at most;
+ * what Redis does not take now is kept for the next try. */
+static void
+md_queue_ack_flush_stream(md_queue_t *q, int s)
+{
+    md_queue_acks_t *a = &q->acks;
+    md_redis_t *r = q->app->redis;
+    const char *argv[3 + MD_QUEUE_ACK_MAX];
+    size_t off = 0;
+    while (off < a->nentry[s]) {
+        size_t n = md_min(a->nentry[s] - off, (size_t)MD_QUEUE_ACK_MAX);
+        md_queue_xack_t *x = md_xmalloc(sizeof(*x) + n * sizeof(x->entry[0]));
+        x->s = s;
+        x->n = n;
+        memcpy(x->entry, a->entry[s] + off, n * sizeof(x->entry[0]));
+        argv[0] = "XACK";
+        argv[1] = md_queue_stream[s];
+        argv[2] = MD_QUEUE_GROUP;
+        for (size_t i = 0; i < n; i++)
+            argv[3 + i] = x->entry[i];
+        if (r == NULL || md_redis_cmd(r, md_queue_xack_cb, x, 3 + (int)n, argv, NULL) != MD_OK) {
+            free(x);
+            break;
+        }
+        off += n;
+    }
+    size_t left = a->nentry[s] - off;
+    a->nentry[s] = 0;
+    if (left > 0 && !q->shutting) {
+        memmove(a->entry[s], a->entry[s] + off, left * sizeof(*a->entry[s]));
+        md_queue_ack_keep(q, s, a->entry[s], left); /* in place: nentry is 0 */
+    }
+}
+
+/* Sends the XACKs of both streams and one SREM with every acknowledgement
+ * gathered, pipelined on the worker's connection. */
 static void
 md_queue_ack_flush(md_queue_t *q)
 {
@@ -474,24 +577,11 @@ md_queue_ack_flush(md_queue_t *q)
     ev_prepare_stop(q->app->loop, &q->ack_flush);
     if (a->nentry[0] + a->nentry[1] + a->nlive == 0)
         return;
-    md_redis_t *r = q->app->redis;
-    const char *argv[3 + MD_QUEUE_ACK_MAX]; /* nentry[s] and nlive stay within MD_QUEUE_ACK_MAX */
-    for (int s = 0; s < 2; s++) {
-        if (a->nentry[s] == 0)
-            continue;
-        argv[0] = "XACK";
-        argv[1] = md_queue_stream[s];
-        argv[2] = MD_QUEUE_GROUP;
-        for (size_t i = 0; i < a->nentry[s]; i++)
-            argv[3 + i] = a->entry[s][i];
-        /* An entry left unacknowledged only stays pending: a later delivery of
-         * it finds its message no longer claimable and acknowledges it then. */
-        if (r == NULL ||
-            md_redis_cmd(r, md_queue_ack_cb, NULL, 3 + (int)a->nentry[s], argv, NULL) != MD_OK)
-            md_log(MD_LOG_DEBUG, 0, "queue: XACK not sent, the entries stay pending");
-        a->nentry[s] = 0;
-    }
+    md_queue_ack_flush_stream(q, 0);
+    md_queue_ack_flush_stream(q, 1);
     if (a->nlive > 0) {
+        md_redis_t *r = q->app->redis;
+        const char *argv[2 + MD_QUEUE_ACK_MAX];
         argv[0] = "SREM";
         argv[1] = MD_QUEUE_LIVE;
         for (size_t i = 0; i < a->nlive; i++)
@@ -504,6 +594,14 @@ md_queue_ack_flush(md_queue_t *q)
 
 static void
 md_queue_ack_flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    md_unused(loop);
+    md_unused(revents);
+    md_queue_ack_flush(w->data);
+}
+
+static void
+md_queue_ack_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     md_unused(loop);
     md_unused(revents);
@@ -539,14 +637,16 @@ md_queue_ack(int priority, const char *entry_id, const char *message_id)
         return;
     }
     md_queue_acks_t *a = &q->acks;
-    if (a->entry[s] == NULL) {
-        a->entry[s] = md_xmalloc(MD_QUEUE_ACK_MAX * sizeof(*a->entry[s]));
-        if (a->live == NULL)
-            a->live = md_xmalloc(MD_QUEUE_ACK_MAX * sizeof(*a->live));
-    }
-    if (a->nentry[s] == MD_QUEUE_ACK_MAX || a->nlive == MD_QUEUE_ACK_MAX)
+    if (a->live == NULL)
+        a->live = md_xmalloc(MD_QUEUE_ACK_MAX * sizeof(*a->live));
+    /* A full command's worth goes at once (unless Redis is away: then the
+     * entries wait for the retry). */
+    if ((a->nentry[s] >= MD_QUEUE_ACK_MAX && !ev_is_active(&q->ack_retry)) ||
+        a->nlive == MD_QUEUE_ACK_MAX)
         md_queue_ack_flush(q);
-    md_strlcpy(a->entry[s][a->nentry[s]++], entry_id, MD_QUEUE_ENTRY_LEN);
+    md_queue_entry_t e;
+    md_strlcpy(e, entry_id, sizeof(e));
+    md_queue_ack_add(q, s, &e, 1);
     if (message_id != NULL)
         md_strlcpy(a->live[a->nlive++], message_id, MD_UUID_STRLEN + 1);
     ev_prepare_start(q->app->loop, &q->ack_flush);
@@ -1189,6 +1289,8 @@ md_queue_app_init(md_app_t *app)
     q->app = app;
     ev_prepare_init(&q->ack_flush, md_queue_ack_flush_cb);
     q->ack_flush.data = q;
+    ev_timer_init(&q->ack_retry, md_queue_ack_retry_cb, MD_QUEUE_ACK_RETRY, 0.);
+    q->ack_retry.data = q;
     q->push_script = md_redis_script(app->redis, md_queue_push_lua);
     q->move_script = md_redis_script(app->redis, md_queue_move_lua);
     q->cover_script = md_redis_script(app->redis, md_queue_cover_lua);
@@ -1285,6 +1387,7 @@ md_queue_app_destroy(md_app_t *app)
     if (q->esp_up)
         md_esp_destroy();
     md_queue_ack_flush(q);
+    ev_timer_stop(q->app->loop, &q->ack_retry);
     free(q->acks.entry[0]);
     free(q->acks.entry[1]);
     free(q->acks.live);
