@@ -328,35 +328,46 @@ ok($t->reload_conf(sub { $_[0] =~ s/(queue_recovery_interval)/esp sink {\n    di
     is(join(',', map { $_->{message_id} } @reconciled), $done, 'the sink logged the reconciled one only');
 }
 
-# --- a FLUSHALL in the middle of a drain loses nothing --------------------------------------
-{
-    # Rows as the send API writes them, and their entries in one script, so the
-    # dispatchers find the whole backlog at once and the flush lands mid-drain.
-    my @ids = split /\n/, sql("WITH i AS (INSERT INTO messages (id, tenant_id, status, priority, from_addr, to_addr, text_body)"
-                              . " SELECT gen_random_uuid(), '$A->{id}', 'queued', CASE WHEN g % 2 = 0 THEN 'bulk' ELSE 'transactional' END,"
-                              . " 'a\@acme.example', 'drain' || g || '\@example.com', 'x' FROM generate_series(1, 8000) g RETURNING id, tenant_id),"
-                              . " e AS (INSERT INTO events (id, tenant_id, message_id, type) SELECT gen_random_uuid(), tenant_id, id, 'queued' FROM i)"
-                              . " SELECT id FROM i");
-    is(scalar @ids, 8000, '8,000 queued rows');
-    my $prio = { split /[|\n]/, sql("SELECT id, priority FROM messages WHERE to_addr LIKE 'drain%'") };
-    my $delivered = sub { sql("SELECT count(*) FROM messages WHERE to_addr LIKE 'drain%' AND status = 'delivered'") };
-    # The sink's files, not PostgreSQL, tell when the drain is under way: a psql
-    # per look is too slow on a loaded machine to catch it in the middle.
+# An 8,000-message backlog tagged TAG (to_addr TAG<n>@example.com; every other
+# one bulk when MIXED, else all bulk), as the send API writes the rows, with its
+# entries pushed by one script: atomic, so the drain starts with all of it there
+# (pushed one by one on a loaded machine, it drained as it came). Returns the
+# ids once the drain is under way: 200 new files in the sink, which tells it
+# faster than a psql per look can on a loaded machine.
+sub drain_backlog {
+    my ($tag, $mixed) = @_;
+    my $prio = $mixed ? "CASE WHEN g % 2 = 0 THEN 'bulk' ELSE 'transactional' END" : "'bulk'";
+    my @rows = split /\n/, sql("WITH i AS (INSERT INTO messages (id, tenant_id, status, priority, from_addr, to_addr, text_body)"
+                               . " SELECT gen_random_uuid(), '$A->{id}', 'queued', $prio,"
+                               . " 'a\@acme.example', '$tag' || g || '\@example.com', 'x' FROM generate_series(1, 8000) g"
+                               . " RETURNING id, tenant_id, priority),"
+                               . " e AS (INSERT INTO events (id, tenant_id, message_id, type) SELECT gen_random_uuid(), tenant_id, id, 'queued' FROM i)"
+                               . " SELECT id || ' ' || left(priority, 1) FROM i");
     my $files = sub { opendir(my $dh, "$dir/sink") or return 0; scalar grep { /\.eml\z/ } readdir $dh };
     my $before = $files->();
     my $port = $redis->port;
     open(my $cli, '|-', "redis-cli -h 127.0.0.1 -p $port >/dev/null") or die "redis-cli: $!";
-    # One script for the whole backlog: atomic, so the drain starts with all of
-    # it there (pushed one by one on a loaded machine, it drained as it came).
-    print $cli "EVAL \"for i = 1, #ARGV, 2 do redis.call('XADD', ARGV[i] == 'b' and KEYS[1] or KEYS[2], '*', 'id', ARGV[i + 1])"
-      . " redis.call('SADD', KEYS[3], ARGV[i + 1]) end\" 3 $QB $QT $LIVE "
-      . join(' ', map { ($prio->{$_} eq 'bulk' ? 'b' : 't') . " $_" } @ids) . "\n";
+    print $cli "EVAL \"for i = 1, #ARGV, 2 do redis.call('XADD', ARGV[i + 1] == 'b' and KEYS[1] or KEYS[2], '*', 'id', ARGV[i])"
+      . " redis.call('SADD', KEYS[3], ARGV[i]) end\" 3 $QB $QT $LIVE @rows\n";
     close $cli or die "redis-cli: $?";
     wait_for(sub { $files->() - $before >= 200 }, 20);
+    return map { (split / /)[0] } @rows;
+}
+sub delivered_of { sql("SELECT count(*) FROM messages WHERE to_addr LIKE '$_[0]%' AND status = 'delivered'") }
+sub pending_total {
+    my $n = 0;
+    for my $q ($QT, $QB) { my $x = $redis->cli('XPENDING', $q, 'mailerd') // ''; $n += $x =~ /^(\d+)/ ? $1 : 0 }
+    return $n;
+}
+
+# --- a FLUSHALL in the middle of a drain loses nothing --------------------------------------
+{
+    my @ids = drain_backlog('drain', 1);
+    is(scalar @ids, 8000, '8,000 queued rows');
     $redis->cli('FLUSHALL');
-    my $at_flush = $delivered->();
+    my $at_flush = delivered_of('drain');
     cmp_ok($at_flush, '<', 8000, "the flush came before the end of the drain ($at_flush delivered then)");
-    ok(wait_for(sub { $delivered->() == @ids }, 60), 'every message delivered after the flush')
+    ok(wait_for(sub { delivered_of('drain') == @ids }, 60), 'every message delivered after the flush')
       or diag(sql("SELECT status, count(*) FROM messages WHERE to_addr LIKE 'drain%' GROUP BY 1"));
     is(scalar(grep { -f "$dir/sink/$_.eml" } @ids), 8000, 'and written');
     is(sql("SELECT count(*) FROM events WHERE message_id IN (SELECT id FROM messages WHERE to_addr LIKE 'drain%')"
@@ -374,37 +385,19 @@ ok($t->reload_conf(sub { $_[0] =~ s/(queue_recovery_interval)/esp sink {\n    di
 # the connections are back, so nothing stays pending (left pending, entries wait
 # for XAUTOCLAIM after queue_lease, five minutes here, and hold back the trim).
 {
-    my @ids = split /\n/, sql("WITH i AS (INSERT INTO messages (id, tenant_id, status, priority, from_addr, to_addr, text_body)"
-                              . " SELECT gen_random_uuid(), '$A->{id}', 'queued', 'bulk',"
-                              . " 'a\@acme.example', 'stall' || g || '\@example.com', 'x' FROM generate_series(1, 8000) g RETURNING id, tenant_id),"
-                              . " e AS (INSERT INTO events (id, tenant_id, message_id, type) SELECT gen_random_uuid(), tenant_id, id, 'queued' FROM i)"
-                              . " SELECT id FROM i");
+    my @ids = drain_backlog('stall', 0);
     is(scalar @ids, 8000, '8,000 more queued rows');
-    my $delivered = sub { sql("SELECT count(*) FROM messages WHERE to_addr LIKE 'stall%' AND status = 'delivered'") };
-    my $files = sub { opendir(my $dh, "$dir/sink") or return 0; scalar grep { /\.eml\z/ } readdir $dh };
-    my $before = $files->();
-    my $port = $redis->port;
-    open(my $cli, '|-', "redis-cli -h 127.0.0.1 -p $port >/dev/null") or die "redis-cli: $!";
-    print $cli "EVAL \"for i = 1, #ARGV do redis.call('XADD', KEYS[1], '*', 'id', ARGV[i])"
-      . " redis.call('SADD', KEYS[2], ARGV[i]) end\" 2 $QB $LIVE @ids\n";
-    close $cli or die "redis-cli: $?";
-    wait_for(sub { $files->() - $before >= 200 }, 20);
     kill 'STOP', $redis->{pid};
     sleep 1.6;
     kill 'CONT', $redis->{pid};
-    my $at_stall = $delivered->();
+    my $at_stall = delivered_of('stall');
     cmp_ok($at_stall, '<', 8000, "Redis stalled in the middle of the drain ($at_stall delivered by then)");
-    ok(wait_for(sub { $delivered->() == @ids }, 60), 'every message delivered after the stall')
+    ok(wait_for(sub { delivered_of('stall') == @ids }, 60), 'every message delivered after the stall')
       or diag(sql("SELECT status, count(*) FROM messages WHERE to_addr LIKE 'stall%' GROUP BY 1"));
     ok(grep({ ($_->{reason} // '') =~ /command_timeout/ } $t->error_log_entries),
        'the stall cost the workers their command connections');
-    my $pending = sub {
-        my $n = 0;
-        for my $q ($QT, $QB) { my $x = $redis->cli('XPENDING', $q, 'mailerd') // ''; $n += $x =~ /^(\d+)/ ? $1 : 0 }
-        return $n;
-    };
-    ok(wait_for(sub { $pending->() == 0 }, 15), 'no entry left pending: the lost XACKs were sent again')
-      or diag('pending ' . $pending->() . "\n" . pending_report());
+    ok(wait_for(sub { pending_total() == 0 }, 15), 'no entry left pending: the lost XACKs were sent again')
+      or diag('pending ' . pending_total() . "\n" . pending_report());
     ok(wait_for(sub { xlen($QT) + xlen($QB) <= 4 }, 15), '... and the sweeper trimmed the streams')
       or diag('XLEN ' . xlen($QT) . ' + ' . xlen($QB));
 }
@@ -421,14 +414,9 @@ ok($t->reload_conf(sub { $_[0] =~ s/(queue_recovery_interval)/esp sink {\n    di
     # the live member before the entry, as the push script writes them (in
     # the other order a dispatcher could acknowledge the entry in between)
     redis_cmds(join('', map { "SADD $LIVE $fake[$_]\nXADD " . ($_ % 2 ? $QT : $QB) . " * id $fake[$_]\n" } 0 .. $#fake));
-    my $pending = sub {
-        my $n = 0;
-        for my $q ($QT, $QB) { my $x = $redis->cli('XPENDING', $q, 'mailerd') // ''; $n += $x =~ /^(\d+)/ ? $1 : 0 }
-        return $n;
-    };
-    ok(wait_for(sub { live_count(@fake) == 0 && $pending->() == 0 }, 30),
+    ok(wait_for(sub { live_count(@fake) == 0 && pending_total() == 0 }, 30),
        'every entry acknowledged and out of the live set')
-      or diag('live ' . live_count(@fake) . ', pending ' . $pending->() . "\n" . pending_report());
+      or diag('live ' . live_count(@fake) . ', pending ' . pending_total() . "\n" . pending_report());
 }
 
 is($t->stop, 0, 'graceful stop');
