@@ -279,7 +279,7 @@ my @b_msgs;
 }
 
 # --- delivery with a dispatcher -------------------------------------------------------------
-ok($t->reload_conf(sub { $_[0] =~ s/(queue_recovery_interval)/esp sink {\n    dir sink;\n}\n$1/r }),
+ok($t->reload_conf(sub { $_[0] =~ s/(queue_recovery_interval)/esp sink {\n    dir sink;\n    journal sink.journal;\n}\n$1/r }),
    'reload with a sink esp block');
 {
     my @waiting = (@a_msgs, @a_bulk, @probes);
@@ -300,10 +300,11 @@ ok($t->reload_conf(sub { $_[0] =~ s/(queue_recovery_interval)/esp sink {\n    di
 # --- (g) an interrupted attempt is not sent twice ------------------------------------------
 # Two messages whose attempt 1 ran out of its lease with no outcome recorded, as
 # a worker SIGKILLed between the sink's write and the record leaves them; the
-# first one's file is there (that attempt wrote it), the second's is not. The
-# sweeper turns both back marked interrupted; the next attempt finds the first
-# one's file and reports it delivered without writing again, and writes the
-# second.
+# first one's file is there (that attempt wrote it, and died before its journal
+# line), the second's is not. The sweeper turns both back marked interrupted;
+# the next attempt finds the first one's file and reports it delivered without
+# writing again (adding the journal line the dead attempt did not), and writes
+# the second.
 {
     my ($done, $lost) = insert_queued($A, 2, status => 'sending');
     my $left = "X-Left-By: attempt 1\r\nSubject: left\r\n\r\nwritten before the worker died\r\n";
@@ -326,6 +327,9 @@ ok($t->reload_conf(sub { $_[0] =~ s/(queue_recovery_interval)/esp sink {\n    di
        'the reconciled one has its sent and delivered events');
     my @reconciled = grep { ($_->{msg} // '') =~ /interrupted attempt had written/ } $t->error_log_entries;
     is(join(',', map { $_->{message_id} } @reconciled), $done, 'the sink logged the reconciled one only');
+    my $j = $t->sink_journal('sink.journal');
+    is(join(' ', map { scalar @{ $j->{$_} // [] } } $done, $lost), '1 1',
+       'one journal line each: the reconciled one gets the line its dead attempt did not write');
 }
 
 # An 8,000-message backlog tagged TAG (to_addr TAG<n>@example.com; every other

@@ -472,7 +472,6 @@ md_queue_ack_cb(void *ctx, redisReply *reply, const char *err)
 }
 
 /* One XACK on the wire: its stream and entry ids, kept to send again. */
-/* One XACK on the wire: its stream and entry ids, kept to send again. */
 typedef struct {
     int s;
     size_t n;
