@@ -110,9 +110,14 @@ sub pings {
     my $t0 = time;
     my $n = 0;
     my $bad = 0;
+    my $first_bad;
     while ($n < 300 || time - $t0 < 1.2) {
         my $x = ready();
-        $bad++ unless $x && $x->{status} == 200;
+        unless ($x && $x->{status} == 200) {
+            $bad++;
+            $first_bad //= sprintf('first one at %.3f s: %s %s', time - $t0, $x ? $x->{status} : 'no answer',
+                                   $x ? $x->{body} // '' : '');
+        }
         $n++;
     }
     my $el = time - $t0;
@@ -120,7 +125,7 @@ sub pings {
     # One check per worker per 250 ms at most (+1 each for the edges).
     my $bound = 2 * (int($el / 0.25) + 2);
     note(sprintf '%d /ready in %.2f s cost %d PINGs (bound %d)', $n, $el, $p, $bound);
-    is($bad, 0, "$n /ready in a row are 200") or diag(store_log());
+    is($bad, 0, "$n /ready in a row are 200") or diag(($first_bad // '') . "\n" . store_log());
     ok($p >= 1 && $p <= $bound, "they cost $p PINGs, not one each (at most $bound)");
 }
 
