@@ -2166,15 +2166,15 @@ md_dispatch_pump(md_dispatch_t *d)
         md_dispatch_create_groups(d);
         return;
     }
-    int room = d->concurrency - d->held;
+    int room = d->concurrency - d->held, n, tx_poll = 0;
     if (room <= 0 || (room < d->min_read && d->held > 0)) {
         /* Full: the next finished batch pumps again. Transactional mail is not
          * kept waiting for that (with four claims of bulk mail in flight on a
          * loaded machine, seconds): every MD_DISPATCH_TX_POLL a full
          * dispatcher looks at the transactional stream, and what it finds
          * takes places beyond dispatch_concurrency, up to a read's worth. */
-        int tx_room = d->batch - d->held_tx;
-        if (tx_room <= 0)
+        n = d->batch - d->held_tx;
+        if (n <= 0)
             return;
         double wait = d->last_tx_poll + MD_DISPATCH_TX_POLL - ev_now(d->loop);
         if (wait > 0) {
@@ -2182,24 +2182,17 @@ md_dispatch_pump(md_dispatch_t *d)
             return;
         }
         d->last_tx_poll = ev_now(d->loop);
-        char n[16];
-        snprintf(n, sizeof(n), "%d", tx_room);
-        const char *poll[] = {"XREADGROUP", "GROUP", MD_QUEUE_GROUP, d->consumer,
-                              "COUNT",      n,       "STREAMS",      md_queue_stream[0],
-                              ">"};
-        if (md_redis_cmd(d->redis, md_dispatch_read_cb, d, (int)md_nelems(poll), poll, NULL) ==
-            MD_OK)
-            d->reading = d->tx_poll = 1;
-        else
-            md_dispatch_later(d, MD_DISPATCH_RETRY);
-        return;
+        tx_poll = 1;
+    } else {
+        n = md_min(room, d->batch);
     }
     char count[16];
-    snprintf(count, sizeof(count), "%d", md_min(room, d->batch));
+    snprintf(count, sizeof(count), "%d", n);
     const char *argv[16];
     int argc = 0;
     md_redis_cb cb = md_dispatch_read_cb;
-    if (d->reclaim_due) {
+    int phase = tx_poll ? PHASE_TRANSACTIONAL : d->phase;
+    if (d->reclaim_due && !tx_poll) {
         argv[argc++] = "XAUTOCLAIM";
         argv[argc++] = md_queue_stream[d->reclaim_stream];
         argv[argc++] = MD_QUEUE_GROUP;
@@ -2216,25 +2209,27 @@ md_dispatch_pump(md_dispatch_t *d)
         argv[argc++] = d->consumer;
         argv[argc++] = "COUNT";
         argv[argc++] = count;
-        if (d->phase == PHASE_BLOCK) {
+        if (phase == PHASE_BLOCK) {
             argv[argc++] = "BLOCK";
             argv[argc++] = MD_DISPATCH_BLOCK_MS;
         }
         argv[argc++] = "STREAMS";
-        if (d->phase == PHASE_BLOCK) {
+        if (phase == PHASE_BLOCK) {
             argv[argc++] = md_queue_stream[0];
             argv[argc++] = md_queue_stream[1];
             argv[argc++] = ">";
             argv[argc++] = ">";
         } else {
-            argv[argc++] = md_queue_stream[d->phase == PHASE_BULK];
+            argv[argc++] = md_queue_stream[phase == PHASE_BULK];
             argv[argc++] = ">";
         }
     }
-    if (md_redis_cmd(d->redis, cb, d, argc, argv, NULL) == MD_OK)
+    if (md_redis_cmd(d->redis, cb, d, argc, argv, NULL) == MD_OK) {
         d->reading = 1;
-    else
+        d->tx_poll = tx_poll;
+    } else {
         md_dispatch_later(d, MD_DISPATCH_RETRY);
+    }
 }
 
 /* ---- stopping --------------------------------------------------------------------- */
