@@ -106,6 +106,14 @@ md_free_port() {
         LocalPort => 0, Listen => 1, ReuseAddr => 1)->sockport, "\n"'
 }
 
+# PostgreSQL server options of the dispatch benchmarks (bench/drain,
+# bench/pg-dispatch). A checkpoint makes the next change to each page write the
+# whole page to WAL; a drain changes pages written long before it (the
+# backlog), so a checkpoint inside one cost ~25% of its rate (with 2GB: one
+# every ~23 s of bench/drain's WAL). Both start their measured runs after a
+# CHECKPOINT, with this much room for WAL before the next.
+MD_BENCH_PG_OPTS="-c max_wal_size=8GB -c checkpoint_timeout=30min -c shared_buffers=256MB"
+
 # md_c_string NAME FILE...: the C string constant NAME[] of the last FILE, its
 # string macros expanded from all of them (one-parameter ones included): the
 # SQL text a statement of the C code sends, for benchmarks that run it alone.
