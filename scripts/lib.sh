@@ -111,8 +111,9 @@ md_free_port() {
 # whole page to WAL; a drain changes pages written long before it (the
 # backlog), so a checkpoint inside one cost ~25% of its rate (with 2GB: one
 # every ~23 s of bench/drain's WAL). Both start their measured runs after a
-# CHECKPOINT, with this much room for WAL before the next.
-MD_BENCH_PG_OPTS="-c max_wal_size=8GB -c checkpoint_timeout=30min -c shared_buffers=256MB"
+# CHECKPOINT, with this much room for WAL before the next. MD_BENCH_PG_EXTRA
+# adds options for an experiment (e.g. "-c wal_compression=lz4").
+MD_BENCH_PG_OPTS="-c max_wal_size=8GB -c checkpoint_timeout=30min -c shared_buffers=256MB${MD_BENCH_PG_EXTRA:+ $MD_BENCH_PG_EXTRA}"
 
 # md_c_string NAME FILE...: the C string constant NAME[] of the last FILE, its
 # string macros expanded from all of them (one-parameter ones included): the

@@ -250,11 +250,11 @@ my @b_msgs;
     like($redis->cli('XINFO', 'GROUPS', $QT) // '', qr/mailerd/, 'the consumer group is back');
 }
 
-# --- (h) the sweeper pages through messages_waiting_idx --------------------------------------
+# --- (h) the sweeper pages through deliveries_waiting_idx ------------------------------------
 # 6,000 sends scheduled a day ahead: waiting rows a turn must read and skip. The
-# pages walk messages_waiting_idx from their cursor (migration 0007); the old
-# pages read every waiting row past their cursor through messages_pending_idx
-# and sorted them, and never touched it.
+# pages walk deliveries_waiting_idx from their cursor (migrations 0007, 0008);
+# the old pages read every waiting row past their cursor through the pending
+# index and sorted them, and never touched it.
 {
     sql("INSERT INTO messages (id, tenant_id, status, priority, send_at, from_addr, to_addr, text_body)"
         . " SELECT gen_random_uuid(), '$A->{id}', 'scheduled', 'bulk', now() + interval '1 day',"
@@ -264,14 +264,14 @@ my @b_msgs;
     # test looks at reads per scan: a page scan starts at its cursor and
     # stops at its limit or the end, never passing a row twice.
     my $stat = sub { split /\|/, sql("SELECT idx_tup_read, idx_scan FROM pg_stat_user_indexes"
-                                     . " WHERE indexrelname = 'messages_waiting_idx'") };
+                                     . " WHERE indexrelname = 'deliveries_waiting_idx'") };
     my $held = sql("SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off;"
                    . " SELECT count(*) FROM messages WHERE status IN ('queued', 'scheduled', 'deferred')");
     my ($r0, $s0) = $stat->();
     ok(sweep_turn(), 'a turn over 6,000 rows scheduled ahead');
     my ($d, $n) = (0, 0);
     ok(wait_for(sub { my ($r, $c) = $stat->(); ($d, $n) = ($r - $r0, $c - $s0); $d >= 6000 }, 20),
-       "the turn's pages read them through messages_waiting_idx")
+       "the turn's pages read them through deliveries_waiting_idx")
       or diag("index reads: $d");
     cmp_ok($d / ($n || 1), '<=', $held, "no page scan passes a row twice: $d reads in $n scans, $held rows");
     is(live_count(split /\n/, sql("SELECT id FROM messages WHERE to_addr LIKE 'later%'")), 0,

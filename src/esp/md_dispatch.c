@@ -156,52 +156,59 @@ _Static_assert(MD_DISPATCH_RECORD_MAX == MD_DISPATCH_BATCH_MAX,
  * "suppressed") before its age is looked at, by the key accept stored with the
  * message (md_suppressions.h).
  *
+ * The state changes in deliveries; r reads each message's content once (what
+ * the send needs, the suppression key, the times its age counts from) and the
+ * answer takes it from there (migration 0008).
+ *
  * r is MATERIALIZED: its supp is an EXISTS subquery, and an inlined r would be
  * pulled up into the UPDATE with a copy of that subquery in each of the five
  * SET expressions that read supp: five suppression lookups per row, about an
  * eighth of PostgreSQL's time per drained message (bench/drain's ceiling went
- * from ~108 to ~93 us of CPU per row). The materialized rows keep the order of
- * the arrays, so the lock order below holds.
+ * from ~108 to ~93 us of CPU per row). Its rows are in the order of the arrays
+ * (ORDER BY n), so the lock order below holds.
  */
-#define MD_DISPATCH_SUPPRESSED_KEY MD_SUPPRESSION_KEY_SQL("mm")
-#define MD_DISPATCH_INTERRUPTED    MD_INTERRUPTED_ERROR_SQL("m")
+#define MD_DISPATCH_SUPPRESSED_KEY MD_SUPPRESSION_KEY_SQL("c")
+#define MD_DISPATCH_INTERRUPTED    MD_INTERRUPTED_ERROR_SQL("d")
 #define MD_DISPATCH_EXPIRED                                                                        \
-    "(greatest(m.created_at, coalesce(m.send_at, m.created_at))"                                   \
+    "(greatest(r.created_at, coalesce(r.send_at, r.created_at))"                                   \
     " < now() - make_interval(secs => $4::float8))"
 static const char md_dispatch_claim_sql[] =
-    "WITH r AS MATERIALIZED (SELECT r.*, EXISTS (SELECT 1 FROM messages mm JOIN suppressions s"
-    "   ON s.tenant_id = mm.tenant_id AND s.address = " MD_DISPATCH_SUPPRESSED_KEY
-    "   AND (s.expires_at IS NULL OR s.expires_at > now()) WHERE mm.id = r.id) AS supp"
-    "  FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(id, eid, n)),"
+    "WITH r AS MATERIALIZED (SELECT r.n, r.eid, c.*, EXISTS (SELECT 1 FROM suppressions s"
+    "   WHERE s.tenant_id = c.tenant_id AND s.address = " MD_DISPATCH_SUPPRESSED_KEY
+    "   AND (s.expires_at IS NULL OR s.expires_at > now())) AS supp"
+    "  FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(id, eid, n)"
+    "  JOIN message_content c ON c.id = r.id ORDER BY r.n),"
     " u AS ("
-    "  UPDATE messages m SET"
+    "  UPDATE deliveries d SET"
     "   status = CASE WHEN r.supp THEN 'suppressed' WHEN " MD_DISPATCH_EXPIRED " THEN 'failed'"
     "    ELSE 'sending' END,"
-    "   attempts = m.attempts + CASE WHEN r.supp OR " MD_DISPATCH_EXPIRED " THEN 0 ELSE 1 END,"
+    "   attempts = d.attempts + CASE WHEN r.supp OR " MD_DISPATCH_EXPIRED " THEN 0 ELSE 1 END,"
     "   lease_until = CASE WHEN r.supp OR " MD_DISPATCH_EXPIRED " THEN NULL"
     "    ELSE date_trunc('milliseconds', now() + make_interval(secs => $3::float8))"
     "         + $5::int * interval '1 microsecond' END,"
     "   last_error = CASE WHEN r.supp"
     "    THEN 'suppressed: the recipient was suppressed after the message was accepted'"
     "    WHEN " MD_DISPATCH_EXPIRED " THEN 'expired: not sent within max_message_age'"
-    "         || coalesce(' (last error: ' || m.last_error || ')', '')"
-    "    WHEN m.status = 'sending' THEN " MD_DISPATCH_INTERRUPTED "    ELSE m.last_error END,"
+    "         || coalesce(' (last error: ' || d.last_error || ')', '')"
+    "    WHEN d.status = 'sending' THEN " MD_DISPATCH_INTERRUPTED "    ELSE d.last_error END,"
     "   next_attempt_at = CASE WHEN r.supp OR " MD_DISPATCH_EXPIRED
-    "    THEN NULL ELSE m.next_attempt_at END,"
+    "    THEN NULL ELSE d.next_attempt_at END,"
     "   updated_at = now()"
-    "  FROM r WHERE m.id = r.id"
-    "   AND (m.status = 'queued'"
-    "    OR (m.status = 'scheduled' AND (m.send_at IS NULL"
-    "                                    OR m.send_at <= now() + interval '5 seconds'))"
-    "    OR (m.status = 'deferred' AND (m.next_attempt_at IS NULL"
-    "                                   OR m.next_attempt_at <= now() + interval '5 seconds'))"
-    "    OR (m.status = 'sending' AND m.lease_until < now())) IS TRUE"
+    "  FROM r WHERE d.message_id = r.id"
+    "   AND (d.status = 'queued'"
+    "    OR (d.status = 'scheduled' AND (r.send_at IS NULL"
+    "                                    OR r.send_at <= now() + interval '5 seconds'))"
+    "    OR (d.status = 'deferred' AND (d.next_attempt_at IS NULL"
+    "                                   OR d.next_attempt_at <= now() + interval '5 seconds'))"
+    "    OR (d.status = 'sending' AND d.lease_until < now())) IS TRUE"
     "   AND NOT EXISTS (SELECT 1 FROM queue_pauses p"
-    "                   WHERE p.scope = '*' OR p.scope = m.tenant_id::text)"
-    "  RETURNING m.*, r.eid, r.n, m.status = 'failed' AS expired,"
-    "   m.status = 'suppressed' AS suppressed),"
+    "                   WHERE p.scope = '*' OR p.scope = d.tenant_id::text)"
+    "  RETURNING d.*, r.eid, r.n, r.batch_id, r.from_addr, r.from_name, r.to_addr, r.to_name,"
+    "   r.cc, r.bcc, r.reply_to, r.subject, r.text_body, r.html_body, r.headers, r.esp_route,"
+    "   r.created_at, r.send_at, d.status = 'failed' AS expired,"
+    "   d.status = 'suppressed' AS suppressed),"
     " e AS (INSERT INTO events (id, tenant_id, message_id, type, data)"
-    "  SELECT u.eid, u.tenant_id, u.id, u.status,"
+    "  SELECT u.eid, u.tenant_id, u.message_id, u.status,"
     "   CASE WHEN u.expired OR u.suppressed THEN jsonb_build_object("
     "    'code', CASE WHEN u.expired THEN 'expired' ELSE 'suppressed' END,"
     "    'error', u.last_error, 'attempt', u.attempts)"
@@ -209,13 +216,13 @@ static const char md_dispatch_claim_sql[] =
     "'" MD_INTERRUPTED_PREFIX "%' THEN '{\"interrupted\": true}' ELSE '{}' END::jsonb END FROM u),"
     " dl AS (INSERT INTO dead_letters (message_id, tenant_id, batch_id, code, reason, attempts, "
     "esp)"
-    "  SELECT u.id, u.tenant_id, u.batch_id, 'expired', u.last_error, u.attempts, u.esp"
+    "  SELECT u.message_id, u.tenant_id, u.batch_id, 'expired', u.last_error, u.attempts, u.esp"
     "  FROM u WHERE u.expired"
     "  ON CONFLICT (message_id) DO UPDATE SET code = EXCLUDED.code, reason = EXCLUDED.reason,"
     "   attempts = EXCLUDED.attempts, esp = EXCLUDED.esp, created_at = now())"
-    " SELECT u.n, u.expired, u.id::text, u.tenant_id::text, u.attempts, u.priority, u.from_addr,"
-    "  u.from_name, u.to_addr, u.to_name, u.cc::text, u.bcc::text, u.reply_to, u.subject,"
-    "  u.text_body, u.html_body, u.headers::text, u.esp_route,"
+    " SELECT u.n, u.expired, u.message_id::text, u.tenant_id::text, u.attempts, u.priority,"
+    "  u.from_addr, u.from_name, u.to_addr, u.to_name, u.cc::text, u.bcc::text, u.reply_to,"
+    "  u.subject, u.text_body, u.html_body, u.headers::text, u.esp_route,"
     "  extract(epoch FROM u.created_at)::float8,"
     "  extract(epoch FROM greatest(u.created_at, coalesce(u.send_at, u.created_at)))::float8,"
     "  u.last_error, u.suppressed"
@@ -280,15 +287,16 @@ static const char md_dispatch_sent_sql[] =
     "                                $6::boolean[], $7::uuid[], $8::uuid[], $9::jsonb[])"
     "           AS r(id, n, attempt, esp, pid, delivered, eid1, eid2, hops)),"
     " u AS ("
-    "  UPDATE messages m SET status = CASE WHEN m.status <> 'sending' THEN m.status"
+    "  UPDATE deliveries d SET status = CASE WHEN d.status <> 'sending' THEN d.status"
     "    WHEN r.delivered THEN 'delivered' ELSE 'sent' END,"
     "   esp = r.esp, esp_message_id = r.pid, sent_at = now(),"
     "   delivered_at = CASE WHEN r.delivered THEN now() + interval '1 microsecond'"
-    "    ELSE m.delivered_at END,"
+    "    ELSE d.delivered_at END,"
     "   lease_until = NULL, next_attempt_at = NULL, last_error = NULL, updated_at = now()"
-    "  FROM r WHERE m.id = r.id AND m.attempts = r.attempt"
-    "   AND (m.status = 'sending' OR (m.status IN " MD_DISPATCH_AHEAD " AND m.sent_at IS NULL))"
-    "  RETURNING m.id, m.tenant_id, m.attempts, r.n, r.esp, r.pid, r.delivered, r.eid1, r.eid2,"
+    "  FROM r WHERE d.message_id = r.id AND d.attempts = r.attempt"
+    "   AND (d.status = 'sending' OR (d.status IN " MD_DISPATCH_AHEAD " AND d.sent_at IS NULL))"
+    "  RETURNING d.message_id AS id, d.tenant_id, d.attempts, r.n, r.esp, r.pid, r.delivered,"
+    "   r.eid1, r.eid2,"
     "   r.hops)," MD_DISPATCH_HOPS_CTE ","
     " e AS (INSERT INTO events (id, tenant_id, message_id, type, data, created_at)"
     "  SELECT v.eid, u.tenant_id, u.id, v.type,"
@@ -313,14 +321,16 @@ static const char md_dispatch_fail_sql[] =
     "                                $11::boolean[])"
     "           AS r(id, n, attempt, st, delay, err, esp, eid, code, hops, unc)),"
     " u AS ("
-    "  UPDATE messages m SET status = r.st, esp = r.esp, last_error = r.err,"
-    "   attempts = m.attempts - CASE WHEN r.unc THEN 1 ELSE 0 END,"
+    "  UPDATE deliveries d SET status = r.st, esp = r.esp, last_error = r.err,"
+    "   attempts = d.attempts - CASE WHEN r.unc THEN 1 ELSE 0 END,"
     "   lease_until = NULL, updated_at = now(),"
     "   next_attempt_at = CASE WHEN r.st = 'deferred' THEN now() + make_interval(secs => r.delay) "
     "END"
-    "  FROM r WHERE m.id = r.id AND (m.status = 'sending') IS TRUE AND m.attempts "
+    "  FROM r WHERE d.message_id = r.id AND (d.status = 'sending') IS TRUE AND d.attempts "
     "= r.attempt"
-    "  RETURNING m.id, m.tenant_id, m.batch_id, m.attempts, m.next_attempt_at, r.n, r.st, r.err,"
+    "  RETURNING d.message_id AS id, d.tenant_id,"
+    "   (SELECT c.batch_id FROM message_content c WHERE c.id = d.message_id) AS batch_id,"
+    "   d.attempts, d.next_attempt_at, r.n, r.st, r.err,"
     "   r.esp, r.eid, r.code, r.hops)," MD_DISPATCH_HOPS_CTE ","
     " e AS (INSERT INTO events (id, tenant_id, message_id, type, data)"
     "  SELECT u.eid, u.tenant_id, u.id, u.st, jsonb_strip_nulls(jsonb_build_object("
@@ -345,11 +355,11 @@ static const char md_dispatch_fail_sql[] =
 static const char md_dispatch_release_sql[] =
     "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::uuid[]) AS r(id, token, eid)),"
     " u AS ("
-    "  UPDATE messages m SET status = 'queued', attempts = greatest(m.attempts - 1, 0),"
+    "  UPDATE deliveries d SET status = 'queued', attempts = greatest(d.attempts - 1, 0),"
     "   lease_until = NULL, updated_at = now()"
-    "  FROM r WHERE m.id = r.id AND (m.status = 'sending') IS TRUE"
-    "   AND (extract(microseconds FROM m.lease_until)::bigint % 1000) = r.token"
-    "  RETURNING m.id, m.tenant_id, m.priority, r.eid),"
+    "  FROM r WHERE d.message_id = r.id AND (d.status = 'sending') IS TRUE"
+    "   AND (extract(microseconds FROM d.lease_until)::bigint % 1000) = r.token"
+    "  RETURNING d.message_id AS id, d.tenant_id, d.priority, r.eid),"
     " e AS (INSERT INTO events (id, tenant_id, message_id, type, data)"
     "  SELECT u.eid, u.tenant_id, u.id, 'queued', '{\"reason\":\"handed_back\"}'::jsonb FROM u)"
     " SELECT id::text, priority FROM u";

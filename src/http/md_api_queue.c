@@ -78,7 +78,7 @@ void md_api_queue_register(md_router_t *rt, const md_conf_t *conf);
 
 /* The figures both stats routes share. W is the tenant condition ("" for all). */
 #define STATS_SQL(W, PAUSED)                                                                       \
-    "WITH m AS (SELECT status, priority, count(*) AS n FROM messages"                              \
+    "WITH m AS (SELECT status, priority, count(*) AS n FROM deliveries"                            \
     "  WHERE status IN ('queued', 'scheduled', 'deferred', 'sending')" W " GROUP BY 1, 2),"        \
     " ev AS (SELECT type, count(*) AS n FROM events"                                               \
     "  WHERE created_at > now() - interval '1 minute' AND type IN ('sent', 'failed')" W            \
@@ -144,10 +144,11 @@ static const char retry_sql[] =
     "  ORDER BY created_at, message_id LIMIT $4::int FOR UPDATE SKIP LOCKED),"
     " d AS (DELETE FROM dead_letters dl USING pick WHERE dl.message_id = pick.message_id"
     "  RETURNING dl.message_id),"
-    " m AS (UPDATE messages SET status = 'queued', attempts = 0, last_error = NULL,"
+    " m AS (UPDATE deliveries SET status = 'queued', attempts = 0, last_error = NULL,"
     "  next_attempt_at = NULL, lease_until = NULL, updated_at = now()"
-    "  FROM d WHERE messages.id = d.message_id AND messages.tenant_id = $1::uuid"
-    "   AND messages.status = 'failed' RETURNING messages.id, messages.tenant_id),"
+    "  FROM d WHERE deliveries.message_id = d.message_id AND deliveries.tenant_id = $1::uuid"
+    "   AND deliveries.status = 'failed'"
+    "  RETURNING deliveries.message_id AS id, deliveries.tenant_id),"
     " n AS (SELECT id, tenant_id, row_number() OVER () AS rn FROM m),"
     " e AS (INSERT INTO events (id, tenant_id, message_id, type, data)"
     "  SELECT x.eid, n.tenant_id, n.id, 'queued', '{\"reason\":\"retry\"}'::jsonb"

@@ -194,16 +194,21 @@ static const char acc_sql[] =
     "live)"
     " WHERE $2::uuid IS NOT NULL AND (SELECT ok FROM go) AND (SELECT nok FROM live) > 0"
     " RETURNING id"
-    "), msg AS ("
-    " INSERT INTO messages (id, tenant_id, batch_id, status, priority, from_addr, from_name,"
+    "), content AS ("
+    " INSERT INTO message_content (id, tenant_id, batch_id, from_addr, from_name,"
     "  to_addr, to_name, cc, bcc, reply_to, subject, text_body, html_body, template_id, variables,"
-    "  headers, tags, metadata, esp_route, send_at, next_attempt_at, tracking, suppress_key)"
-    " SELECT id, $1::uuid, $2::uuid, status, priority, from_addr, from_name, to_addr, to_name,"
+    "  headers, tags, metadata, esp_route, send_at, tracking, suppress_key)"
+    " SELECT id, $1::uuid, $2::uuid, from_addr, from_name, to_addr, to_name,"
     "  COALESCE(cc, '[]'), COALESCE(bcc, '[]'), reply_to, COALESCE(subject, ''), text_body,"
     "  html_body, template_id, variables, COALESCE(headers, '{}'), COALESCE(tags::text[], '{}'),"
-    "  COALESCE(metadata, '{}'), esp_route, to_timestamp(send_at),"
-    "  CASE WHEN status = 'scheduled' THEN to_timestamp(send_at) END, tracking, skey"
-    " FROM src WHERE (SELECT ok FROM go) AND status <> 'suppressed' RETURNING id, status"
+    "  COALESCE(metadata, '{}'), esp_route, to_timestamp(send_at), tracking, skey"
+    " FROM src WHERE (SELECT ok FROM go) AND status <> 'suppressed'"
+    "), msg AS ("
+    " INSERT INTO deliveries (message_id, tenant_id, status, priority, next_attempt_at)"
+    " SELECT id, $1::uuid, status, priority,"
+    "  CASE WHEN status = 'scheduled' THEN to_timestamp(send_at) END"
+    " FROM src WHERE (SELECT ok FROM go) AND status <> 'suppressed'"
+    " RETURNING message_id AS id, status"
     "), ev AS ("
     " INSERT INTO events (id, tenant_id, message_id, type)"
     " SELECT eid, $1::uuid, id, status FROM src"
@@ -238,16 +243,20 @@ static const char acc_multi_sql[] =
     "  AS u (tenant_id, id, eid, from_addr, from_name, to_addr, to_name, cc, bcc, reply_to,"
     "   subject, text_body, html_body, template_id, variables, headers, tags, metadata, priority,"
     "   send_at, esp_route, skey, tracking)"
-    "), msg AS ("
-    " INSERT INTO messages (id, tenant_id, status, priority, from_addr, from_name,"
+    "), content AS ("
+    " INSERT INTO message_content (id, tenant_id, from_addr, from_name,"
     "  to_addr, to_name, cc, bcc, reply_to, subject, text_body, html_body, template_id, variables,"
-    "  headers, tags, metadata, esp_route, send_at, next_attempt_at, tracking, suppress_key)"
-    " SELECT id, tenant_id, status, priority, from_addr, from_name, to_addr, to_name,"
+    "  headers, tags, metadata, esp_route, send_at, tracking, suppress_key)"
+    " SELECT id, tenant_id, from_addr, from_name, to_addr, to_name,"
     "  COALESCE(cc, '[]'), COALESCE(bcc, '[]'), reply_to, COALESCE(subject, ''), text_body,"
     "  html_body, template_id, variables, COALESCE(headers, '{}'), COALESCE(tags::text[], '{}'),"
-    "  COALESCE(metadata, '{}'), esp_route, to_timestamp(send_at),"
-    "  CASE WHEN status = 'scheduled' THEN to_timestamp(send_at) END, tracking, skey"
-    " FROM src WHERE status <> 'suppressed' RETURNING id, status"
+    "  COALESCE(metadata, '{}'), esp_route, to_timestamp(send_at), tracking, skey"
+    " FROM src WHERE status <> 'suppressed'"
+    "), msg AS ("
+    " INSERT INTO deliveries (message_id, tenant_id, status, priority, next_attempt_at)"
+    " SELECT id, tenant_id, status, priority,"
+    "  CASE WHEN status = 'scheduled' THEN to_timestamp(send_at) END"
+    " FROM src WHERE status <> 'suppressed' RETURNING message_id AS id, status"
     "), ev AS ("
     " INSERT INTO events (id, tenant_id, message_id, type)"
     " SELECT eid, tenant_id, id, status FROM src WHERE status <> 'suppressed'"
@@ -283,7 +292,7 @@ typedef struct md_msg_stmt_s {
 #define BATCH_EVENTS                                                                               \
     "COALESCE((SELECT json_object_agg(type, json_build_object('total', n, 'messages', u))"         \
     " FROM (SELECT e.type, count(*) AS n, count(DISTINCT e.message_id) AS u"                       \
-    " FROM messages mb JOIN events e ON e.message_id = mb.id AND e.tenant_id = mb.tenant_id"       \
+    " FROM message_content mb JOIN events e ON e.message_id = mb.id AND e.tenant_id = mb.tenant_id"       \
     " AND e.created_at >= mb.created_at"                                                           \
     " WHERE mb.batch_id = b.id AND mb.tenant_id = b.tenant_id GROUP BY e.type) x), '{}'::json)"
 
@@ -312,10 +321,10 @@ static const md_msg_stmt_t stmts[] = {
      * dispatcher's claim is conditional on the status too, so a message canceled
      * here is never sent. */
     {"msg_cancel", 3,
-     "WITH c AS (UPDATE messages SET status = 'canceled', updated_at = now()"
-     " WHERE tenant_id = $1::uuid AND id = $2::uuid"
+     "WITH c AS (UPDATE deliveries SET status = 'canceled', updated_at = now()"
+     " WHERE tenant_id = $1::uuid AND message_id = $2::uuid"
      " AND status IN ('accepted', 'queued', 'scheduled', 'deferred')"
-     " RETURNING id, tenant_id, updated_at"
+     " RETURNING message_id AS id, tenant_id, updated_at"
      "), ev AS (INSERT INTO events (id, tenant_id, message_id, type)"
      " SELECT $3::uuid, tenant_id, id, 'canceled' FROM c)"
      " SELECT c.id IS NOT NULL, json_build_object("
@@ -1655,16 +1664,24 @@ prepare_all(md_pg_pool_t *pool)
         md_buf_t b;
         md_buf_init(&b);
         int p = 5;
-        md_buf_append_str(&b,
-                          "SELECT m.id, " MSG_JSON " FROM messages m WHERE m.tenant_id = $1::uuid"
-                          " AND m.id < $2::uuid AND m.id >= $3::uuid");
+        /* By status, the page walks deliveries_tenant_status_idx; the view's
+         * tenant and id are message_content's, whose bounds the planner does not
+         * carry over to deliveries. */
+        const char *k = (w & LIST_F_STATUS) ? "d.message_id" : "m.id";
+        md_buf_append_str(&b, "SELECT m.id, " MSG_JSON " FROM ");
         if (w & LIST_F_STATUS)
-            md_buf_printf(&b, " AND m.status = $%d::text", p++);
+            md_buf_printf(&b,
+                          "deliveries d JOIN messages m ON m.id = d.message_id"
+                          " WHERE d.tenant_id = $1::uuid AND d.status = $%d::text",
+                          p++);
+        else
+            md_buf_append_str(&b, "messages m WHERE m.tenant_id = $1::uuid");
+        md_buf_printf(&b, " AND %s < $2::uuid AND %s >= $3::uuid", k, k);
         if (w & LIST_F_BATCH)
             md_buf_printf(&b, " AND m.batch_id = $%d::uuid", p++);
         if (w & LIST_F_TAG)
             md_buf_printf(&b, " AND m.tags @> ARRAY[$%d::text]", p++);
-        md_buf_append_str(&b, " ORDER BY m.id DESC LIMIT $4::int");
+        md_buf_printf(&b, " ORDER BY %s DESC LIMIT $4::int", k);
         md_buf_append(&b, "", 1);
         char name[32];
         snprintf(name, sizeof(name), "msg_list_%u", w);

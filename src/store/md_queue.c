@@ -223,13 +223,13 @@ static const char md_queue_reap_lua[] =
 #define MD_QUEUE_INTERRUPTED MD_INTERRUPTED_ERROR_SQL("m")
 static const char md_queue_leases_sql[] =
     "WITH lost AS ("
-    "  SELECT m.id FROM messages m WHERE m.status = 'sending' AND m.lease_until < now()"
+    "  SELECT m.message_id FROM deliveries m WHERE m.status = 'sending' AND m.lease_until < now()"
     "  ORDER BY m.lease_until LIMIT $1 FOR UPDATE SKIP LOCKED),"
     " upd AS ("
-    "  UPDATE messages m SET status = 'queued', lease_until = NULL, updated_at = now(),"
+    "  UPDATE deliveries m SET status = 'queued', lease_until = NULL, updated_at = now(),"
     "   last_error = " MD_QUEUE_INTERRUPTED
-    "  FROM lost l WHERE m.id = l.id AND m.status = 'sending'"
-    "  RETURNING m.id, m.tenant_id, m.priority),"
+    "  FROM lost l WHERE m.message_id = l.message_id AND m.status = 'sending'"
+    "  RETURNING m.message_id AS id, m.tenant_id, m.priority),"
     " ev AS ("
     "  INSERT INTO events (id, tenant_id, message_id, type, data)"
     "  SELECT e.eid, u.tenant_id, u.id, 'queued', '{\"reason\":\"lease_expired\"}'::jsonb"
@@ -242,7 +242,7 @@ static const char md_queue_leases_sql[] =
  * scheduled/deferred and due, for at least $2 seconds (the sweeper's grace: a
  * message younger than that may have its push still on the way; 0 for a
  * requeue), of tenant $3 (NULL: every tenant), not paused, at most $4.
- * messages_waiting_idx (migration 0007) holds the waiting rows in id order, so
+ * deliveries_waiting_idx (migrations 0007, 0008) holds the waiting rows in id order, so
  * a page is one range scan from the cursor that stops at its limit: a turn
  * reads each waiting row once, whatever the backlog (before it, each page read
  * and sorted every waiting row past its cursor). Rows it holds that are not
@@ -250,20 +250,22 @@ static const char md_queue_leases_sql[] =
  * one-time ('*') and hashed (tenants), not a lookup per row.
  */
 static const char md_queue_waiting_sql[] =
-    "SELECT m.id::text, m.priority FROM messages m"
-    " WHERE m.status IN ('queued', 'scheduled', 'deferred') AND m.id > $1::uuid"
+    "SELECT m.message_id::text, m.priority FROM deliveries m"
+    " WHERE m.status IN ('queued', 'scheduled', 'deferred') AND m.message_id > $1::uuid"
     "  AND ($3::uuid IS NULL OR m.tenant_id = $3::uuid)"
     "  AND CASE m.status WHEN 'queued' THEN m.updated_at"
-    "       ELSE coalesce(m.next_attempt_at, m.send_at, m.updated_at) END"
+    "       ELSE coalesce(m.next_attempt_at,"
+    "                     (SELECT c.send_at FROM message_content c WHERE c.id = m.message_id),"
+    "                     m.updated_at) END"
     "      <= now() - make_interval(secs => $2::float8)"
     "  AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE scope = '*')"
     "  AND m.tenant_id::text NOT IN (SELECT scope FROM queue_pauses)"
-    " ORDER BY m.id LIMIT $4";
+    " ORDER BY m.message_id LIMIT $4";
 
 /* Exactly these ids ($1 uuid[]), those queued and not paused (retry-failed). */
 static const char md_queue_ids_sql[] =
-    "SELECT m.id::text, m.priority FROM messages m"
-    " WHERE m.id = ANY($1::uuid[]) AND m.status = 'queued' AND" MD_QUEUE_NOT_PAUSED("m");
+    "SELECT m.message_id::text, m.priority FROM deliveries m"
+    " WHERE m.message_id = ANY($1::uuid[]) AND m.status = 'queued' AND" MD_QUEUE_NOT_PAUSED("m");
 
 /* Dead letters older than $1 seconds, at most $2 per statement. */
 static const char md_queue_dead_gc_sql[] =

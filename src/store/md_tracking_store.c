@@ -24,7 +24,7 @@
  * would count a negative one from the end). */
 static const char md_tracking_click_sql[] =
     "WITH m AS ("
-    "  SELECT id, tenant_id, tracking->'links'->>($2::int) AS url FROM messages"
+    "  SELECT id, tenant_id, tracking->'links'->>($2::int) AS url FROM message_content"
     "  WHERE id = $1::uuid AND jsonb_typeof(tracking->'links'->($2::int)) = 'string'),"
     " ins AS ("
     "  INSERT INTO events (id, tenant_id, message_id, type, data)"
@@ -37,7 +37,7 @@ static const char md_tracking_click_sql[] =
 static const char md_tracking_open_sql[] =
     "WITH m AS ("
     "  SELECT id, tenant_id, coalesce(tracking->'opens' = 'true'::jsonb, false) AS opens"
-    "  FROM messages WHERE id = $1::uuid),"
+    "  FROM message_content WHERE id = $1::uuid),"
     " ins AS ("
     "  INSERT INTO events (id, tenant_id, message_id, type, data)"
     "  SELECT $2::uuid, tenant_id, id, 'opened',"
@@ -55,33 +55,39 @@ static const char md_tracking_open_sql[] =
 static const char md_tracking_unsub_sql[] =
     "WITH m AS ("
     "  SELECT id, tenant_id, " MD_SUPPRESSION_KEY_SQL(
-        "messages") " AS address FROM messages"
-                    "  WHERE id = $1::uuid),"
-                    " g AS ("
-                    "  UPDATE messages SET tracking = coalesce(tracking, '{}'::jsonb)"
-                    "    || jsonb_build_object('unsubscribed_at', to_char(now() AT TIME ZONE 'UTC',"
-                    "       'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))"
-                    "  WHERE id = $1::uuid AND NOT coalesce(tracking ? 'unsubscribed_at', false)"
-                    "  RETURNING id),"
-                    " ins AS ("
-                    "  INSERT INTO events (id, tenant_id, message_id, type, data)"
-                    "  SELECT $2::uuid, m.tenant_id, m.id, 'unsubscribed',"
-                    "    jsonb_build_object('how', $3::text, 'user_agent', $4::text, 'ip', "
-                    "$5::text)"
-                    "  FROM m JOIN g ON g.id = m.id"
-                    "  RETURNING 1),"
-                    " sup AS ("
-                    "  INSERT INTO suppressions (tenant_id, address, reason, source, detail)"
-                    "  SELECT tenant_id, address, 'unsubscribe', 'unsubscribe', $3::text FROM m"
-                    "  ON CONFLICT (tenant_id, address) DO UPDATE SET reason = EXCLUDED.reason,"
-                    "    expires_at = NULL, source = EXCLUDED.source, detail = EXCLUDED.detail,"
-                    "    created_at = now()"
-                    "  WHERE suppressions.expires_at IS NOT NULL"
-                    "  RETURNING 1)"
-                    " SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM ins), (SELECT "
-                    "count(*) FROM sup)";
+        "message_content") " AS address FROM message_content"
+                           "  WHERE id = $1::uuid),"
+                           " g AS ("
+                           "  UPDATE message_content SET tracking = coalesce(tracking, '{}'::jsonb)"
+                           "    || jsonb_build_object('unsubscribed_at', to_char(now() AT TIME "
+                           "ZONE 'UTC',"
+                           "       'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))"
+                           "  WHERE id = $1::uuid AND NOT coalesce(tracking ? 'unsubscribed_at', "
+                           "false)"
+                           "  RETURNING id),"
+                           " ins AS ("
+                           "  INSERT INTO events (id, tenant_id, message_id, type, data)"
+                           "  SELECT $2::uuid, m.tenant_id, m.id, 'unsubscribed',"
+                           "    jsonb_build_object('how', $3::text, 'user_agent', $4::text, 'ip', "
+                           "$5::text)"
+                           "  FROM m JOIN g ON g.id = m.id"
+                           "  RETURNING 1),"
+                           " sup AS ("
+                           "  INSERT INTO suppressions (tenant_id, address, reason, source, detail)"
+                           "  SELECT tenant_id, address, 'unsubscribe', 'unsubscribe', $3::text "
+                           "FROM m"
+                           "  ON CONFLICT (tenant_id, address) DO UPDATE SET reason = "
+                           "EXCLUDED.reason,"
+                           "    expires_at = NULL, source = EXCLUDED.source, detail = "
+                           "EXCLUDED.detail,"
+                           "    created_at = now()"
+                           "  WHERE suppressions.expires_at IS NOT NULL"
+                           "  RETURNING 1)"
+                           " SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM ins), (SELECT "
+                           "count(*) FROM sup)";
 
-static const char md_tracking_recipient_sql[] = "SELECT to_addr FROM messages WHERE id = $1::uuid";
+static const char md_tracking_recipient_sql[] =
+    "SELECT to_addr FROM message_content WHERE id = $1::uuid";
 
 int
 md_tracking_store_app_init(struct md_app_s *app)
