@@ -71,12 +71,13 @@ CREATE INDEX message_content_batch_idx ON message_content (batch_id) WHERE batch
 
 -- A tenant's messages by state, newest first (GET /v1/messages?status=).
 CREATE INDEX deliveries_tenant_status_idx ON deliveries (tenant_id, status, message_id);
--- The queue's counts by state and the sweeper's expired leases.
-CREATE INDEX deliveries_pending_idx ON deliveries (status, next_attempt_at)
-    WHERE status IN ('accepted', 'queued', 'scheduled', 'sending', 'deferred');
--- The sweeper's pages of waiting mail, in id order (see 0007).
+-- The sweeper's pages of waiting mail, in id order (see 0007), and the
+-- queue's counts of it.
 CREATE INDEX deliveries_waiting_idx ON deliveries (message_id)
     WHERE status IN ('queued', 'scheduled', 'deferred');
+-- The sweeper's expired leases, and the count in flight. (messages_pending_idx
+-- held the waiting rows too: one index entry more per accepted message.)
+CREATE INDEX deliveries_lease_idx ON deliveries (lease_until) WHERE status = 'sending';
 -- Webhooks find a message by the provider's id.
 CREATE INDEX deliveries_esp_id_idx ON deliveries (esp_message_id) WHERE esp_message_id IS NOT NULL;
 

@@ -53,8 +53,8 @@
  * Plans: every statement tests the status as "(...) IS TRUE", which no index
  * can serve, so the planner (generic plans included) looks each row up by
  * primary key from the array. With a plain "status = 'sending'" (or the
- * claim's "status = 'queued' OR ...") it may scan messages_pending_idx for
- * those statuses and join: cheap on a quiet table or with fresh statistics, but
+ * claim's "status = 'queued' OR ...") it may scan the partial indexes of
+ * deliveries for those statuses and join: cheap on a quiet table or with fresh statistics, but
  * after a burst the claim would walk every queued message per batch, and every
  * status change is a non-HOT update that leaves a dead entry in that index
  * until VACUUM. (An extra "id = ANY($1)" does not help: the planner then joins

@@ -79,7 +79,9 @@ void md_api_queue_register(md_router_t *rt, const md_conf_t *conf);
 /* The figures both stats routes share. W is the tenant condition ("" for all). */
 #define STATS_SQL(W, PAUSED)                                                                       \
     "WITH m AS (SELECT status, priority, count(*) AS n FROM deliveries"                            \
-    "  WHERE status IN ('queued', 'scheduled', 'deferred', 'sending')" W " GROUP BY 1, 2),"        \
+    "  WHERE status IN ('queued', 'scheduled', 'deferred')" W " GROUP BY 1, 2"                     \
+    "  UNION ALL SELECT status, priority, count(*) FROM deliveries"                                \
+    "  WHERE status = 'sending'" W " GROUP BY 1, 2),"                                              \
     " ev AS (SELECT type, count(*) AS n FROM events"                                               \
     "  WHERE created_at > now() - interval '1 minute' AND type IN ('sent', 'failed')" W            \
     "  GROUP BY 1)"                                                                                \
