@@ -342,11 +342,16 @@ static const md_msg_stmt_t stmts[] = {
 
 /* md_messages_list: one statement per combination of the optional filters
  * (status, batch_id, tag), so each has a plan that uses its index; the cursor
- * and since are range bounds on (tenant_id, id) that are always present. */
-#define LIST_F_STATUS 1
-#define LIST_F_BATCH  2
-#define LIST_F_TAG    4
-#define LIST_NSTMTS   8
+ * and since are range bounds on (tenant_id, id) that are always present.
+ * "sending" has statements of its own (LIST_F_SENDING, no parameter): those
+ * rows are in deliveries_lease_idx, not in deliveries_tenant_status_idx
+ * (migration 0008), and a plan can use a partial index only when the query's
+ * own conditions imply its predicate. */
+#define LIST_F_STATUS  1
+#define LIST_F_BATCH   2
+#define LIST_F_TAG     4
+#define LIST_F_SENDING 8
+#define LIST_NSTMTS    16
 
 /* ---- module state -------------------------------------------------------------------- */
 
@@ -1525,7 +1530,9 @@ md_messages_list(const char *tenant_id, const md_msg_filter_t *f, md_json_cb cb,
     vals[np++] = before;
     vals[np++] = after;
     vals[np++] = lim;
-    if (f->status) {
+    if (f->status && strcmp(f->status, "sending") == 0) {
+        which |= LIST_F_SENDING;
+    } else if (f->status) {
         which |= LIST_F_STATUS;
         vals[np++] = f->status;
     }
@@ -1661,18 +1668,31 @@ prepare_all(md_pg_pool_t *pool)
         if (md_pg_prepare(pool, stmts[i].name, stmts[i].sql, stmts[i].nparams) != MD_OK)
             return MD_ERROR;
     for (unsigned w = 0; w < LIST_NSTMTS; w++) {
+        if ((w & LIST_F_STATUS) && (w & LIST_F_SENDING))
+            continue;
         md_buf_t b;
         md_buf_init(&b);
         int p = 5;
-        /* By status, the page walks deliveries_tenant_status_idx; the view's
-         * tenant and id are message_content's, whose bounds the planner does not
-         * carry over to deliveries. */
-        const char *k = (w & LIST_F_STATUS) ? "d.message_id" : "m.id";
+        /* By status, the page walks deliveries' indexes; the view's tenant and
+         * id are message_content's, whose bounds the planner does not carry
+         * over to deliveries. */
+        bool by_state = (w & (LIST_F_STATUS | LIST_F_SENDING)) != 0;
+        const char *k = by_state ? "d.message_id" : "m.id";
+        /* The tenant's 'sending' rows are few (those in flight), and where
+         * they are in id order says nothing about the rest: take them all
+         * through the lease index first, rather than let the planner walk the
+         * ids from the newest in the hope of meeting some soon. */
+        if (w & LIST_F_SENDING)
+            md_buf_append_str(&b, "WITH d AS MATERIALIZED (SELECT message_id FROM deliveries"
+                                  " WHERE tenant_id = $1::uuid AND status = 'sending') ");
         md_buf_append_str(&b, "SELECT m.id, " MSG_JSON " FROM ");
-        if (w & LIST_F_STATUS)
+        if (w & LIST_F_SENDING)
+            md_buf_append_str(&b, "d JOIN messages m ON m.id = d.message_id WHERE true");
+        else if (w & LIST_F_STATUS)
             md_buf_printf(&b,
                           "deliveries d JOIN messages m ON m.id = d.message_id"
-                          " WHERE d.tenant_id = $1::uuid AND d.status = $%d::text",
+                          " WHERE d.tenant_id = $1::uuid AND d.status = $%d::text"
+                          " AND d.status <> 'sending'",
                           p++);
         else
             md_buf_append_str(&b, "messages m WHERE m.tenant_id = $1::uuid");
