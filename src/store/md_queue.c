@@ -220,16 +220,16 @@ static const char md_queue_reap_lua[] =
  * (one per row at most). Returns (id, priority, paused): a paused tenant's message is turned back
  * but not pushed (resume does that).
  */
-#define MD_QUEUE_INTERRUPTED MD_INTERRUPTED_ERROR_SQL("m")
+#define MD_QUEUE_INTERRUPTED MD_INTERRUPTED_ERROR_SQL("d")
 static const char md_queue_leases_sql[] =
     "WITH lost AS ("
-    "  SELECT m.message_id FROM deliveries m WHERE m.status = 'sending' AND m.lease_until < now()"
-    "  ORDER BY m.lease_until LIMIT $1 FOR UPDATE SKIP LOCKED),"
+    "  SELECT d.message_id FROM deliveries d WHERE d.status = 'sending' AND d.lease_until < now()"
+    "  ORDER BY d.lease_until LIMIT $1 FOR UPDATE SKIP LOCKED),"
     " upd AS ("
-    "  UPDATE deliveries m SET status = 'queued', lease_until = NULL, updated_at = now(),"
+    "  UPDATE deliveries d SET status = 'queued', lease_until = NULL, updated_at = now(),"
     "   last_error = " MD_QUEUE_INTERRUPTED
-    "  FROM lost l WHERE m.message_id = l.message_id AND m.status = 'sending'"
-    "  RETURNING m.message_id AS id, m.tenant_id, m.priority),"
+    "  FROM lost l WHERE d.message_id = l.message_id AND d.status = 'sending'"
+    "  RETURNING d.message_id AS id, d.tenant_id, d.priority),"
     " ev AS ("
     "  INSERT INTO events (id, tenant_id, message_id, type, data)"
     "  SELECT e.eid, u.tenant_id, u.id, 'queued', '{\"reason\":\"lease_expired\"}'::jsonb"
@@ -250,22 +250,22 @@ static const char md_queue_leases_sql[] =
  * one-time ('*') and hashed (tenants), not a lookup per row.
  */
 static const char md_queue_waiting_sql[] =
-    "SELECT m.message_id::text, m.priority FROM deliveries m"
-    " WHERE m.status IN ('queued', 'scheduled', 'deferred') AND m.message_id > $1::uuid"
-    "  AND ($3::uuid IS NULL OR m.tenant_id = $3::uuid)"
-    "  AND CASE m.status WHEN 'queued' THEN m.updated_at"
-    "       ELSE coalesce(m.next_attempt_at,"
-    "                     (SELECT c.send_at FROM message_content c WHERE c.id = m.message_id),"
-    "                     m.updated_at) END"
+    "SELECT d.message_id::text, d.priority FROM deliveries d"
+    " WHERE d.status IN ('queued', 'scheduled', 'deferred') AND d.message_id > $1::uuid"
+    "  AND ($3::uuid IS NULL OR d.tenant_id = $3::uuid)"
+    "  AND CASE d.status WHEN 'queued' THEN d.updated_at"
+    "       ELSE coalesce(d.next_attempt_at,"
+    "                     (SELECT c.send_at FROM message_content c WHERE c.id = d.message_id),"
+    "                     d.updated_at) END"
     "      <= now() - make_interval(secs => $2::float8)"
     "  AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE scope = '*')"
-    "  AND m.tenant_id::text NOT IN (SELECT scope FROM queue_pauses)"
-    " ORDER BY m.message_id LIMIT $4";
+    "  AND d.tenant_id::text NOT IN (SELECT scope FROM queue_pauses)"
+    " ORDER BY d.message_id LIMIT $4";
 
 /* Exactly these ids ($1 uuid[]), those queued and not paused (retry-failed). */
 static const char md_queue_ids_sql[] =
-    "SELECT m.message_id::text, m.priority FROM deliveries m"
-    " WHERE m.message_id = ANY($1::uuid[]) AND m.status = 'queued' AND" MD_QUEUE_NOT_PAUSED("m");
+    "SELECT d.message_id::text, d.priority FROM deliveries d"
+    " WHERE d.message_id = ANY($1::uuid[]) AND d.status = 'queued' AND" MD_QUEUE_NOT_PAUSED("d");
 
 /* Dead letters older than $1 seconds, at most $2 per statement. */
 static const char md_queue_dead_gc_sql[] =
