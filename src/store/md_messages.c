@@ -292,7 +292,8 @@ typedef struct md_msg_stmt_s {
 #define BATCH_EVENTS                                                                               \
     "COALESCE((SELECT json_object_agg(type, json_build_object('total', n, 'messages', u))"         \
     " FROM (SELECT e.type, count(*) AS n, count(DISTINCT e.message_id) AS u"                       \
-    " FROM message_content mb JOIN events e ON e.message_id = mb.id AND e.tenant_id = mb.tenant_id"       \
+    " FROM message_content mb JOIN events e ON e.message_id = mb.id"                               \
+    " AND e.tenant_id = mb.tenant_id"                                                              \
     " AND e.created_at >= mb.created_at"                                                           \
     " WHERE mb.batch_id = b.id AND mb.tenant_id = b.tenant_id GROUP BY e.type) x), '{}'::json)"
 
