@@ -173,7 +173,9 @@ _Static_assert(MD_DISPATCH_RECORD_MAX == MD_DISPATCH_BATCH_MAX,
     "(greatest(r.created_at, coalesce(r.send_at, r.created_at))"                                   \
     " < now() - make_interval(secs => $4::float8))"
 static const char md_dispatch_claim_sql[] =
-    "WITH r AS MATERIALIZED (SELECT r.n, r.eid, c.*, EXISTS (SELECT 1 FROM suppressions s"
+    "WITH r AS MATERIALIZED (SELECT r.n, r.eid, c.id, c.batch_id, c.from_addr, c.from_name,"
+    "   c.to_addr, c.to_name, c.cc, c.bcc, c.reply_to, c.subject, c.text_body, c.html_body,"
+    "   c.headers, c.esp_route, c.created_at, c.send_at, EXISTS (SELECT 1 FROM suppressions s"
     "   WHERE s.tenant_id = c.tenant_id AND s.address = " MD_DISPATCH_SUPPRESSED_KEY
     "   AND (s.expires_at IS NULL OR s.expires_at > now())) AS supp"
     "  FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(id, eid, n)"
