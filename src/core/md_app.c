@@ -13,6 +13,7 @@
  * its request alive (aborted, so answering it is a no-op) and drops its reference.
  */
 #include "md_app.h"
+#include "md_analyze.h"
 #include "md_auth.h"
 #include "md_http.h"
 #include "md_log.h"
@@ -138,6 +139,7 @@ app_free(md_app_priv_t *p)
     md_events_app_destroy(&p->app);       /* a no-op unless its init ran */
     md_tracking_store_app_destroy(&p->app);
     md_tracking_app_destroy(&p->app);
+    md_analyze_app_destroy(&p->app);
     md_app = NULL;
     free(p);
 }
@@ -230,6 +232,10 @@ md_app_init(struct ev_loop *loop, const md_conf_t *conf, unsigned slot, char *er
     }
     if (md_tracking_store_app_init(&p->app) != MD_OK) {
         snprintf(err, errlen, "tracking store failed to start");
+        goto fail;
+    }
+    if (md_analyze_app_init(&p->app) != MD_OK) {
+        snprintf(err, errlen, "planner statistics module failed to start");
         goto fail;
     }
 
@@ -334,6 +340,7 @@ md_app_shutdown(int graceful, void (*done)(void *data), void *data)
     md_queue_app_shutdown(&p->app, app_queue_settled, p);
     /* Units waiting for the group-commit window go now, while the pool takes them. */
     md_messages_app_shutdown(&p->app);
+    md_analyze_app_shutdown(&p->app);
     if (!graceful || p->queue_settled)
         app_close_pool(p);
     else

@@ -31,6 +31,7 @@ typedef struct md_pg_conf_s {
      * the window has passed since the first unit waiting, or max_rows wait. */
     double group_commit_window;
     int group_commit_max_rows;
+    double analyze_interval; /* src/store/md_analyze.c; 0: off */
 } md_pg_conf_t;
 
 /* redis { } (src/store/md_redis.c owns the directive table). */

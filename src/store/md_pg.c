@@ -57,6 +57,7 @@ static const md_conf_bounds_t md_pg_time_bounds = {0.001, 3600};
 static const md_conf_bounds_t md_pg_waiting_bounds = {1, 10000000};
 /* 0 flushes on the next loop pass; more than a second would only add latency. */
 static const md_conf_bounds_t md_pg_gc_window_bounds = {0, 1};
+static const md_conf_bounds_t md_pg_analyze_bounds = {0, 3600};
 static const md_conf_bounds_t md_pg_gc_rows_bounds = {1, 100000};
 
 static int md_pg_check_dsn(const char *dsn, char *target, size_t targetlen, char *err,
@@ -94,6 +95,8 @@ static const md_conf_cmd_t md_pg_cmds[] = {
      offsetof(md_pg_conf_t, group_commit_window), &md_pg_gc_window_bounds, "1ms", NULL},
     {"group_commit_max_rows", MD_CONF_PG, MD_CONF_TAKE1, md_conf_set_number,
      offsetof(md_pg_conf_t, group_commit_max_rows), &md_pg_gc_rows_bounds, "500", NULL},
+    {"analyze_interval", MD_CONF_PG, MD_CONF_TAKE1, md_conf_set_time,
+     offsetof(md_pg_conf_t, analyze_interval), &md_pg_analyze_bounds, "2s", NULL},
     {NULL, 0, 0, NULL, 0, NULL, NULL, NULL},
 };
 

@@ -385,6 +385,7 @@ sub http_request { my $t = shift; $t->request(@_) }
 #     tenants => [ { id => ..., key => secret }, ... ] }
 # Options: main_extra / http_extra (config text added inside main / http), main
 # and http (directive hashes as conf_text takes them), pool_size (default 4),
+# pg_extra (directives added inside the postgres block, each ending in ";\n"),
 # workers (default 2), env (for start), redis_address (what mailerd connects to
 # instead of the Redis itself: a proxy). Keep the returned hash alive as long as
 # the servers are needed: their destructors stop them.
@@ -402,10 +403,11 @@ sub stack {
         close $fh;
         chmod 0600, $t->dir . '/admin.token';
     }
-    my $extra = sprintf(qq{postgres {\n    dsn "%s";\n    pool_size %d;\n}\n}
+    my $extra = sprintf(qq{postgres {\n    dsn "%s";\n    pool_size %d;\n%s}\n}
                       . qq{redis {\n    address %s;\n}\n}
                       . qq{migrations_dir %s/migrations;\nadmin_token_file admin.token;\n},
-                        $pg->dsn, $o{pool_size} // 4, $o{redis_address} // $redis->addr, src_dir());
+                        $pg->dsn, $o{pool_size} // 4, $o{pg_extra} // '',
+                        $o{redis_address} // $redis->addr, src_dir());
     $t->write_conf($t->conf_text(main => { worker_processes => $o{workers} // 2, %{ $o{main} // {} } },
                                  http => $o{http} // {},
                                  main_extra => $extra . ($o{main_extra} // ''),
