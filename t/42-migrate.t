@@ -337,4 +337,68 @@ subtest 'concurrent runs serialise' => sub {
        'each migration recorded once');
 };
 
+# Migration 0011: message_content has no foreign keys; the purges its keys
+# cascaded are statement triggers now, and the accept's tenant check is
+# mailerd_lock_tenants (locks like the key check did, fails with its SQLSTATE).
+subtest 'message_content without foreign keys (0011)' => sub {
+    my $s = setup(all => 1);
+    my ($rc, $out) = migrate($s);
+    is($rc, 0, 'migrate exits 0') or diag($out);
+    is(sql($s, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'message_content'::regclass"
+           . " AND contype = 'f'"), '0', 'no foreign key on message_content');
+    my @t = map { sql($s, "INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), 't$_') RETURNING id") } 1, 2;
+    my $batch = sql($s, "INSERT INTO batches (id, tenant_id, accepted) VALUES (gen_random_uuid(),"
+                    . " '$t[0]', 2) RETURNING id");
+    my $n = 0;
+    my $msg = sub {
+        my ($tenant, $bid) = @_;
+        $n++;
+        sql($s, "INSERT INTO messages (id, tenant_id, batch_id, status, from_addr, to_addr, text_body)"
+            . " VALUES (gen_random_uuid(), '$tenant', " . ($bid ? "'$bid'" : 'NULL')
+            . ", 'queued', 'a\@example.com', 'r$n\@example.com', 'x') RETURNING id");
+    };
+    my @in_batch = map { $msg->($t[0], $batch) } 1, 2;
+    my $alone = $msg->($t[0]);
+    my $other = $msg->($t[1]);
+    sql($s, "INSERT INTO events (id, tenant_id, message_id, type) VALUES (gen_random_uuid(), '$t[0]',"
+        . " '$alone', 'queued'), (gen_random_uuid(), '$t[1]', '$other', 'queued')");
+    sql($s, "DELETE FROM batches WHERE id = '$batch'");
+    is(sql($s, "SELECT string_agg(id::text, ',' ORDER BY id) FROM message_content"),
+       join(',', sort($alone, $other)), "a batch's delete takes its messages along, and only them");
+    is(sql($s, 'SELECT count(*) FROM deliveries'), '2', '... and their delivery state');
+    sql($s, "DELETE FROM tenants WHERE id = '$t[0]'");
+    is(sql($s, "SELECT string_agg(id::text, ',') FROM message_content"), $other,
+       "a tenant's purge takes its messages along, and only them");
+    is(sql($s, "SELECT string_agg(message_id::text, ',') FROM deliveries"), $other,
+       '... and their delivery state');
+    is(sql($s, "SELECT string_agg(message_id::text, ',') FROM events"), $other, '... and its events');
+
+    like(sql($s, "SELECT mailerd_lock_tenants(ARRAY['$t[1]'::uuid, '$t[1]'::uuid, NULL])"), qr/^t$/,
+         'mailerd_lock_tenants passes for an existing tenant (duplicates and NULL ignored)');
+    my ($frc, $fout) = psql_db($s->{db}, "SELECT mailerd_lock_tenants(ARRAY['$t[1]'::uuid, '$t[0]'::uuid])");
+    ok($frc != 0 && $fout =~ /tenant does not exist/, 'it fails when one tenant is gone') or diag($fout);
+    ($frc, $fout) = psql_db($s->{db}, "DO \$\$ BEGIN PERFORM mailerd_lock_tenants(ARRAY['$t[0]'::uuid]);"
+                            . " EXCEPTION WHEN OTHERS THEN RAISE NOTICE 'sqlstate %', SQLSTATE; END \$\$");
+    like($fout, qr/sqlstate 23503/, 'with the foreign key violation SQLSTATE') or diag($fout);
+
+    # The lock holds off a purge until the accepting transaction ends.
+    my $pid = open(my $holder, '-|') // die "fork: $!";
+    if ($pid == 0) {
+        open(STDERR, '>&', \*STDOUT);
+        exec('psql', '-X', '-q', '-A', '-t', '-h', '127.0.0.1', '-p', $pg->port, '-U', 'mailerd',
+             '-d', $s->{db}, '-c',
+             "BEGIN; SELECT mailerd_lock_tenants(ARRAY['$t[1]'::uuid]); SELECT pg_sleep(2); COMMIT;") or exit 127;
+    }
+    ok(wait_for(sub { sql($s, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                         . " WHERE c.relname = 'tenants' AND l.mode = 'RowShareLock' AND l.pid <> pg_backend_pid()") ne '0' }, 5),
+       'an accepting transaction holds its tenant');
+    ($frc, $fout) = psql_db($s->{db}, "SET lock_timeout = '300ms'; DELETE FROM tenants WHERE id = '$t[1]'");
+    ok($frc != 0 && $fout =~ /lock timeout/, 'a purge of that tenant waits for it') or diag($fout);
+    { local $/; <$holder> }
+    close $holder;
+    sql($s, "DELETE FROM tenants WHERE id = '$t[1]'");
+    is(sql($s, 'SELECT count(*) FROM message_content') . '/' . sql($s, 'SELECT count(*) FROM deliveries'),
+       '0/0', 'after it ends, the purge goes through with the messages');
+};
+
 done_testing;

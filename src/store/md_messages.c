@@ -137,6 +137,11 @@ enum {
  * by "index", and mailerd_idem_patch writes the committed statuses. A live
  * answer built from the returned statuses says the same.
  *
+ * The tenant is locked once per statement by mailerd_lock_tenants (migration
+ * 0011: message_content has no foreign keys, whose triggers ran per row); it
+ * fails with 23503 when the tenant is gone, as the key did. Its call is an
+ * InitPlan, (SELECT f(...)), so that it runs once and not once per row.
+ *
  * The arrays are unnested through (SELECT $n): a custom plan would see them as
  * constants and estimate the row count exactly, which makes every custom plan
  * look cheaper than the generic one, so PostgreSQL would plan this statement
@@ -203,6 +208,7 @@ static const char acc_sql[] =
     "  html_body, template_id, variables, COALESCE(headers, '{}'), COALESCE(tags::text[], '{}'),"
     "  COALESCE(metadata, '{}'), esp_route, to_timestamp(send_at), tracking, skey"
     " FROM src WHERE (SELECT ok FROM go) AND status <> 'suppressed'"
+    "  AND (SELECT mailerd_lock_tenants(ARRAY[$1::uuid]))"
     "), msg AS ("
     " INSERT INTO deliveries (message_id, tenant_id, status, priority, next_attempt_at)"
     " SELECT id, $1::uuid, status, priority,"
@@ -224,7 +230,8 @@ static const char acc_sql[] =
  * Planning and executing one statement of 500 rows costs a fraction of 500
  * one-row statements. If it fails, its units are sent again one statement each,
  * which tells the bad unit from the good ones. Suppressed recipients are refused
- * as in msg_accept and come back last.
+ * as in msg_accept and come back last. tl locks the flush's distinct tenants
+ * once (see msg_accept).
  */
 static const char acc_multi_sql[] =
     "WITH src AS MATERIALIZED ("
@@ -243,6 +250,9 @@ static const char acc_multi_sql[] =
     "  AS u (tenant_id, id, eid, from_addr, from_name, to_addr, to_name, cc, bcc, reply_to,"
     "   subject, text_body, html_body, template_id, variables, headers, tags, metadata, priority,"
     "   send_at, esp_route, skey, tracking)"
+    "), tl AS ("
+    " SELECT mailerd_lock_tenants(array_agg(DISTINCT tenant_id)) AS ok FROM src"
+    "  WHERE status <> 'suppressed'"
     "), content AS ("
     " INSERT INTO message_content (id, tenant_id, from_addr, from_name,"
     "  to_addr, to_name, cc, bcc, reply_to, subject, text_body, html_body, template_id, variables,"
@@ -251,7 +261,7 @@ static const char acc_multi_sql[] =
     "  COALESCE(cc, '[]'), COALESCE(bcc, '[]'), reply_to, COALESCE(subject, ''), text_body,"
     "  html_body, template_id, variables, COALESCE(headers, '{}'), COALESCE(tags::text[], '{}'),"
     "  COALESCE(metadata, '{}'), esp_route, to_timestamp(send_at), tracking, skey"
-    " FROM src WHERE status <> 'suppressed'"
+    " FROM src WHERE status <> 'suppressed' AND (SELECT ok FROM tl)"
     "), msg AS ("
     " INSERT INTO deliveries (message_id, tenant_id, status, priority, next_attempt_at)"
     " SELECT id, tenant_id, status, priority,"
