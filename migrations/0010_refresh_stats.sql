@@ -15,15 +15,19 @@
 --
 -- mailerd calls this function every analyze_interval (src/store/md_analyze.c).
 -- It analyzes the tables of the current schema changed since their last
--- analyze by more than their analyzed size (and at least min_changes rows): a
--- growing table each time it doubles, and never a large table in its steady
--- state, which autovacuum (10% of changes) reaches first. ANALYZE invalidates
--- the cached plans of the table, so the next execution plans it as it now is.
--- One caller at a time across workers and hosts (the others return at once);
--- a table that is being vacuumed or analyzed is skipped, not waited for.
--- Returns the tables it analyzed (or skipped: locked).
-CREATE FUNCTION mailerd_refresh_stats(min_changes bigint) RETURNS SETOF text
-LANGUAGE plpgsql AS $$
+-- analyze by more than their analyzed size (and at least min_changes rows)
+-- while that size is below max_rows: a young table each time it doubles. Past
+-- max_rows the plans are the index lookups they will stay, and autovacuum (10%
+-- of changes) keeps the statistics. ANALYZE invalidates the cached plans of the
+-- table, so the next execution plans it as it now is. It samples 3,000 rows
+-- (default_statistics_target 10): enough for the sizes and the few values of
+-- the columns the plans test, and quick, since the connection it runs on also
+-- carries a worker's statements pipelined behind it. One caller at a time
+-- across workers and hosts (the others return at once); a table that is being
+-- vacuumed or analyzed is skipped, not waited for. Returns the tables it
+-- analyzed (or skipped: locked).
+CREATE FUNCTION mailerd_refresh_stats(min_changes bigint, max_rows bigint) RETURNS SETOF text
+LANGUAGE plpgsql SET default_statistics_target = 10 AS $$
 DECLARE
     t record;
 BEGIN
@@ -35,6 +39,7 @@ BEGIN
         SELECT format('%I.%I', s.schemaname, s.relname) AS name
         FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
         WHERE s.schemaname = current_schema() AND c.relkind = 'r'
+          AND c.reltuples < max_rows
           AND s.n_mod_since_analyze >= greatest(c.reltuples, min_changes)
         ORDER BY s.n_mod_since_analyze DESC
     LOOP

@@ -401,4 +401,22 @@ subtest 'message_content without foreign keys (0011)' => sub {
        '0/0', 'after it ends, the purge goes through with the messages');
 };
 
+# Migration 0010: which tables mailerd_refresh_stats analyzes (mailerd's own
+# calls are shown by t/70).
+subtest 'mailerd_refresh_stats (0010)' => sub {
+    my $s = setup(all => 1);
+    my ($rc, $out) = migrate($s);
+    is($rc, 0, 'migrate exits 0') or diag($out);
+    sql($s, 'ALTER TABLE tenants SET (autovacuum_enabled = false)');
+    sql($s, "INSERT INTO tenants (id, name) SELECT gen_random_uuid(), 't' || g FROM generate_series(1, 2000) g");
+    my $refresh = sub { sql($s, "SELECT coalesce(string_agg(t, ',' ORDER BY t), '') FROM mailerd_refresh_stats($_[0], $_[1]) t") };
+    like($refresh->(1000, 1000000), qr/(?:^|,)public\.tenants(?:,|$)/, 'a never-analyzed table with 2,000 new rows is analyzed');
+    like(sql($s, "SELECT reltuples FROM pg_class WHERE relname = 'tenants'"), qr/^2000$/, 'its statistics say 2,000 rows');
+    is($refresh->(1000, 1000000), '', 'called again at once: nothing changed, nothing analyzed');
+    sql($s, 'UPDATE tenants SET name = name || \'x\'');
+    is($refresh->(3000, 1000000), '', 'changes below min_changes: not analyzed');
+    is($refresh->(1000, 2000), '', 'analyzed at max_rows or more: left to autovacuum');
+    like($refresh->(1000, 1000000), qr/(?:^|,)public\.tenants(?:,|$)/, 'changed by its analyzed size, below max_rows: analyzed');
+};
+
 done_testing;

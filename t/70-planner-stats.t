@@ -102,19 +102,19 @@ open(my $holder, '-|', 'psql', '-X', '-q', '-A', '-t', '-h', '127.0.0.1', '-p', 
   or die "psql: $!";
 ok(wait_for(sub { sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted") ne '0' }, 5),
    'another session holds the lock');
-is(sql("SELECT count(*) FROM mailerd_refresh_stats(0)"), '0',
+is(sql("SELECT count(*) FROM mailerd_refresh_stats(0, 1000000000)"), '0',
    'while another caller holds the lock, nothing is analyzed');
 { local $/; <$holder> }
 close $holder;
 # mailerd's own call may hold the lock for a moment: try until one gets it.
 my $first = '';
-wait_for(sub { $first = sql("SELECT string_agg(t, ',' ORDER BY t) FROM mailerd_refresh_stats(0) t"); $first ne '' }, 5);
+wait_for(sub { $first = sql("SELECT string_agg(t, ',' ORDER BY t) FROM mailerd_refresh_stats(0, 1000000000) t"); $first ne '' }, 5);
 like($first, qr/(?:^|,)public\.batches(?:,|$)/, 'once it is free, a never-analyzed table is analyzed')
   or diag($first);
 like(sql("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'batches'"), qr/^t$/,
      'batches has been analyzed');
 sql("SELECT pg_stat_clear_snapshot()");
-is(sql("SELECT count(*) FROM mailerd_refresh_stats(1)"), '0',
+is(sql("SELECT count(*) FROM mailerd_refresh_stats(1, 1000000000)"), '0',
    'right after, with nothing changed, nothing is analyzed again');
 
 done_testing();

@@ -63,8 +63,8 @@ analyze_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     md_analyze_t *a = an;
     if (a == NULL || a->shutting || a->running || ev_now(loop) < a->not_before)
         return;
-    const char *min = MD_ANALYZE_MIN_CHANGES;
-    md_pg_query_t q = {.stmt = ANALYZE_STMT, .nparams = 1, .values = &min};
+    const char *params[] = {MD_ANALYZE_MIN_CHANGES, MD_ANALYZE_MAX_ROWS};
+    md_pg_query_t q = {.stmt = ANALYZE_STMT, .nparams = 2, .values = params};
     if (md_pg_exec(a->pool, &q, analyze_cb, NULL) == MD_OK) /* else: the pool is full or down */
         a->running = 1;
 }
@@ -77,8 +77,8 @@ md_analyze_app_init(md_app_t *app)
     double interval = app->conf ? app->conf->postgres.analyze_interval : 0;
     if (app->pg == NULL || interval <= 0)
         return MD_OK;
-    if (md_pg_prepare(app->pg, ANALYZE_STMT, "SELECT * FROM mailerd_refresh_stats($1::bigint)",
-                      1) != MD_OK)
+    if (md_pg_prepare(app->pg, ANALYZE_STMT,
+                      "SELECT * FROM mailerd_refresh_stats($1::bigint, $2::bigint)", 2) != MD_OK)
         return MD_ERROR;
     md_analyze_t *a = md_xcalloc(1, sizeof(*a));
     a->loop = app->loop;

@@ -2,9 +2,10 @@
  * Planner statistics that keep up with fast-growing tables (migration 0010).
  *
  * Every analyze_interval (postgres block, default 2s; 0 turns it off) each
- * worker calls mailerd_refresh_stats(MD_ANALYZE_MIN_CHANGES): it ANALYZEs the
- * tables changed since their last analyze by more than their analyzed size,
- * one caller at a time across workers and hosts. The analyze invalidates the
+ * worker calls mailerd_refresh_stats(MD_ANALYZE_MIN_CHANGES, MD_ANALYZE_MAX_ROWS):
+ * it ANALYZEs the tables changed since their last analyze by more than their
+ * analyzed size while that is below MD_ANALYZE_MAX_ROWS, one caller at a time
+ * across workers and hosts. The analyze invalidates the
  * prepared statements' cached plans, which were made while the table was small
  * (sequential scans) and would otherwise be kept until autovacuum's next visit.
  * A failed call (the statement_timeout on a huge table, or the store down) is
@@ -15,8 +16,9 @@
 
 #include "md_core.h"
 
-#define MD_ANALYZE_MIN_CHANGES "1000" /* smaller tables are cheap to read whatever the plan */
-#define MD_ANALYZE_BACKOFF     60.0   /* seconds after a failed call */
+#define MD_ANALYZE_MIN_CHANGES "1000"   /* smaller tables are cheap to read whatever the plan */
+#define MD_ANALYZE_MAX_ROWS    "100000" /* analyzed this big, a table's plans are index lookups */
+#define MD_ANALYZE_BACKOFF     60.0     /* seconds after a failed call */
 
 typedef struct md_app_s md_app_t;
 
