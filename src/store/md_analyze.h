@@ -5,11 +5,11 @@
  * worker calls mailerd_refresh_stats(MD_ANALYZE_MIN_CHANGES, MD_ANALYZE_MAX_ROWS):
  * it ANALYZEs the tables changed since their last analyze by more than their
  * analyzed size while that is below MD_ANALYZE_MAX_ROWS, one caller at a time
- * across workers and hosts. The analyze invalidates the
- * prepared statements' cached plans, which were made while the table was small
- * (sequential scans) and would otherwise be kept until autovacuum's next visit.
- * A failed call (the statement_timeout on a huge table, or the store down) is
- * tried again after MD_ANALYZE_BACKOFF.
+ * across workers and hosts. The analyze invalidates the prepared statements'
+ * cached plans, which were made while the table was small (sequential scans)
+ * and would otherwise be kept until autovacuum's next visit. A failed call (a
+ * statement_timeout, or the store down) is tried again after
+ * MD_ANALYZE_BACKOFF.
  */
 #ifndef MD_ANALYZE_H
 #define MD_ANALYZE_H
