@@ -39,6 +39,7 @@ BEGIN
         SELECT format('%I.%I', s.schemaname, s.relname) AS name
         FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
         WHERE s.schemaname = current_schema() AND c.relkind = 'r'
+          AND pg_has_role(c.relowner, 'USAGE') -- ANALYZE skips others' tables
           AND c.reltuples < max_rows
           AND s.n_mod_since_analyze >= greatest(c.reltuples, min_changes)
         ORDER BY s.n_mod_since_analyze DESC

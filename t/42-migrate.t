@@ -53,12 +53,12 @@ sub migrate {
 # shell, which breaks on SQL that holds a single quote. Returns (rc, output) in
 # list context and dies on failure in scalar context.
 sub psql_db {
-    my ($db, $q) = @_;
+    my ($db, $q, $user) = @_;
     my $pid = open(my $fh, '-|') // die "fork: $!";
     if ($pid == 0) {
         open(STDERR, '>&', \*STDOUT);
         exec('psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', $pg->port,
-             '-U', 'mailerd', '-d', $db, '-c', $q) or exit 127;
+             '-U', $user // 'mailerd', '-d', $db, '-c', $q) or exit 127;
     }
     local $/;
     my $out = <$fh> // '';
@@ -416,6 +416,10 @@ subtest 'mailerd_refresh_stats (0010)' => sub {
     sql($s, 'UPDATE tenants SET name = name || \'x\'');
     is($refresh->(3000, 1000000), '', 'changes below min_changes: not analyzed');
     is($refresh->(1000, 2000), '', 'analyzed at max_rows or more: left to autovacuum');
+    sql($s, 'UPDATE tenants SET name = name || \'y\'');
+    sql($s, "CREATE ROLE $s->{db}_reader LOGIN");
+    is(scalar psql_db($s->{db}, "SELECT coalesce(string_agg(t, ','), '') FROM mailerd_refresh_stats(1000, 1000000) t",
+                      "$s->{db}_reader"), '', "a role that does not own the tables analyzes nothing (ANALYZE would skip them)");
     like($refresh->(1000, 1000000), qr/(?:^|,)public\.tenants(?:,|$)/, 'changed by its analyzed size, below max_rows: analyzed');
 };
 
