@@ -65,7 +65,11 @@ EOF
 }
 open(my $bg, '-|', 'psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1',
      '-p', $pg->port, '-U', 'mailerd', '-d', 'mailerd', '-f', $script) or die "psql: $!";
-sleep 0.5; # the first plan is made on the empty table
+# Nothing is sent before the session has made its first plan and waits.
+ok(wait_for(sub {
+    sql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+        . " AND query LIKE 'DO %pg_stat_clear_snapshot%' AND pid <> pg_backend_pid()") eq '1' }, 15),
+   'the session planned on the empty table and waits');
 
 my @ids = $t->send_many($key, 3000, 'grow');
 is(scalar @ids, 3000, '3,000 messages accepted (no ESP: they stay queued)');
