@@ -35,12 +35,19 @@ sub slurp {
 }
 
 # A port the kernel just gave us and released; good enough on a loopback test box.
+# A port is released before its user binds it, so the kernel may hand the same
+# one out again: never return a port twice in one process (t/90 once got the
+# same one for the mock ESP's API and control listeners).
+my %ports_given;
 sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
-                                  Listen => 1, ReuseAddr => 1) or die "free_port: $!";
-    my $p = $s->sockport;
-    close $s;
-    return $p;
+    for (1 .. 100) {
+        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
+                                      Listen => 1, ReuseAddr => 1) or die "free_port: $!";
+        my $p = $s->sockport;
+        close $s;
+        return $p unless $ports_given{$p}++;
+    }
+    die "free_port: no new port in 100 tries";
 }
 
 # Polls cond every 50 ms until it returns true or timeout seconds pass.
