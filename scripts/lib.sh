@@ -195,3 +195,43 @@ md_port_open() {
 md_hex_token() {
     od -An -v -N "$1" -tx1 /dev/urandom | tr -d ' \n'
 }
+
+# --- the PostgreSQL-only benchmarks (bench/pg-dispatch, bench/pg-accept) ---------------
+
+# md_bench_pg_start NAME: makes $tmp (/tmp/mailerd-NAME-XXXXXX, removed on exit
+# unless $keep is 1) and starts a private durable PostgreSQL in it with
+# MD_BENCH_PG_OPTS on 127.0.0.1:$pg_port, stopped on exit (Ctrl-C included).
+# Needs $pgbin (md_pg_bindir). Defines sql (psql as mailerd, -d DB given by the
+# caller), cpu_ticks (the whole machine's busy ticks, /proc/stat), $hz and
+# median (of numbers, one per line) for the benchmark's own use.
+md_bench_pg_start() {
+    tmp=$(mktemp -d "/tmp/mailerd-$1-XXXXXX")
+    chmod 755 "$tmp"
+    pg_started=0
+    trap md_bench_pg_cleanup EXIT
+    trap 'exit 130' INT TERM HUP
+    pg_port=$(md_free_port)
+    mkdir -p "$tmp/pg/run"
+    [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$tmp/pg"
+    chmod 700 "$tmp/pg/run"
+    md_say "initdb and start PostgreSQL on 127.0.0.1:$pg_port"
+    md_as_pg "$pgbin/initdb" -D "$tmp/pg/data" -U mailerd -A trust -E UTF8 --locale=C.UTF-8 \
+        >"$tmp/initdb.log" 2>&1 || { cat "$tmp/initdb.log" >&2; md_die "initdb failed"; }
+    pg_started=1
+    md_as_pg "$pgbin/pg_ctl" -D "$tmp/pg/data" -l "$tmp/pg/postgres.log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $tmp/pg/run $MD_BENCH_PG_OPTS" \
+        start >/dev/null || { tail -n 20 "$tmp/pg/postgres.log" >&2; md_die "PostgreSQL did not start"; }
+    hz=$(getconf CLK_TCK)
+    sql() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -A -t -v ON_ERROR_STOP=1 \
+        -h 127.0.0.1 -p "$pg_port" -U mailerd "$@"; }
+    cpu_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+    median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+}
+
+md_bench_pg_cleanup() {
+    if [ "$pg_started" = 1 ]; then
+        md_as_pg "$pgbin/pg_ctl" -D "$tmp/pg/data" -m fast -w -t 60 stop >/dev/null 2>&1 ||
+            md_as_pg "$pgbin/pg_ctl" -D "$tmp/pg/data" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+    fi
+    if [ "${keep:-0}" = 1 ]; then echo "kept $tmp" >&2; else rm -rf "$tmp"; fi
+}
