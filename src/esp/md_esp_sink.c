@@ -204,9 +204,17 @@ md_sink_write_all(int fd, const md_buf_t *data)
 static int
 md_sink_write_unnamed(const char *dir, const char *path, const md_buf_t *data, int do_fsync)
 {
-    int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
-    if (fd < 0)
+    /* A kernel or file system without O_TMPFILE says so on the first try; the
+     * next messages go the classic way without asking again (in this process,
+     * for every sink directory: at worst all of them are written the old way). */
+    static int unsupported;
+    if (unsupported)
         return -1;
+    int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        unsupported = errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL;
+        return -1;
+    }
     char proc[64];
     snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
     int rc = -1;
@@ -225,13 +233,17 @@ md_sink_write(const char *dir, const char *id, const md_buf_t *data, int do_fsyn
 {
     char path[4096], tmp[4096];
     int n1 = snprintf(path, sizeof(path), "%s/%s.eml", dir, id);
-    int n2 = snprintf(tmp, sizeof(tmp), "%s/.%s.eml.%ld.tmp", dir, id, (long)getpid());
-    if (n1 < 0 || n2 < 0 || (size_t)n1 >= sizeof(path) || (size_t)n2 >= sizeof(tmp)) {
+    if (n1 < 0 || (size_t)n1 >= sizeof(path)) {
         errno = ENAMETOOLONG;
         return -1;
     }
     if (md_sink_write_unnamed(dir, path, data, do_fsync) == 0)
         return 0;
+    int n2 = snprintf(tmp, sizeof(tmp), "%s/.%s.eml.%ld.tmp", dir, id, (long)getpid());
+    if (n2 < 0 || (size_t)n2 >= sizeof(tmp)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return -1;
