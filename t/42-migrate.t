@@ -401,6 +401,25 @@ subtest 'message_content without foreign keys (0011)' => sub {
        '0/0', 'after it ends, the purge goes through with the messages');
 };
 
+# Migration 0012: the tenant lock's queries keep one generic plan per session.
+# With the default plan_cache_mode, PL/pgSQL planned its `id = ANY (ids)` query
+# again on every call (a custom plan, showing the array as a constant); the
+# plans are read here with auto_explain, loaded into this session only.
+subtest 'mailerd_lock_tenants plans once (0012)' => sub {
+    my $s = setup(all => 1);
+    my ($rc, $out) = migrate($s);
+    is($rc, 0, 'migrate exits 0') or diag($out);
+    my $t = sql($s, "INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), 't') RETURNING id");
+    ($rc, $out) = psql_db($s->{db}, "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0;"
+                          . " SET auto_explain.log_nested_statements = on; SET client_min_messages = log;"
+                          . " SELECT mailerd_lock_tenants(ARRAY['$t'::uuid]) FROM generate_series(1, 8)");
+    is($rc, 0, 'eight calls in one session') or diag($out);
+    my $generic = () = $out =~ /Index Cond: \(id = ANY \(\$1\)\)/g;
+    my $custom = () = $out =~ /Index Cond: \(id = ANY \('\{/g;
+    is($custom, 0, 'no call planned the tenant lookup for its own array (no custom plan)');
+    cmp_ok($generic, '>=', 8, 'every call ran the generic plan') or diag($out);
+};
+
 # Migration 0010: which tables mailerd_refresh_stats analyzes (mailerd's own
 # calls are shown by t/70).
 subtest 'mailerd_refresh_stats (0010)' => sub {

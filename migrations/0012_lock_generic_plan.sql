@@ -1,0 +1,13 @@
+-- 0012_lock_generic_plan: mailerd_lock_tenants keeps one plan per session.
+--
+-- Never edit this file once shipped (see 0001).
+--
+-- The accept statements call mailerd_lock_tenants once per group-commit flush
+-- (0011). PL/pgSQL caches its queries' plans, but with the default
+-- plan_cache_mode a plan whose parameter is an array is planned again for
+-- every call: a custom plan sees the array's length (one or two tenants) and
+-- always looks cheaper than the generic one, which must guess ten. Profiling
+-- bench/ingest showed the function at 9% of PostgreSQL's CPU, more than half
+-- of it planning its two small queries. The generic plans are the same index
+-- scan and aggregate as the custom ones, so force them.
+ALTER FUNCTION mailerd_lock_tenants(uuid[]) SET plan_cache_mode = force_generic_plan;
