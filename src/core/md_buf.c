@@ -22,7 +22,7 @@ md_buf_compact(md_buf_t *b)
 }
 
 void
-md_buf_reserve(md_buf_t *b, size_t n)
+md_buf_grow(md_buf_t *b, size_t n)
 {
     if (md_buf_avail(b) >= n)
         return;
@@ -43,16 +43,6 @@ md_buf_reserve(md_buf_t *b, size_t n)
     b->start = b->pos = p;
     b->last = p + live;
     b->end = p + ncap;
-}
-
-void
-md_buf_append(md_buf_t *b, const void *data, size_t n)
-{
-    if (n == 0)
-        return;
-    md_buf_reserve(b, n);
-    memcpy(b->last, data, n);
-    b->last += n;
 }
 
 void
