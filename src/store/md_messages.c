@@ -579,6 +579,7 @@ arr_elem(md_buf_t *b, const char *s, bool first)
 #define BARR_HEADER 20
 #define OID_TEXT    25
 #define OID_JSONB   3802
+#define OID_UUID    2950
 
 static void
 be32(md_buf_t *b, uint32_t v)
@@ -607,13 +608,27 @@ barr_begin(md_buf_t *b, uint32_t oid, size_t n)
     be32(b, 1);
 }
 
-/* One element of the array whose header starts at b->pos + hdr. */
+/* One element of the array whose header starts at b->pos + hdr. A uuid goes as
+ * its 16 bytes (uuid_recv copies them; uuid_in parsed the text, a tenth of the
+ * server's time reading a flush's parameters); one that fails uuid_ok goes as
+ * NULL, and md_messages_accept refuses its unit. */
 static void
 barr_elem(md_buf_t *b, size_t hdr, uint32_t oid, const char *s)
 {
-    if (s == NULL) {
+    if (s == NULL || (oid == OID_UUID && !uuid_ok(s))) {
         be32(b, UINT32_MAX);
         be32_at(b->pos + hdr + 4, 1);
+        return;
+    }
+    if (oid == OID_UUID) {
+        unsigned char u[16];
+        for (int i = 0, j = 0; j < 16; j++, i += 2) {
+            if (s[i] == '-')
+                i++;
+            u[j] = (unsigned char)(md_hexval(s[i]) << 4 | md_hexval(s[i + 1]));
+        }
+        be32(b, 16);
+        md_buf_append(b, u, 16);
         return;
     }
     size_t n = strlen(s);
@@ -742,18 +757,6 @@ unit_build(const md_accept_t *a)
             PARAM_END();                                                                           \
         }                                                                                          \
     } while (0)
-#define PARAM_ARR(i, expr)                                                                         \
-    do {                                                                                           \
-        PARAM_BEGIN(i);                                                                            \
-        md_buf_append(b, "{", 1);                                                                  \
-        for (size_t k = 0; k < n; k++) {                                                           \
-            const md_msg_new_t *m = &a->msgs[k];                                                   \
-            md_unused(m);                                                                          \
-            arr_elem(b, (expr), k == 0);                                                           \
-        }                                                                                          \
-        md_buf_append(b, "}", 1);                                                                  \
-        PARAM_END();                                                                               \
-    } while (0)
 #define PARAM_BARR(i, oid, expr)                                                                   \
     do {                                                                                           \
         PARAM_BEGIN(i);                                                                            \
@@ -768,6 +771,7 @@ unit_build(const md_accept_t *a)
     } while (0)
 #define PARAM_TEXTS(i, expr) PARAM_BARR(i, OID_TEXT, expr)
 #define PARAM_JSONS(i, expr) PARAM_BARR(i, OID_JSONB, expr)
+#define PARAM_UUIDS(i, expr) PARAM_BARR(i, OID_UUID, expr)
 
     PARAM_STR(P_TENANT, a->tenant_id);
     PARAM_STR(P_BATCH, a->batch_id);
@@ -803,8 +807,8 @@ unit_build(const md_accept_t *a)
     md_buf_t tmp;
     md_buf_init(&tmp);
 
-    PARAM_ARR(P_IDS, m->id);
-    PARAM_ARR(P_EVENT_IDS, eids[k]);
+    PARAM_UUIDS(P_IDS, m->id);
+    PARAM_UUIDS(P_EVENT_IDS, eids[k]);
     PARAM_TEXTS(P_FROM_ADDR, m->from.address);
     PARAM_TEXTS(P_FROM_NAME, m->from.name);
     PARAM_TEXTS(P_TO_ADDR, m->to.address);
@@ -812,13 +816,16 @@ unit_build(const md_accept_t *a)
     /* Per-element JSON and literals are built in tmp, then escaped as elements. */
 #define TMP_RESET() (md_buf_reset(&tmp))
 #define TMP_CSTR()  (md_buf_append(&tmp, "", 1), (const char *)tmp.pos)
-    PARAM_JSONS(P_CC, (TMP_RESET(), addr_list_json(&tmp, m->cc, m->ncc), TMP_CSTR()));
-    PARAM_JSONS(P_BCC, (TMP_RESET(), addr_list_json(&tmp, m->bcc, m->nbcc), TMP_CSTR()));
+    /* None is NULL, which the statements store as [] without parsing it per row. */
+    PARAM_JSONS(P_CC,
+                m->ncc ? (TMP_RESET(), addr_list_json(&tmp, m->cc, m->ncc), TMP_CSTR()) : NULL);
+    PARAM_JSONS(P_BCC,
+                m->nbcc ? (TMP_RESET(), addr_list_json(&tmp, m->bcc, m->nbcc), TMP_CSTR()) : NULL);
     PARAM_TEXTS(P_REPLY_TO, m->reply_to);
     PARAM_TEXTS(P_SUBJECT, m->subject);
     PARAM_TEXTS(P_TEXT, m->text);
     PARAM_TEXTS(P_HTML, m->html);
-    PARAM_ARR(P_TEMPLATE, m->template_id);
+    PARAM_UUIDS(P_TEMPLATE, m->template_id);
     PARAM_JSONS(P_VARIABLES, m->variables_json);
     PARAM_JSONS(P_HEADERS, m->headers_json);
     /* Each message's tags as the text of an array literal ("{a,b}"), which the
@@ -848,10 +855,10 @@ unit_build(const md_accept_t *a)
 #undef PARAM_BEGIN
 #undef PARAM_END
 #undef PARAM_STR
-#undef PARAM_ARR
 #undef PARAM_BARR
 #undef PARAM_TEXTS
 #undef PARAM_JSONS
+#undef PARAM_UUIDS
 
     md_buf_free(&tmp);
     free(eids);
@@ -1195,18 +1202,16 @@ merged_params(md_msg_unit_t *const *units, size_t n, md_buf_t *b, const char **v
               int *fmts)
 {
     size_t off[ACC_MULTI_NPARAMS];
-    off[0] = md_buf_len(b);
-    md_buf_append(b, "{", 1);
-    bool first = true;
     size_t rows = 0;
     for (size_t i = 0; i < n; i++)
-        for (size_t k = 0; k < units[i]->n; k++, first = false, rows++) {
-            if (!first)
-                md_buf_append(b, ",", 1);
-            md_buf_append(b, units[i]->tenant, MD_UUID_STRLEN);
-        }
-    md_buf_append(b, "}", 2); /* with the NUL */
-    lens[0] = fmts[0] = 0;
+        rows += units[i]->n;
+    off[0] = md_buf_len(b);
+    barr_begin(b, OID_UUID, rows);
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < units[i]->n; k++)
+            barr_elem(b, off[0], OID_UUID, units[i]->tenant);
+    lens[0] = (int)(md_buf_len(b) - off[0]);
+    fmts[0] = 1;
     for (int p = P_IDS; p < P_REJECT; p++) {
         int q = 1 + p - P_IDS;
         off[q] = md_buf_len(b);
@@ -1347,8 +1352,13 @@ md_messages_accept(const md_accept_t *a, md_accept_cb cb, void *ctx)
     md_msg_unit_t *u = unit_build(a);
     u->cb = cb;
     u->ctx = ctx;
-    /* A malformed tenant or batch id would be an SQL error: refuse it here. */
-    if (!uuid_ok(a->tenant_id) || (a->batch_id && !uuid_ok(a->batch_id))) {
+    /* A malformed tenant or batch id would be an SQL error: refuse it here. The
+     * message and template ids go as binary uuids, which must be well formed. */
+    bool ids_ok = uuid_ok(a->tenant_id) && (a->batch_id == NULL || uuid_ok(a->batch_id));
+    for (size_t i = 0; ids_ok && i < a->n; i++)
+        ids_ok = uuid_ok(a->msgs[i].id) &&
+                 (a->msgs[i].template_id == NULL || uuid_ok(a->msgs[i].template_id));
+    if (!ids_ok) {
         unit_fail_later(u, md_pg_err_sql);
         return MD_OK;
     }
