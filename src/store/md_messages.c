@@ -364,6 +364,16 @@ static const md_msg_stmt_t stmts[] = {
 #define LIST_F_SENDING 8
 #define LIST_NSTMTS    16
 
+/* The statements with a tag filter are not prepared: they go as text, planned
+ * for their parameters on every call. A prepared one soon runs its generic
+ * plan, which cannot know how common the tag is and walks the tenant's ids
+ * newest first, filtering: for a rare tag (or none at all) that reads every
+ * message of the tenant (50 ms for 200,000). Planned with the tag, a rare one
+ * is found through message_content_tags_idx, a common one still by walking
+ * the ids. Planning costs well under a millisecond; listings are not a hot
+ * path. Built once by prepare_all, with the other variants' text. */
+static char *list_sql[LIST_NSTMTS];
+
 /* ---- module state -------------------------------------------------------------------- */
 
 typedef struct md_msg_unit_s md_msg_unit_t;
@@ -1579,7 +1589,10 @@ md_messages_list(const char *tenant_id, const md_msg_filter_t *f, md_json_cb cb,
     }
     char name[32];
     snprintf(name, sizeof(name), "msg_list_%u", which);
-    return read_exec(R_LIST, bad_cursor, name, np, vals, cb, ctx, limit);
+    const char *stmt = (which & LIST_F_TAG) ? list_sql[which] : name;
+    if (stmt == NULL)
+        return MD_AGAIN; /* not initialised */
+    return read_exec(R_LIST, bad_cursor, stmt, np, vals, cb, ctx, limit);
 }
 
 /* ---- idempotency lookup ------------------------------------------------------------ */
@@ -1724,6 +1737,12 @@ prepare_all(md_pg_pool_t *pool)
             md_buf_printf(&b, " AND m.tags @> ARRAY[$%d::text]", p++);
         md_buf_printf(&b, " ORDER BY %s DESC LIMIT $4::int", k);
         md_buf_append(&b, "", 1);
+        if (w & LIST_F_TAG) {
+            free(list_sql[w]);
+            list_sql[w] = md_xstrdup(b.pos);
+            md_buf_free(&b);
+            continue;
+        }
         char name[32];
         snprintf(name, sizeof(name), "msg_list_%u", w);
         int rc = md_pg_prepare(pool, name, b.pos, p - 1);
@@ -1808,4 +1827,8 @@ md_messages_app_destroy(md_app_t *app)
     ev_timer_stop(g->loop, &g->defer_timer);
     free(g);
     gc = NULL;
+    for (size_t i = 0; i < LIST_NSTMTS; i++) {
+        free(list_sql[i]);
+        list_sql[i] = NULL;
+    }
 }
