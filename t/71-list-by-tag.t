@@ -78,4 +78,5 @@ my @newest = split /\n/, sql("SELECT id FROM message_content WHERE tenant_id = '
                              . " AND tags @> '{common}' ORDER BY id DESC LIMIT 200");
 is_deeply(\@seen, \@newest, 'two pages of a common tag: the 200 newest, in order');
 
+$t->stop;
 done_testing;

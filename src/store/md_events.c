@@ -289,9 +289,23 @@ static const char md_events_for_message_sql[] =
     "  FROM events e WHERE e.message_id = $2 AND e.tenant_id = $1)";
 
 /* limit + 1 rows tell whether there is a next page. The cursor is the last
- * event id of a page; a cursor of another tenant finds no row (invalid). */
+ * event id of a page; a cursor of another tenant finds no row (invalid).
+ *
+ * The cursor's row is looked up first within an hour of the time in its id
+ * (UUIDv7: milliseconds in the first 48 bits), a short range of
+ * events_tenant_idx (tenant_id, created_at, id); only if it is not there
+ * (created_at set from a provider's late timestamp, or a clock far off) the
+ * tenant's whole range, which for a big tenant is millions of entries per
+ * page. The Append stops at the first row: the second branch runs only when
+ * the first found nothing. */
+#define MD_EVENTS_CURSOR_TIME                                                                      \
+    "to_timestamp(('x' || left(replace($4::text, '-', ''), 12))::bit(48)::bigint / 1000.0)"
 static const char md_events_list_sql[] =
-    "WITH c AS (SELECT created_at, id FROM events WHERE tenant_id = $1 AND id = $4::uuid),"
+    "WITH c AS ((SELECT created_at, id FROM events WHERE tenant_id = $1 AND id = $4::uuid"
+    "  AND created_at >= " MD_EVENTS_CURSOR_TIME " - interval '1 hour'"
+    "  AND created_at < " MD_EVENTS_CURSOR_TIME " + interval '1 hour')"
+    " UNION ALL (SELECT created_at, id FROM events WHERE tenant_id = $1 AND id = $4::uuid)"
+    " LIMIT 1),"
     " page AS (SELECT e.* FROM events e WHERE e.tenant_id = $1"
     "  AND ($2::text IS NULL OR e.type = $2) AND ($3::timestamptz IS NULL OR e.created_at >= $3)"
     "  AND ($4::uuid IS NULL OR (e.created_at, e.id) > (SELECT created_at, id FROM c))"
