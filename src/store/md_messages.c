@@ -398,6 +398,7 @@ struct md_msg_unit_s {
     const char *error;               /* result; NULL committed */
     int attempt;                     /* 0 first flush, then regroups; GC_ALONE: alone */
     bool plain;                      /* no key, no batch: may share msg_accept_multi */
+    bool bad_id;                     /* a malformed id: refused, never sent */
 };
 
 struct md_msg_defer_s {
@@ -620,12 +621,11 @@ barr_begin(md_buf_t *b, uint32_t oid, size_t n)
 
 /* One element of the array whose header starts at b->pos + hdr. A uuid goes as
  * its 16 bytes (uuid_recv copies them; uuid_in parsed the text, a tenth of the
- * server's time reading a flush's parameters); one that fails uuid_ok goes as
- * NULL, and md_messages_accept refuses its unit. */
+ * server's time reading a flush's parameters); it must pass uuid_ok. */
 static void
 barr_elem(md_buf_t *b, size_t hdr, uint32_t oid, const char *s)
 {
-    if (s == NULL || (oid == OID_UUID && !uuid_ok(s))) {
+    if (s == NULL) {
         be32(b, UINT32_MAX);
         be32_at(b->pos + hdr + 4, 1);
         return;
@@ -808,7 +808,13 @@ unit_build(const md_accept_t *a)
     }
 
     char(*eids)[MD_UUID_STRLEN + 1] = md_xcalloc(n ? n : 1, sizeof(*eids));
+    /* The tenant and batch ids go as text, the message and template ids as
+     * binary uuids, which must be well formed: a malformed one (none of ours)
+     * makes the unit refused, its ids written as NULL meanwhile. */
+    u->bad_id = !uuid_ok(a->tenant_id) || (a->batch_id && !uuid_ok(a->batch_id));
     for (size_t k = 0; k < n; k++) {
+        u->bad_id = u->bad_id || !uuid_ok(a->msgs[k].id) ||
+                    (a->msgs[k].template_id && !uuid_ok(a->msgs[k].template_id));
         md_strlcpy(u->ids[k], a->msgs[k].id, sizeof(u->ids[k]));
         md_uuid7(eids[k]);
         u->priority[k] = a->msgs[k].priority;
@@ -817,7 +823,7 @@ unit_build(const md_accept_t *a)
     md_buf_t tmp;
     md_buf_init(&tmp);
 
-    PARAM_UUIDS(P_IDS, m->id);
+    PARAM_UUIDS(P_IDS, u->bad_id ? NULL : m->id);
     PARAM_UUIDS(P_EVENT_IDS, eids[k]);
     PARAM_TEXTS(P_FROM_ADDR, m->from.address);
     PARAM_TEXTS(P_FROM_NAME, m->from.name);
@@ -835,7 +841,7 @@ unit_build(const md_accept_t *a)
     PARAM_TEXTS(P_SUBJECT, m->subject);
     PARAM_TEXTS(P_TEXT, m->text);
     PARAM_TEXTS(P_HTML, m->html);
-    PARAM_UUIDS(P_TEMPLATE, m->template_id);
+    PARAM_UUIDS(P_TEMPLATE, u->bad_id ? NULL : m->template_id);
     PARAM_JSONS(P_VARIABLES, m->variables_json);
     PARAM_JSONS(P_HEADERS, m->headers_json);
     /* Each message's tags as the text of an array literal ("{a,b}"), which the
@@ -1362,13 +1368,8 @@ md_messages_accept(const md_accept_t *a, md_accept_cb cb, void *ctx)
     md_msg_unit_t *u = unit_build(a);
     u->cb = cb;
     u->ctx = ctx;
-    /* A malformed tenant or batch id would be an SQL error: refuse it here. The
-     * message and template ids go as binary uuids, which must be well formed. */
-    bool ids_ok = uuid_ok(a->tenant_id) && (a->batch_id == NULL || uuid_ok(a->batch_id));
-    for (size_t i = 0; ids_ok && i < a->n; i++)
-        ids_ok = uuid_ok(a->msgs[i].id) &&
-                 (a->msgs[i].template_id == NULL || uuid_ok(a->msgs[i].template_id));
-    if (!ids_ok) {
+    /* A malformed id would be an SQL error, or worse: refuse the unit here. */
+    if (u->bad_id) {
         unit_fail_later(u, md_pg_err_sql);
         return MD_OK;
     }

@@ -442,6 +442,24 @@ test_commit(void)
     accept_sync(&bad, &cb);
     ok(cb.called == 1 && !cb.early && strcmp(cb.error, "sql") == 0,
        "a malformed tenant id fails (from the loop): %s", cb.error);
+
+    /* a malformed message or template id (they go as binary uuids): refused the
+     * same way, nothing stored */
+    md_msg_new_t mb[2];
+    fill(&mb[0], "malformed-id@example.com");
+    strcpy(mb[0].id, "0190-short");
+    fill(&mb[1], "malformed-tpl@example.com");
+    mb[1].template_id = "tpl-1";
+    for (int i = 0; i < 2; i++) {
+        md_accept_t ua = unit(T1, &mb[i], 1);
+        actx_t uc = {0};
+        accept_sync(&ua, &uc);
+        ok(uc.called == 1 && !uc.early && strcmp(uc.error, "sql") == 0,
+           "a malformed %s id fails (from the loop): %s", i ? "template" : "message", uc.error);
+    }
+    is_int(side_longf("SELECT count(*) FROM message_content WHERE to_addr LIKE '%s'", "malformed-%",
+                      NULL),
+           0, "nothing of them is stored");
 }
 
 typedef struct burst_s {
