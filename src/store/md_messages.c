@@ -28,6 +28,7 @@
 #include "md_buf.h"
 #include "md_log.h"
 #include "md_metrics.h"
+#include "md_periodic.h"
 #include "md_pg.h"
 #include "md_queue.h"
 
@@ -418,8 +419,7 @@ typedef struct md_msg_gc_s {
     ev_timer flush_timer; /* the window */
     ev_timer defer_timer; /* callbacks known at once run from here */
     md_msg_defer_t *defer_head, **defer_tail;
-    ev_timer cleanup_timer; /* expired idempotency keys */
-    int cleanup_running;
+    md_periodic_t cleanup; /* expired idempotency keys */
     md_messages_stats_t stats;
 } md_msg_gc_t;
 
@@ -1647,8 +1647,7 @@ cleanup_cb(void *ctx, const md_pg_result_t *res)
     md_msg_gc_t *g = gc;
     if (g == NULL)
         return;
-    g->cleanup_running = 0;
-    double next = CLEANUP_INTERVAL;
+    double next = 0; /* the interval */
     if (res->error) {
         md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("error", res->error)),
                 "idempotency key cleanup failed: %s", res->message ? res->message : "");
@@ -1658,28 +1657,17 @@ cleanup_cb(void *ctx, const md_pg_result_t *res)
         if (n >= CLEANUP_LIMIT)
             next = CLEANUP_AGAIN;
     }
-    if (!g->shutting) {
-        ev_timer_set(&g->cleanup_timer, next, 0.);
-        ev_timer_start(g->loop, &g->cleanup_timer);
-    }
+    md_periodic_done(&g->cleanup, next);
 }
 
-static void
-cleanup_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+static bool
+cleanup_round(void *data)
 {
-    md_unused(loop);
-    md_unused(t);
-    md_unused(revents);
-    md_msg_gc_t *g = gc;
-    if (g == NULL || g->pool == NULL || g->shutting || g->cleanup_running)
-        return;
+    md_msg_gc_t *g = data;
+    if (g->pool == NULL || g->shutting)
+        return false;
     md_pg_query_t q = {.stmt = "msg_idem_cleanup", .nparams = 0};
-    if (md_pg_exec(g->pool, &q, cleanup_cb, NULL) == MD_OK) {
-        g->cleanup_running = 1;
-    } else {
-        ev_timer_set(&g->cleanup_timer, CLEANUP_INTERVAL, 0.);
-        ev_timer_start(g->loop, &g->cleanup_timer);
-    }
+    return md_pg_exec(g->pool, &q, cleanup_cb, NULL) == MD_OK;
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
@@ -1773,12 +1761,8 @@ md_messages_app_init(md_app_t *app)
     g->defer_tail = &g->defer_head;
     ev_init(&g->flush_timer, flush_timer_cb);
     ev_init(&g->defer_timer, defer_timer_cb);
-    ev_init(&g->cleanup_timer, cleanup_timer_cb);
-    if (g->pool) {
-        ev_timer_set(&g->cleanup_timer, CLEANUP_FIRST, 0.);
-        ev_timer_start(g->loop, &g->cleanup_timer);
-        ev_unref(g->loop); /* housekeeping must not keep a stopping worker alive */
-    }
+    if (g->pool)
+        md_periodic_start(&g->cleanup, g->loop, CLEANUP_FIRST, CLEANUP_INTERVAL, cleanup_round, g);
     gc = g;
     return MD_OK;
 }
@@ -1793,10 +1777,7 @@ md_messages_app_shutdown(md_app_t *app)
     /* The last units go now, while the pool still takes work. */
     gc_flush_pending(g);
     g->shutting = 1;
-    if (ev_is_active(&g->cleanup_timer)) {
-        ev_ref(g->loop);
-        ev_timer_stop(g->loop, &g->cleanup_timer);
-    }
+    md_periodic_stop(&g->cleanup);
 }
 
 void
@@ -1808,10 +1789,7 @@ md_messages_app_destroy(md_app_t *app)
         return;
     g->shutting = 1;
     g->pool = NULL; /* md_app destroyed it already; pending units fail below */
-    if (ev_is_active(&g->cleanup_timer)) {
-        ev_ref(g->loop);
-        ev_timer_stop(g->loop, &g->cleanup_timer);
-    }
+    md_periodic_stop(&g->cleanup);
     ev_timer_stop(g->loop, &g->flush_timer);
     /* Owed callbacks run now: pending units fail, deferred answers are given. */
     while (g->head) {

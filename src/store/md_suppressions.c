@@ -10,6 +10,7 @@
 #include "md_buf.h"
 #include "md_id.h"
 #include "md_log.h"
+#include "md_periodic.h"
 #include "md_tenants.h"
 
 #include <ev.h>
@@ -100,9 +101,7 @@ static const md_supp_stmt_t stmts[] = {
 typedef struct md_supp_s {
     struct ev_loop *loop;
     md_pg_pool_t *pool;
-    ev_timer cleanup_timer;
-    int cleanup_running;
-    int timer_unref; /* the timer runs unref'd */
+    md_periodic_t cleanup; /* expired suppressions and old soft bounces */
 } md_supp_t;
 
 static md_supp_t *sp;
@@ -266,7 +265,7 @@ cleanup_cb(void *ctx, const md_pg_result_t *res)
     md_supp_t *s = sp;
     if (s == NULL)
         return;
-    s->cleanup_running = 0;
+    md_periodic_done(&s->cleanup, 0);
     if (res->error) {
         md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("error", res->error)),
                 "suppression cleanup failed: %s", res->message ? res->message : "");
@@ -279,20 +278,14 @@ cleanup_cb(void *ctx, const md_pg_result_t *res)
     }
 }
 
-/* A repeating timer: the first run a second after start, then every
- * suppression_cleanup_interval; a run still in flight skips a turn. */
-static void
-cleanup_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+/* The first round a second after start, then every
+ * suppression_cleanup_interval; a round still in flight skips a turn. */
+static bool
+cleanup_round(void *data)
 {
-    md_unused(loop);
-    md_unused(t);
-    md_unused(revents);
-    md_supp_t *s = sp;
-    if (s == NULL || s->pool == NULL || s->cleanup_running)
-        return;
+    md_supp_t *s = data;
     md_pg_query_t q = {.stmt = "supp_cleanup", .nparams = 0};
-    if (md_pg_exec(s->pool, &q, cleanup_cb, NULL) == MD_OK)
-        s->cleanup_running = 1;
+    return md_pg_exec(s->pool, &q, cleanup_cb, NULL) == MD_OK;
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
@@ -312,14 +305,10 @@ md_suppressions_app_init(md_app_t *app)
     md_supp_t *s = md_xcalloc(1, sizeof(*s));
     s->loop = app->loop;
     s->pool = app->pg;
-    ev_init(&s->cleanup_timer, cleanup_timer_cb);
     sp = s;
-    if (s->pool) {
-        ev_timer_set(&s->cleanup_timer, CLEANUP_FIRST, app->conf->suppression_cleanup_interval);
-        ev_timer_start(s->loop, &s->cleanup_timer);
-        ev_unref(s->loop); /* housekeeping must not keep a stopping worker alive */
-        s->timer_unref = 1;
-    }
+    if (s->pool)
+        md_periodic_start(&s->cleanup, s->loop, CLEANUP_FIRST,
+                          app->conf->suppression_cleanup_interval, cleanup_round, s);
     return MD_OK;
 }
 
@@ -330,9 +319,7 @@ md_suppressions_app_destroy(md_app_t *app)
     md_supp_t *s = sp;
     if (s == NULL)
         return;
-    if (s->timer_unref)
-        ev_ref(s->loop); /* before the stop, which takes its reference back */
-    ev_timer_stop(s->loop, &s->cleanup_timer);
+    md_periodic_stop(&s->cleanup);
     free(s);
     sp = NULL;
 }
