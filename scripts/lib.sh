@@ -106,6 +106,37 @@ md_free_port() {
         LocalPort => 0, Listen => 1, ReuseAddr => 1)->sockport, "\n"'
 }
 
+# md_cpu_snapshot: one line, "busy idle postgres mailerd redis" in clock ticks:
+# the machine's busy and idle time (/proc/stat) and the CPU time so far of
+# every live process named postgres, mailerd or redis-server (/proc/PID/stat,
+# user + system). Two snapshots around a run say where the machine's time went
+# (md_cpu_split).
+md_cpu_snapshot() {
+    awk '/^cpu / { printf "%d %d", $2 + $3 + $4 + $7 + $8, $5 + $6; exit }' /proc/stat
+    # The command name is in parentheses and may hold spaces; fields 14 and 15
+    # (utime, stime) follow it.
+    cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+        c = $0; sub(/^[0-9]+ \(/, "", c); name = c; sub(/\).*/, "", name)
+        sub(/^.*\) /, "", c); split(c, f, " ")
+        t = f[12] + f[13]
+        if (name == "postgres") pg += t; else if (name == "mailerd") md += t
+        else if (name == "redis-server") rd += t
+    } END { printf " %d %d %d\n", pg, md, rd }'
+}
+
+# md_cpu_split BEFORE AFTER N: from two md_cpu_snapshot lines and N events
+# (messages) between them, "postgres P, mailerd M, redis R, the rest O us per
+# message; idle I%" (the rest: wrk, the system, other tenants of the machine).
+md_cpu_split() {
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        busy = y[1] - x[1]; idle = y[2] - x[2]; us = 1e6 / hz / (n > 0 ? n : 1)
+        pg = y[3] - x[3]; md = y[4] - x[4]; rd = y[5] - x[5]
+        printf "postgres %.1f, mailerd %.1f, redis %.1f, the rest %.1f us per message; idle %.0f%%",
+            pg * us, md * us, rd * us, (busy - pg - md - rd) * us, 100 * idle / (busy + idle)
+    }'
+}
+
 # PostgreSQL server options of the dispatch benchmarks (bench/drain,
 # bench/pg-dispatch). A checkpoint makes the next change to each page write the
 # whole page to WAL; a drain changes pages written long before it (the
