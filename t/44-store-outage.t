@@ -20,10 +20,7 @@ use Time::HiRes qw(time sleep);
 use MailerdTest qw(wait_for src_dir slurp);
 use MailerdStore;
 
-plan skip_all => 'no PostgreSQL server binaries'
-  unless -x (($ENV{MAILERD_PGBIN} // '/usr/lib/postgresql/15/bin') . '/pg_ctl');
-plan skip_all => 'redis-server not installed'
-  unless grep { -x "$_/redis-server" } split /:/, $ENV{PATH};
+MailerdTest::skip_without_store();
 
 my $pg = MailerdStore->pg;
 my $redis = MailerdStore->redis;

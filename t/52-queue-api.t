@@ -35,10 +35,7 @@ use JSON::PP;
 use Time::HiRes qw(time sleep);
 use MailerdTest qw(wait_for slurp);
 
-plan skip_all => 'no PostgreSQL server binaries'
-  unless -x (($ENV{MAILERD_PGBIN} // '/usr/lib/postgresql/15/bin') . '/pg_ctl');
-plan skip_all => 'redis-server not installed'
-  unless grep { -x "$_/redis-server" } split /:/, $ENV{PATH};
+MailerdTest::skip_without_store();
 
 my $S = MailerdTest->stack(tenants => 3, main_extra => "queue_recovery_interval 1s;\n");
 my $t = $S->{t};

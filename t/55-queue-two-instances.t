@@ -22,10 +22,7 @@ use POSIX ();
 use Time::HiRes qw(time sleep);
 use MailerdTest qw(wait_for slurp bin_path);
 
-plan skip_all => 'no PostgreSQL server binaries'
-  unless -x (($ENV{MAILERD_PGBIN} // '/usr/lib/postgresql/15/bin') . '/pg_ctl');
-plan skip_all => 'redis-server not installed'
-  unless grep { -x "$_/redis-server" } split /:/, $ENV{PATH};
+MailerdTest::skip_without_store();
 
 my $asan = do {
     open(my $fh, '<:raw', bin_path()) or die "no mailerd at " . bin_path();

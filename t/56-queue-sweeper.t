@@ -29,10 +29,7 @@ use JSON::PP;
 use Time::HiRes qw(time sleep);
 use MailerdTest qw(wait_for slurp);
 
-plan skip_all => 'no PostgreSQL server binaries'
-  unless -x (($ENV{MAILERD_PGBIN} // '/usr/lib/postgresql/15/bin') . '/pg_ctl');
-plan skip_all => 'redis-server not installed'
-  unless grep { -x "$_/redis-server" } split /:/, $ENV{PATH};
+MailerdTest::skip_without_store();
 
 my $S = MailerdTest->stack(
     tenants    => 2,

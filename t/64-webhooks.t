@@ -34,10 +34,7 @@ use POSIX qw(strftime :sys_wait_h);
 use Time::HiRes qw(time sleep);
 use MailerdTest qw(wait_for slurp);
 
-plan skip_all => 'no PostgreSQL server binaries'
-  unless -x (($ENV{MAILERD_PGBIN} // '/usr/lib/postgresql/15/bin') . '/pg_ctl');
-plan skip_all => 'redis-server not installed'
-  unless grep { -x "$_/redis-server" } split /:/, $ENV{PATH};
+MailerdTest::skip_without_store();
 plan skip_all => 'no openssl' unless grep { -x "$_/openssl" } split /:/, $ENV{PATH};
 
 my $json = JSON::PP->new->canonical;

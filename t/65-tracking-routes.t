@@ -29,10 +29,7 @@ use MIME::Base64 qw(encode_base64);
 use Digest::SHA qw(hmac_sha256);
 use MailerdTest qw(wait_for slurp);
 
-plan skip_all => 'no PostgreSQL server binaries'
-  unless -x (($ENV{MAILERD_PGBIN} // '/usr/lib/postgresql/15/bin') . '/pg_ctl');
-plan skip_all => 'redis-server not installed'
-  unless grep { -x "$_/redis-server" } split /:/, $ENV{PATH};
+MailerdTest::skip_without_store();
 
 my $SECRET = 'current-secret-0123456789abcdef';
 my $PREV   = 'previous-secret-fedcba9876543210';

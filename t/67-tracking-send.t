@@ -29,10 +29,7 @@ use Time::HiRes qw(time sleep);
 use MailerdTest qw(wait_for slurp);
 use MailerdEml qw(parse_eml);
 
-plan skip_all => 'no PostgreSQL server binaries'
-  unless -x (($ENV{MAILERD_PGBIN} // '/usr/lib/postgresql/15/bin') . '/pg_ctl');
-plan skip_all => 'redis-server not installed'
-  unless grep { -x "$_/redis-server" } split /:/, $ENV{PATH};
+MailerdTest::skip_without_store();
 plan skip_all => 'no /usr/bin/python3' unless -x '/usr/bin/python3';
 
 my $SECRET1 = 'first-secret-0123456789abcdefghijklmnop';

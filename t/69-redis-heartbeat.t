@@ -21,10 +21,7 @@ use POSIX ();
 use Time::HiRes qw(time sleep);
 use MailerdTest qw(wait_for);
 
-plan skip_all => 'no PostgreSQL server binaries'
-  unless -x (($ENV{MAILERD_PGBIN} // '/usr/lib/postgresql/15/bin') . '/pg_ctl');
-plan skip_all => 'redis-server not installed'
-  unless grep { -x "$_/redis-server" } split /:/, $ENV{PATH};
+MailerdTest::skip_without_store();
 
 require MailerdStore;
 my $redis = MailerdStore->redis;

@@ -15,10 +15,7 @@ use lib 't/lib';
 use Time::HiRes qw(time sleep);
 use MailerdTest qw(wait_for slurp src_dir);
 
-plan skip_all => 'no PostgreSQL server binaries'
-  unless -x (($ENV{MAILERD_PGBIN} // '/usr/lib/postgresql/15/bin') . '/pg_ctl');
-plan skip_all => 'redis-server not installed'
-  unless grep { -x "$_/redis-server" } split /:/, $ENV{PATH};
+MailerdTest::skip_without_store();
 
 my $S = MailerdTest->stack(pg_extra => "    analyze_interval 200ms;\n");
 my ($t, $pg) = @{$S}{qw(t pg)};

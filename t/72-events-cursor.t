@@ -12,10 +12,7 @@ use lib 't/lib';
 use Time::HiRes qw(sleep);
 use MailerdTest qw(wait_for);
 
-plan skip_all => 'no PostgreSQL server binaries'
-  unless -x (($ENV{MAILERD_PGBIN} // '/usr/lib/postgresql/15/bin') . '/pg_ctl');
-plan skip_all => 'redis-server not installed'
-  unless grep { -x "$_/redis-server" } split /:/, $ENV{PATH};
+MailerdTest::skip_without_store();
 
 my $S = MailerdTest->stack(workers => 1, pool_size => 1);
 my ($t, $pg) = @{$S}{qw(t pg)};

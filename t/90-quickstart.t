@@ -10,10 +10,7 @@ use lib 't/lib';
 use MailerdTest qw(src_dir bin_path slurp wait_for free_port);
 use JSON::PP ();
 
-plan skip_all => 'no PostgreSQL server binaries'
-  unless -x (($ENV{MAILERD_PGBIN} // '/usr/lib/postgresql/15/bin') . '/pg_ctl');
-plan skip_all => 'redis-server not installed'
-  unless grep { -x "$_/redis-server" } split /:/, $ENV{PATH};
+MailerdTest::skip_without_store();
 
 my $t = MailerdTest->new;
 # The private PostgreSQL runs as the postgres user, which must reach VAR.

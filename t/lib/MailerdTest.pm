@@ -20,6 +20,15 @@ our @EXPORT_OK = qw(free_port wait_for http_request parse_response src_dir bin_p
 
 sub src_dir { abs_path(dirname(__FILE__) . '/../..') }
 
+# Skips the whole test file unless a PostgreSQL server and redis-server are
+# installed: what every test of the whole stack needs.
+sub skip_without_store {
+    Test::More::plan(skip_all => 'no PostgreSQL server binaries')
+      unless -x (($ENV{MAILERD_PGBIN} // '/usr/lib/postgresql/15/bin') . '/pg_ctl');
+    Test::More::plan(skip_all => 'redis-server not installed')
+      unless grep { -x "$_/redis-server" } split /:/, $ENV{PATH};
+}
+
 sub bin_path {
     return $ENV{MAILERD_BIN} if $ENV{MAILERD_BIN};
     my $b = src_dir() . '/build/src/mailerd';
