@@ -8,6 +8,7 @@
  * stack (bounded by MD_SIGV4_MAX_*), so nothing else is allocated.
  */
 #include "md_sigv4.h"
+#include "md_digest.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -139,8 +140,7 @@ static int
 sha256_hex(const void *data, size_t n, char out[MD_SIGV4_HEX_LEN + 1])
 {
     unsigned char md[32];
-    unsigned int len = sizeof(md);
-    if (EVP_Digest(data, n, md, &len, EVP_sha256(), NULL) != 1 || len != 32)
+    if (md_sha256(data, n, md) != MD_OK)
         return MD_ERROR;
     hex_encode(md, 32, out);
     return MD_OK;
@@ -150,7 +150,8 @@ static int
 hmac(const void *key, size_t klen, const void *data, size_t n, unsigned char out[32])
 {
     unsigned int len = 32;
-    if (HMAC(EVP_sha256(), key, (int)klen, data, n, out, &len) == NULL || len != 32)
+    const EVP_MD *md = md_sha256_md();
+    if (md == NULL || HMAC(md, key, (int)klen, data, n, out, &len) == NULL || len != 32)
         return MD_ERROR;
     return MD_OK;
 }

@@ -9,6 +9,7 @@
  * module.
  */
 #include "md_auth.h"
+#include "md_digest.h"
 #include "md_list.h"
 #include "md_log.h"
 #include "md_pg.h"
@@ -73,22 +74,10 @@ static md_auth_t *auth;
 
 /* --- small helpers ------------------------------------------------------------ */
 
-/* Every API request hashes its key. EVP_sha256() makes OpenSSL 3 look the
- * algorithm up in its provider store on each use (two thirds of a 300 ns
- * digest): fetch it once per process and reuse one context (a worker is one
- * thread). */
 static void
 sha256(const void *data, size_t n, unsigned char out[32])
 {
-    static EVP_MD *md;
-    static EVP_MD_CTX *ctx;
-    unsigned int len = 32;
-    if (md == NULL)
-        md = EVP_MD_fetch(NULL, "SHA256", NULL);
-    if (ctx == NULL)
-        ctx = EVP_MD_CTX_new();
-    if (md == NULL || ctx == NULL || EVP_DigestInit_ex(ctx, md, NULL) != 1 ||
-        EVP_DigestUpdate(ctx, data, n) != 1 || EVP_DigestFinal_ex(ctx, out, &len) != 1) {
+    if (md_sha256(data, n, out) != MD_OK) {
         /* Cannot happen with the default provider. Fail closed: random bytes
          * match neither the admin token's digest nor any stored key. */
         if (md_random_bytes(out, 32) != MD_OK)

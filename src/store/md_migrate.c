@@ -16,12 +16,12 @@
  *   every run, and a mismatch stops the run before anything is applied.
  */
 #include "md_migrate.h"
+#include "md_digest.h"
 
 #include <dirent.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -259,9 +259,9 @@ mig_read(md_mig_t *m, char *err, size_t errlen)
         free(buf);
         return MD_ERROR;
     }
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    if (EVP_Digest(buf, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
+    unsigned char md[32];
+    unsigned int mdlen = 32;
+    if (md_sha256(buf, len, md) != MD_OK) {
         snprintf(err, errlen, "cannot compute the SHA-256 of %s", m->path);
         free(buf);
         return MD_ERROR;
