@@ -114,8 +114,9 @@ md_free_port() {
 md_cpu_snapshot() {
     awk '/^cpu / { printf "%d %d", $2 + $3 + $4 + $7 + $8, $5 + $6; exit }' /proc/stat
     # The command name is in parentheses and may hold spaces; fields 14 and 15
-    # (utime, stime) follow it.
-    cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+    # (utime, stime) follow it. A process that ends between the glob and its
+    # read makes cat fail, which under pipefail and set -e would end the caller.
+    { cat /proc/[0-9]*/stat 2>/dev/null || :; } | awk '{
         c = $0; sub(/^[0-9]+ \(/, "", c); name = c; sub(/\).*/, "", name)
         sub(/^.*\) /, "", c); split(c, f, " ")
         t = f[12] + f[13]
