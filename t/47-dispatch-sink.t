@@ -65,7 +65,7 @@ my $S = MailerdTest->stack(
       . "esp flaky {\n    driver sink;\n    dir flaky;\n    fail_transient 0.3;\n    seed 7;\n}\n"
       . "esp broken {\n    driver sink;\n    dir broken;\n    fail_permanent 1;\n}\n"
       . "max_attempts 20;\nretry_backoff_base 20ms;\nretry_backoff_max 200ms;\n"
-      . "queue_recovery_interval 1s;\n"
+      . "queue_recovery_interval 1s;\nqueue_recovery_full 1s;\n"
       # the priority check below bounds bulk mail in flight when the backlog lands
       . "dispatch_concurrency 64;\n"
       # no circuit breaker in the way of the retry checks (t/60 tests the breaker)

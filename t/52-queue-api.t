@@ -37,7 +37,7 @@ use MailerdTest qw(wait_for slurp);
 
 MailerdTest::skip_without_store();
 
-my $S = MailerdTest->stack(tenants => 3, main_extra => "queue_recovery_interval 1s;\n");
+my $S = MailerdTest->stack(tenants => 3, main_extra => "queue_recovery_interval 1s;\nqueue_recovery_full 1s;\n");
 my $t = $S->{t};
 my $pg = $S->{pg};
 my ($A, $B, $C) = @{ $S->{tenants} };

@@ -43,7 +43,7 @@ my $S = MailerdTest->stack(
       . "esp broken {\n    driver sink;\n    dir broken;\n    journal broken.journal;\n    fail_permanent 1;\n}\n"
       . "esp exhaust {\n    driver sink;\n    dir exhaust;\n    journal exhaust.journal;\n    fail_transient 1;\n}\n"
       . "max_attempts 20;\nretry_backoff_base 20ms;\nretry_backoff_max 200ms;\n"
-      . "queue_recovery_interval 1s;\n"
+      . "queue_recovery_interval 1s;\nqueue_recovery_full 1s;\n"
       # The circuit breaker (t/60) would open on five failures in a row, which a
       # 30% failure rate produces now and then, and defer everything for its
       # cool-down: here only the retry machinery is under test.

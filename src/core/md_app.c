@@ -43,6 +43,7 @@ typedef struct md_app_priv_s {
     int shutting;      /* 0 serving, 1 graceful shutdown, 2 fast */
     int pg_closed;     /* the pool's shutdown finished (or there is no pool) */
     int queue_settled; /* the dispatcher's last statements are with the pool */
+    int goodbye_sent;  /* md_queue_app_goodbye was called */
     int pool_closable; /* graceful: close the pool when the dispatcher settles */
     int auth_up;       /* md_auth_app_init succeeded: md_auth_app_destroy is owed */
     void (*done)(void *data);
@@ -275,6 +276,12 @@ shutdown_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
             md_redis_stats(p->app.redis, &s);
             if (s.in_flight > 0)
                 return;
+            /* Every push was answered: the queue's goodbye, then its answer. */
+            if (!p->goodbye_sent) {
+                p->goodbye_sent = 1;
+                if (md_queue_app_goodbye(&p->app))
+                    return;
+            }
         }
     }
     ev_timer_stop(loop, t);

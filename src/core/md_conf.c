@@ -98,6 +98,7 @@ static const md_conf_bounds_t md_conf_header_size_bounds = {1024, 1024 * 1024};
 static const md_conf_bounds_t md_conf_max_attempts_bounds = {1, 100};
 static const md_conf_bounds_t md_conf_backoff_bounds = {0.001, 7 * 86400};
 static const md_conf_bounds_t md_conf_recovery_bounds = {0.1, 3600};
+static const md_conf_bounds_t md_conf_recovery_full_bounds = {0.1, 7 * 86400};
 static const md_conf_bounds_t md_conf_lease_bounds = {1, 86400};
 static const md_conf_bounds_t md_conf_max_age_bounds = {1, 30 * 86400};
 static const md_conf_bounds_t md_conf_retention_bounds = {60, 3650 * 86400.0};
@@ -180,6 +181,8 @@ static const md_conf_cmd_t md_conf_main_cmds[] = {
      offsetof(md_conf_t, retry_backoff_max), &md_conf_backoff_bounds, "1h", NULL},
     {"queue_recovery_interval", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time,
      offsetof(md_conf_t, queue_recovery_interval), &md_conf_recovery_bounds, "30s", NULL},
+    {"queue_recovery_full", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time,
+     offsetof(md_conf_t, queue_recovery_full), &md_conf_recovery_full_bounds, "10m", NULL},
     {"queue_lease", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time, offsetof(md_conf_t, queue_lease),
      &md_conf_lease_bounds, "5m", NULL},
     {"max_message_age", MD_CONF_MAIN, MD_CONF_TAKE1, md_conf_set_time,

@@ -548,6 +548,11 @@ render_delivery(md_buf_t *out)
         "unsent.\n"
         "# TYPE mailerd_queue_handed_back_total counter\n"
         "mailerd_queue_handed_back_total %llu\n"
+        "# HELP mailerd_queue_sweeper_turns_total Sweeper turns by what they read: every "
+        "waiting message (full) or the ids since the previous turn (recent).\n"
+        "# TYPE mailerd_queue_sweeper_turns_total counter\n"
+        "mailerd_queue_sweeper_turns_total{scope=\"full\"} %llu\n"
+        "mailerd_queue_sweeper_turns_total{scope=\"recent\"} %llu\n"
         "# HELP mailerd_dispatch_latency_seconds Time from accept to sent.\n"
         "# TYPE mailerd_dispatch_latency_seconds summary\n"
         "mailerd_dispatch_latency_seconds_sum %llu.%09llu\n"
@@ -557,7 +562,9 @@ render_delivery(md_buf_t *out)
         (unsigned long long)v[MD_METRICS_QUEUE_PUSH_ERRORS],
         (unsigned long long)v[MD_METRICS_REQUEUED], (unsigned long long)v[MD_METRICS_ATTEMPTS],
         (unsigned long long)v[MD_METRICS_DEAD], (unsigned long long)v[MD_METRICS_RECLAIMED],
-        (unsigned long long)v[MD_METRICS_HANDED_BACK], (unsigned long long)(ns / 1000000000),
+        (unsigned long long)v[MD_METRICS_HANDED_BACK],
+        (unsigned long long)v[MD_METRICS_SWEEPS_FULL],
+        (unsigned long long)v[MD_METRICS_SWEEPS_RECENT], (unsigned long long)(ns / 1000000000),
         (unsigned long long)(ns % 1000000000), (unsigned long long)count);
 }
 

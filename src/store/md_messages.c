@@ -1095,6 +1095,7 @@ flush_committed(md_msg_flush_t *f, const md_pg_result_t *res)
             md_logf(MD_LOG_ALERT, 0, MD_LOG_FIELDS(MD_LS("tenant_id", u->tenant)),
                     "group commit: unexpected result for a committed unit");
             u->error = md_pg_err_sql;
+            md_queue_suspect(); /* committed, and not pushed */
         } else {
             nmsgs += u->n;
         }
@@ -1157,6 +1158,8 @@ flush_cb(void *ctx, const md_pg_result_t *res)
 
     bool can_retry = g && g->pool && !g->shutting && res->error == md_pg_err_sql;
     if (!can_retry || f->nunits == 1) {
+        if (res->error != md_pg_err_sql)
+            md_queue_suspect(); /* a lost connection or a timeout: it may have committed */
         if (res->error == md_pg_err_sql)
             md_logf(MD_LOG_WARN, 0,
                     MD_LOG_FIELDS(MD_LS("sqlstate", res->sqlstate ? res->sqlstate : ""),

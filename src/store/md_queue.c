@@ -9,9 +9,11 @@
  *     so running it everywhere is safe), moves the due members of the scheduled
  *     set into the streams (and the live set); retries come back the same way;
  *   - the sweeper (every queue_recovery_interval, one worker at a time across
- *     hosts) turns expired leases back to queued, pages through what PostgreSQL
- *     says is waiting, and pushes, in one Lua script per page, only the ids no
- *     queue entry covers; then it does the housekeeping (old dead letters, idle
+ *     hosts) turns expired leases back to queued; when something may have
+ *     lost queue entries, and every queue_recovery_full, it also pages through
+ *     what PostgreSQL says is waiting and pushes, in one Lua script per page,
+ *     only the ids no queue entry covers (see "which turns read everything");
+ *     then it does the housekeeping (old dead letters, idle
  *     consumers of dead workers, the acknowledged stream entries, the queue
  *     gauges);
  *   - md_queue_requeue does the sweeper's paging for one scope, without the age
@@ -31,6 +33,7 @@
 
 #include <ev.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -44,7 +47,11 @@
 #define MD_QUEUE_LEASE_PAGE   200  /* expired leases turned back per statement */
 #define MD_QUEUE_DEAD_PAGE    10000
 #define MD_QUEUE_LOCK         "mailerd:q:sweeper"
-#define MD_QUEUE_ZERO_UUID    "00000000-0000-0000-0000-000000000000"
+/* Which sweeper turns read everything (see "which turns read everything"). */
+#define MD_QUEUE_SWEEP_RESET "mailerd:q:sweep-reset"
+#define MD_QUEUE_SWEEP_MARK  "mailerd:q:sweep-mark"
+#define MD_QUEUE_SWEEP_PROCS "mailerd:q:procs"
+#define MD_QUEUE_ZERO_UUID   "00000000-0000-0000-0000-000000000000"
 
 const char *const md_queue_stream[2] = {"mailerd:q:transactional", "mailerd:q:bulk"};
 
@@ -322,6 +329,11 @@ typedef struct md_queue_job_s {
     long pushed;
     int housekeeping_sent; /* the turn's Redis housekeeping went out */
     int locked;            /* the sweeper holds MD_QUEUE_LOCK */
+    /* The sweeper: whether this turn reads every waiting message, when it
+     * started, and whether its waiting pages all went through. */
+    int full;
+    double started;
+    int waiting_done;
     md_queue_requeue_cb cb;
     void *ctx;
     ev_timer later; /* runs cb from the loop when the job failed at once */
@@ -330,7 +342,7 @@ typedef struct md_queue_job_s {
 struct md_queue_s {
     md_app_t *app;
     int push_script, move_script, cover_script, lock_script, unlock_script, stats_script,
-        reap_script, trim_script;
+        reap_script, trim_script, reset_script, window_script;
     int moving; /* a move script call is in flight */
     int shutting;
     int dispatcher;       /* md_dispatch_start succeeded */
@@ -342,6 +354,10 @@ struct md_queue_s {
     char token[320];      /* sweeper lock value: host:pid */
     double last_push_log;
     uint64_t push_errors_unlogged;
+    /* Resets of the sweeper's window this process owes Redis (want) and has
+     * made (done); reconnects of md_redis seen so far. */
+    unsigned reset_want, reset_done, reset_in_flight;
+    uint64_t reconnects_seen;
     /* Acknowledgements waiting for the end of the loop iteration (see
      * md_queue_ack): entry ids per stream, message ids for the live set. */
     md_queue_acks_t acks;
@@ -373,6 +389,7 @@ md_queue_push_failed(const char *why)
                 "queue push failed; the sweeper will requeue");
         return;
     }
+    q->reset_want++;
     q->push_errors_unlogged++;
     double now = ev_now(q->app->loop);
     if (now - q->last_push_log < 1.0)
@@ -797,6 +814,116 @@ md_queue_lock_ttl_ms(const md_queue_t *q)
     return (long long)(md_max(10.0, 3 * q->app->conf->queue_recovery_interval) * 1000);
 }
 
+/* ---- which turns read everything ------------------------------------------------------
+ *
+ * A waiting message loses its queue entry only through something a process
+ * sees: a failed Redis write after its commit (retries' ZADDs included), a
+ * write whose outcome is unknown, a Redis that restarted or failed over (our
+ * connections drop), or a process that dies between a commit and its push
+ * (when it comes back it knows; when it does not, its heartbeat stops). So a
+ * turn reads every waiting message (a full turn) only when one of those may
+ * have happened, and at least every queue_recovery_full for what no process
+ * saw (keys deleted by hand); the other turns turn expired leases back and do
+ * the housekeeping. Reading the whole backlog every turn cost, during an ESP
+ * outage, a core of PostgreSQL for seconds per interval and stalled Redis with
+ * the coverage scripts: in bench/ingest -S, 400,000 waiting rows took about
+ * 6 s a turn, and the machine time per accepted message rose round by round.
+ *
+ * Redis holds (MD_QUEUE_SWEEP_*): "reset", a time in ms before which no full
+ * turn has yet seen everything an event may have left uncovered (the event's
+ * time + grace: younger rows are not judged); "mark", when the last complete
+ * full turn started; "procs", each process's heartbeat deadline. A turn is
+ * full when there is no mark (first start, or Redis lost it), when the mark is
+ * older than reset, when queue_recovery_full has passed since it, or when
+ * queue_recovery_full is at most queue_recovery_interval (every turn). The
+ * turn's own script moves reset when it finds a process past its deadline.
+ */
+
+/* KEYS: reset. ARGV: a time (ms). Moves reset forward to it, never back. */
+static const char md_queue_reset_lua[] =
+    "local v = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "if tonumber(ARGV[1]) > v then redis.call('SET', KEYS[1], ARGV[1]) end\n"
+    "return 1\n";
+
+/* KEYS: procs, reset, mark. ARGV: now (ms), grace (ms). Drops the processes
+ * past their deadline (moving reset to now + grace if any), and returns
+ * {reset, mark or nil}. */
+static const char md_queue_window_lua[] =
+    "local now, dead = tonumber(ARGV[1]), 0\n"
+    "local procs = redis.call('HGETALL', KEYS[1])\n"
+    "for i = 1, #procs, 2 do\n"
+    "  if tonumber(procs[i + 1]) < now then redis.call('HDEL', KEYS[1], procs[i]) dead = dead + 1 "
+    "end\n"
+    "end\n"
+    "local reset = tonumber(redis.call('GET', KEYS[2]) or '0')\n"
+    "if dead > 0 and now + tonumber(ARGV[2]) > reset then\n"
+    "  reset = now + tonumber(ARGV[2])\n"
+    "  redis.call('SET', KEYS[2], reset)\n"
+    "end\n"
+    "return {tostring(reset), redis.call('GET', KEYS[3])}\n";
+
+static void md_queue_reset_cb(void *ctx, redisReply *reply, const char *err);
+
+/*
+ * Every worker, every interval: renews its heartbeat, and moves reset when
+ * this process owes it (a failed push, an unknown outcome, its start) or its
+ * Redis connections came back since the last look.
+ */
+static void
+md_queue_heartbeat(md_queue_t *q)
+{
+    md_redis_stats_t st;
+    md_redis_stats(q->app->redis, &st);
+    if (st.reconnects != q->reconnects_seen) {
+        q->reconnects_seen = st.reconnects;
+        q->reset_want++;
+    }
+    char deadline[32];
+    snprintf(deadline, sizeof(deadline), "%.0f",
+             floor(md_queue_wall() * 1000) + (double)md_queue_lock_ttl_ms(q));
+    const char *hb[] = {"HSET", MD_QUEUE_SWEEP_PROCS, q->token, deadline};
+    (void)md_redis_cmd(q->app->redis, md_queue_log_cb, (void *)"heartbeat", 4, hb, NULL);
+    if (q->reset_want == q->reset_done || q->reset_in_flight)
+        return;
+    char until[32];
+    snprintf(until, sizeof(until), "%.0f",
+             floor((md_queue_wall() + q->app->conf->queue_recovery_interval) * 1000));
+    const char *argv[] = {MD_QUEUE_SWEEP_RESET, until};
+    if (md_redis_eval(q->app->redis, q->reset_script, 1, 2, argv, NULL, md_queue_reset_cb,
+                      (void *)(uintptr_t)q->reset_want) == MD_OK)
+        q->reset_in_flight = 1;
+}
+
+static void
+md_queue_reset_cb(void *ctx, redisReply *reply, const char *err)
+{
+    md_queue_t *q = md_queue;
+    if (q == NULL)
+        return;
+    q->reset_in_flight = 0;
+    if (!err && reply->type == REDIS_REPLY_INTEGER)
+        q->reset_done = (unsigned)(uintptr_t)ctx;
+}
+
+void
+md_queue_suspect(void)
+{
+    if (md_queue)
+        md_queue->reset_want++;
+}
+
+/* Records a complete full turn; sent before the unlock. */
+static void
+md_queue_mark(md_queue_job_t *job)
+{
+    if (!job->full || !job->waiting_done)
+        return;
+    char mark[32];
+    snprintf(mark, sizeof(mark), "%.0f", floor(job->started * 1000));
+    const char *argv[] = {"SET", MD_QUEUE_SWEEP_MARK, mark};
+    (void)md_redis_cmd(job->q->app->redis, md_queue_log_cb, (void *)"sweeper mark", 3, argv, NULL);
+}
+
 /*
  * Ends a job and frees it. err NULL: finished (for the sweeper: its lock is
  * released); otherwise a static string. A requeue's cb runs here. Store
@@ -821,11 +948,14 @@ md_queue_job_end(md_queue_job_t *job, const char *err)
                     "queue: the sweeper put uncovered messages back on the queue");
         double interval = q->app->conf->queue_recovery_interval;
         if (err) {
+            /* Its leases may be back to queued without their entries. */
+            q->reset_want++;
             md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("error", err)),
                     "queue: sweeper turn cut short; the next one goes on");
             md_queue_sweep_again(q, md_min(interval, 5.0));
         } else {
             if (job->locked && q->app->redis && md_redis_ready(q->app->redis)) {
+                md_queue_mark(job);
                 const char *argv[] = {MD_QUEUE_LOCK, q->token};
                 (void)md_redis_eval(q->app->redis, q->unlock_script, 1, 2, argv, NULL,
                                     md_queue_ignore_cb, NULL);
@@ -852,11 +982,12 @@ md_queue_job_advance(md_queue_job_t *job, bool full)
     if (!full) {
         switch (job->phase) {
         case MD_QJ_LEASES:
-            job->phase = MD_QJ_WAITING;
+            job->phase = job->sweeper && !job->full ? MD_QJ_DEAD : MD_QJ_WAITING;
             memcpy(job->cursor, MD_QUEUE_ZERO_UUID, sizeof(job->cursor));
             break;
         case MD_QJ_WAITING:
             job->phase = job->sweeper ? MD_QJ_DEAD : MD_QJ_DONE;
+            job->waiting_done = 1;
             break;
         default:
             job->phase = MD_QJ_DONE;
@@ -1020,6 +1151,29 @@ md_queue_housekeeping_redis(md_queue_t *q)
     (void)md_queue_redis_stats(md_queue_gauge_cb, NULL);
 }
 
+/* reset and mark (see "which turns read everything"): is this turn full? */
+static void
+md_queue_window_cb(void *ctx, redisReply *reply, const char *err)
+{
+    md_queue_job_t *job = ctx;
+    if (err || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING) {
+        md_queue_job_end(job, err ? err : "redis_error");
+        return;
+    }
+    const md_conf_t *conf = job->q->app->conf;
+    const redisReply *mark = reply->element[1];
+    double reset = atof(reply->element[0]->str) / 1000;
+    double last_full = mark->type == REDIS_REPLY_STRING ? atof(mark->str) / 1000 : 0;
+    job->started = md_queue_wall();
+    job->full = last_full <= 0 || last_full < reset ||
+                conf->queue_recovery_full <= conf->queue_recovery_interval ||
+                job->started - last_full >= conf->queue_recovery_full;
+    md_metrics_delivery(job->full ? MD_METRICS_SWEEPS_FULL : MD_METRICS_SWEEPS_RECENT, 1);
+    job->phase = MD_QJ_LEASES;
+    md_queue_job_step(job);
+}
+
 static void
 md_queue_lock_cb(void *ctx, redisReply *reply, const char *err)
 {
@@ -1041,8 +1195,14 @@ md_queue_lock_cb(void *ctx, redisReply *reply, const char *err)
                                 MD_QUEUE_GROUP, "0",      "MKSTREAM"};
         (void)md_redis_cmd(q->app->redis, md_queue_ignore_cb, NULL, 6, create, NULL);
     }
-    job->phase = MD_QJ_LEASES;
-    md_queue_job_step(job);
+    char now[32], grace[32];
+    snprintf(now, sizeof(now), "%.0f", floor(md_queue_wall() * 1000));
+    snprintf(grace, sizeof(grace), "%.0f", floor(job->grace * 1000));
+    const char *argv[] = {MD_QUEUE_SWEEP_PROCS, MD_QUEUE_SWEEP_RESET, MD_QUEUE_SWEEP_MARK, now,
+                          grace};
+    if (md_redis_eval(q->app->redis, q->window_script, 3, 5, argv, NULL, md_queue_window_cb, job) !=
+        MD_OK)
+        md_queue_job_end(job, "redis unavailable");
 }
 
 /* Sends the store call of the job's current step; on refusal the job ends. */
@@ -1173,6 +1333,7 @@ md_queue_sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
         md_queue_sweep_again(q, 1.0);
         return;
     }
+    md_queue_heartbeat(q);
     md_queue_job_t *job = md_queue_job_new(q, 1, MD_QJ_LOCK);
     job->grace = q->app->conf->queue_recovery_interval;
     q->turn = job;
@@ -1288,6 +1449,8 @@ md_queue_app_init(md_app_t *app)
     }
     md_queue_t *q = md_xcalloc(1, sizeof(*q));
     q->app = app;
+    /* A new worker may follow one that died between a commit and its push. */
+    q->reset_want = 1;
     ev_prepare_init(&q->ack_flush, md_queue_ack_flush_cb);
     q->ack_flush.data = q;
     ev_timer_init(&q->ack_retry, md_queue_ack_retry_cb, MD_QUEUE_ACK_RETRY, 0.);
@@ -1297,6 +1460,8 @@ md_queue_app_init(md_app_t *app)
     q->cover_script = md_redis_script(app->redis, md_queue_cover_lua);
     q->lock_script = md_redis_script(app->redis, md_queue_lock_lua);
     q->unlock_script = md_redis_script(app->redis, md_queue_unlock_lua);
+    q->reset_script = md_redis_script(app->redis, md_queue_reset_lua);
+    q->window_script = md_redis_script(app->redis, md_queue_window_lua);
     q->stats_script = md_redis_script(app->redis, md_queue_stats_lua);
     q->reap_script = md_redis_script(app->redis, md_queue_reap_lua);
     q->trim_script = md_redis_script(app->redis, md_queue_trim_lua);
@@ -1367,6 +1532,17 @@ md_queue_app_shutdown(md_app_t *app, void (*settled)(void *data), void *data)
     }
     if (settled)
         settled(data);
+}
+
+bool
+md_queue_app_goodbye(md_app_t *app)
+{
+    md_unused(app);
+    md_queue_t *q = md_queue;
+    if (q == NULL || q->reset_want != q->reset_done || !md_redis_ready(q->app->redis))
+        return false;
+    const char *bye[] = {"HDEL", MD_QUEUE_SWEEP_PROCS, q->token};
+    return md_redis_cmd(q->app->redis, md_queue_ignore_cb, NULL, 3, bye, NULL) == MD_OK;
 }
 
 void

@@ -8,6 +8,8 @@
 #ifndef MD_QUEUE_H
 #define MD_QUEUE_H
 
+#include <stdbool.h>
+
 #include "md_core.h"
 
 /*
@@ -33,6 +35,11 @@ int md_queue_app_init(struct md_app_s *app);
  * once when nothing is in flight, possibly inside this call): only then may
  * the pool stop taking work. */
 void md_queue_app_shutdown(struct md_app_s *app, void (*settled)(void *data), void *data);
+/* At the end of a graceful stop, once every push was answered: removes this
+ * process's heartbeat, so its going is not taken for a death (which makes the
+ * sweeper read everything), unless it owes a reset (a push failed and the
+ * reset did not reach Redis). Returns true when the command went out. */
+bool md_queue_app_goodbye(struct md_app_s *app);
 void md_queue_app_destroy(struct md_app_s *app);
 
 /* ---- shared by md_queue.c and src/esp/md_dispatch.c ---------------------------- */
@@ -49,6 +56,11 @@ extern const char *const md_queue_stream[2];
  * scheduled set for unix time at. */
 void md_queue_ack(int priority, const char *entry_id, const char *message_id);
 void md_queue_schedule(const char *id, int priority, double at);
+
+/* A write that may have left waiting mail without its queue entry and that no
+ * failed push reports (a commit whose outcome is unknown): the next sweeper
+ * turns read every waiting message. */
+void md_queue_suspect(void);
 
 /* ---- issue 5: the hardened queue (contract between md_queue.c, md_dispatch.c and
  * src/http/md_api_queue.c) ------------------------------------------------------------

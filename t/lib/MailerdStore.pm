@@ -150,6 +150,18 @@ sub cli {
     return $out;
 }
 
+# How many of @ids are members of the Redis set $set (SMISMEMBER, 500 at a time).
+sub members_in {
+    my ($self, $set, @ids) = @_;
+    my $n = 0;
+    for (my $i = 0; $i < @ids; $i += 500) {
+        my $e = $i + 499 < $#ids ? $i + 499 : $#ids;
+        my $out = $self->cli('SMISMEMBER', $set, @ids[$i .. $e]) // '';
+        $n += () = $out =~ /^1$/mg;
+    }
+    return $n;
+}
+
 sub DESTROY {
     my ($self) = @_;
     local $?;

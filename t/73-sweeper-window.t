@@ -1,0 +1,162 @@
+# scripts/test: alone (timing: sweeper turns every second, a periodic full turn)
+# Which sweeper turns read every waiting message (src/store/md_queue.c, "which
+# turns read everything"): only those after something that may have lost queue
+# entries, and one at least every queue_recovery_full; the others turn leases
+# back and do the housekeeping. mailerd with 2 workers, queue_recovery_interval
+# 1s, queue_recovery_full 30s, no esp block (nothing reads the streams: a
+# pushed message stays covered). Rows written by hand with no queue entry stand
+# for lost pushes that no process saw.
+#   (a) at start every worker asks for a full turn and registers a heartbeat;
+#       once one full turn started a grace after that, the turns are recent;
+#   (b) recent turns do not look for lost rows (new or old ids), and read
+#       nothing of deliveries_waiting_idx beside a 5,001-row backlog;
+#   (c) after mailerd's Redis connections were cut (as a Redis restart or
+#       failover does) a full turn pushes them all;
+#   (d) after a push failed (Redis refusing writes) a full turn pushes the
+#       message and what else was lost;
+#   (e) a process whose heartbeat stopped (it died without a goodbye) makes a
+#       full turn, and leaves the registry;
+#   (f) with no event, a full turn still comes within queue_recovery_full;
+#   (g) a graceful stop removes the workers' heartbeats.
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib';
+use Time::HiRes qw(time sleep);
+use MailerdTest qw(wait_for);
+
+MailerdTest::skip_without_store();
+
+my $FULL = 30;
+my $S = MailerdTest->stack(
+    main_extra => "queue_recovery_interval 1s;\nqueue_recovery_full ${FULL}s;\n",
+);
+my ($t, $pg, $redis) = @{$S}{qw(t pg redis)};
+my $A = $S->{tenants}[0];
+my $LIVE = 'mailerd:q:live';
+
+sub sql { scalar $pg->psql($_[0]) }
+
+sub metrics {
+    my $m = $t->request('GET', '/metrics')->{body} // '';
+    my %v = $m =~ /^(mailerd_\S+) (\S+)$/mg;
+    return \%v;
+}
+sub turns { my $m = metrics(); map { $m->{"mailerd_queue_sweeper_turns_total{scope=\"$_\"}"} // 0 } qw(full recent) }
+sub full_turns { (turns())[0] }
+
+sub live_count { $redis->members_in($LIVE, @_) }
+
+# $n queued rows with no queue entry, as if their push was lost, with UUIDv7
+# ids of $age ago (48 bits of milliseconds first) and updated_at a minute ago
+# (older than the grace). Returns their ids.
+sub insert_lost {
+    my ($n, $age) = @_;
+    my $out = sql("WITH i AS (INSERT INTO messages (id, tenant_id, status, priority, from_addr, to_addr,"
+                  . " text_body, updated_at) SELECT (lpad(to_hex((extract(epoch FROM now() - interval '$age')"
+                  . " * 1000)::bigint), 12, '0') || '7' || substr(md5(random()::text), 1, 3) || '8'"
+                  . " || substr(md5(random()::text), 1, 15))::uuid, '$A->{id}', 'queued', 'transactional',"
+                  . " 'a\@acme.example', 'lost' || g || '\@example.com', 'x', now() - interval '1 minute'"
+                  . " FROM generate_series(1, $n) g RETURNING id, tenant_id),"
+                  . " e AS (INSERT INTO events (id, tenant_id, message_id, type)"
+                  . " SELECT gen_random_uuid(), tenant_id, id, 'queued' FROM i) SELECT id FROM i");
+    return split /\n/, $out;
+}
+
+# Waits for $n more recent turns than now; returns true when they ran.
+sub recent_turns {
+    my ($n) = @_;
+    my $r0 = (turns())[1];
+    return wait_for(sub { (turns())[1] >= $r0 + $n }, 5 * $n);
+}
+
+sub waiting_reads {
+    return sql("SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'deliveries_waiting_idx'");
+}
+
+# --- (a) start ---------------------------------------------------------------------------------
+ok(wait_for(sub { my ($f, $r) = turns(); $f >= 1 && $r >= 2 }, 15), 'full turns at start, then recent turns')
+  or diag(join(' ', turns()));
+is($redis->cli('HLEN', 'mailerd:q:procs'), 2, 'both workers keep a heartbeat');
+ok($redis->cli('GET', 'mailerd:q:sweep-mark') >= $redis->cli('GET', 'mailerd:q:sweep-reset'),
+   'the last full turn started after the start reset');
+
+# --- (b) recent turns do not look for lost rows -------------------------------------------------
+my $full0 = full_turns();
+my @new = insert_lost(3, '0 seconds');
+my @old = insert_lost(1, '1 hour');
+my @backlog = insert_lost(5000, '2 hours');
+my $reads0 = waiting_reads();
+ok(recent_turns(3), 'three recent turns after the rows were written');
+is(full_turns(), $full0, 'no full turn meanwhile') or diag('a periodic full turn came early: the assertions below are void');
+is(live_count(@new, @old, @backlog), 0, 'none of the lost rows was looked for');
+# Statistics reach the view a little after the statements.
+sleep 1.5;
+my $read = waiting_reads() - $reads0;
+cmp_ok($read, '<', 100, "the turns read $read entries of deliveries_waiting_idx, not the 5,004 rows");
+
+# --- (c) Redis connections cut: a full turn ------------------------------------------------------
+my $full1 = full_turns();
+my $reads1 = waiting_reads();
+$redis->cli('CLIENT', 'KILL', 'TYPE', 'normal');
+ok(wait_for(sub { live_count(@new, @old, @backlog) == 5004 }, 15),
+   'after the connections were cut, the lost rows were pushed');
+cmp_ok(full_turns(), '>', $full1, 'by a full turn');
+# The statistics (b) relied on do show a full turn's reads.
+ok(wait_for(sub { waiting_reads() - $reads1 >= 5004 }, 5), 'which read them through deliveries_waiting_idx')
+  or diag('reads: ' . (waiting_reads() - $reads1));
+is(metrics()->{mailerd_queue_requeued_total}, 5004, 'requeued counted');
+
+# --- (d) a failed push: a full turn -------------------------------------------------------------
+{
+    my @old2 = insert_lost(1, '1 hour');
+    ok(recent_turns(2), 'recent turns after another lost row');
+    is(live_count(@old2), 0, 'it was not looked for');
+    my $full2 = full_turns();
+    my $errs0 = metrics()->{mailerd_queue_push_errors_total} // 0;
+    $redis->cli('CONFIG', 'SET', 'min-replicas-to-write', '1');
+    my $r = $t->json_request($A->{key}, 'POST', '/v1/messages',
+                             { from => 'a@acme.example', to => 'b@example.com', subject => 's', text => 'x' });
+    is($r->{status}, 202, 'a message accepted while Redis refuses writes');
+    ok(wait_for(sub { (metrics()->{mailerd_queue_push_errors_total} // 0) > $errs0 }, 10), 'its push failed');
+    $redis->cli('CONFIG', 'SET', 'min-replicas-to-write', '0');
+    my $id = $r->{json}{data}[0]{id};
+    ok(wait_for(sub { live_count(@old2, $id) == 2 }, 15), 'then the message and the lost row were pushed');
+    cmp_ok(full_turns(), '>', $full2, 'by a full turn');
+}
+
+# --- (e) a process that died without a goodbye ----------------------------------------------------
+{
+    my @old3 = insert_lost(1, '1 hour');
+    ok(recent_turns(2), 'recent turns after another lost row');
+    is(live_count(@old3), 0, 'it was not looked for');
+    my $full3 = full_turns();
+    # Its last heartbeat, with a deadline 1.5 s ahead.
+    my $deadline = int(time * 1000) + 1500;
+    $redis->cli('HSET', 'mailerd:q:procs', 'ghost:1', $deadline);
+    ok(wait_for(sub { live_count(@old3) == 1 }, 15), 'after its deadline the lost row was pushed');
+    cmp_ok(full_turns(), '>', $full3, 'by a full turn');
+    is($redis->cli('HEXISTS', 'mailerd:q:procs', 'ghost:1'), 0, 'and the dead process left the registry');
+    is($redis->cli('HLEN', 'mailerd:q:procs'), 2, 'the live workers stay');
+}
+
+# --- (f) no event: a full turn within queue_recovery_full --------------------------------------------
+{
+    # (e)'s reset asks for full turns until one starts a grace after it.
+    my $settled = wait_for(sub { my $f = full_turns(); recent_turns(2) && full_turns() == $f }, 20);
+    ok($settled, 'two recent turns in a row');
+    my @old4 = insert_lost(1, '1 hour');
+    ok(recent_turns(1), 'a recent turn after another lost row');
+    is(live_count(@old4), 0, 'it was not looked for');
+    my $full4 = full_turns();
+    my $t0 = time;
+    ok(wait_for(sub { live_count(@old4) == 1 }, $FULL + 10), "it is found within queue_recovery_full (${FULL}s)")
+      or diag(join(' ', turns()));
+    cmp_ok(full_turns(), '>', $full4, sprintf('by a full turn, %.0f s later', time - $t0));
+}
+
+# --- (g) a graceful stop says goodbye ---------------------------------------------------------------
+ok(!$t->log_problems, 'no alert or sanitizer report in the logs') or diag(join("\n", $t->log_problems));
+is($t->stop, 0, 'graceful stop');
+is($redis->cli('HLEN', 'mailerd:q:procs'), 0, 'the workers removed their heartbeats');
+done_testing;
