@@ -342,7 +342,7 @@ typedef struct md_queue_job_s {
 struct md_queue_s {
     md_app_t *app;
     int push_script, move_script, cover_script, lock_script, unlock_script, stats_script,
-        reap_script, trim_script, reset_script, window_script;
+        reap_script, trim_script, reset_script, scope_script;
     int moving; /* a move script call is in flight */
     int shutting;
     int dispatcher;       /* md_dispatch_start succeeded */
@@ -354,8 +354,8 @@ struct md_queue_s {
     char token[320];      /* sweeper lock value: host:pid */
     double last_push_log;
     uint64_t push_errors_unlogged;
-    /* Resets of the sweeper's window this process owes Redis (want) and has
-     * made (done); reconnects of md_redis seen so far. */
+    /* Requests for full sweeper turns this process owes Redis (want) and has
+     * made (done), see "which turns read everything"; md_redis reconnects seen. */
     unsigned reset_want, reset_done, reset_in_flight;
     uint64_t reconnects_seen;
     /* Acknowledgements waiting for the end of the loop iteration (see
@@ -848,7 +848,7 @@ static const char md_queue_reset_lua[] =
 /* KEYS: procs, reset, mark. ARGV: now (ms), grace (ms). Drops the processes
  * past their deadline (moving reset to now + grace if any), and returns
  * {reset, mark or nil}. */
-static const char md_queue_window_lua[] =
+static const char md_queue_scope_lua[] =
     "local now, dead = tonumber(ARGV[1]), 0\n"
     "local procs = redis.call('HGETALL', KEYS[1])\n"
     "for i = 1, #procs, 2 do\n"
@@ -1153,7 +1153,7 @@ md_queue_housekeeping_redis(md_queue_t *q)
 
 /* reset and mark (see "which turns read everything"): is this turn full? */
 static void
-md_queue_window_cb(void *ctx, redisReply *reply, const char *err)
+md_queue_scope_cb(void *ctx, redisReply *reply, const char *err)
 {
     md_queue_job_t *job = ctx;
     if (err || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
@@ -1200,7 +1200,7 @@ md_queue_lock_cb(void *ctx, redisReply *reply, const char *err)
     snprintf(grace, sizeof(grace), "%.0f", floor(job->grace * 1000));
     const char *argv[] = {MD_QUEUE_SWEEP_PROCS, MD_QUEUE_SWEEP_RESET, MD_QUEUE_SWEEP_MARK, now,
                           grace};
-    if (md_redis_eval(q->app->redis, q->window_script, 3, 5, argv, NULL, md_queue_window_cb, job) !=
+    if (md_redis_eval(q->app->redis, q->scope_script, 3, 5, argv, NULL, md_queue_scope_cb, job) !=
         MD_OK)
         md_queue_job_end(job, "redis unavailable");
 }
@@ -1461,7 +1461,7 @@ md_queue_app_init(md_app_t *app)
     q->lock_script = md_redis_script(app->redis, md_queue_lock_lua);
     q->unlock_script = md_redis_script(app->redis, md_queue_unlock_lua);
     q->reset_script = md_redis_script(app->redis, md_queue_reset_lua);
-    q->window_script = md_redis_script(app->redis, md_queue_window_lua);
+    q->scope_script = md_redis_script(app->redis, md_queue_scope_lua);
     q->stats_script = md_redis_script(app->redis, md_queue_stats_lua);
     q->reap_script = md_redis_script(app->redis, md_queue_reap_lua);
     q->trim_script = md_redis_script(app->redis, md_queue_trim_lua);
