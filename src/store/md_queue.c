@@ -818,13 +818,12 @@ md_queue_lock_ttl_ms(const md_queue_t *q)
  *
  * A waiting message loses its queue entry only through something a process
  * sees: a failed Redis write after its commit (retries' ZADDs included), a
- * write whose outcome is unknown, a Redis that restarted or failed over (our
- * connections drop), or a process that dies between a commit and its push
- * (when it comes back it knows; when it does not, its heartbeat stops). So a
- * turn reads every waiting message (a full turn) only when one of those may
- * have happened, and at least every queue_recovery_full for what no process
- * saw (keys deleted by hand); the other turns turn expired leases back and do
- * the housekeeping. Reading the whole backlog every turn cost, during an ESP
+ * requeue or a sweeper turn that failed, a write whose outcome is unknown, a Redis that restarted
+ * or failed over (our connections drop), or a process that dies between a commit and its push (when
+ * it comes back it knows; when it does not, its heartbeat stops). So a turn reads every waiting
+ * message (a full turn) only when one of those may have happened, and at least every
+ * queue_recovery_full for what no process saw (keys deleted by hand); the other turns turn expired
+ * leases back and do the housekeeping. Reading the whole backlog every turn cost, during an ESP
  * outage, a core of PostgreSQL for seconds per interval and stalled Redis with
  * the coverage scripts: in bench/ingest -S, 400,000 waiting rows took about
  * 6 s a turn, and the machine time per accepted message rose round by round.
@@ -941,6 +940,11 @@ md_queue_job_end(md_queue_job_t *job, const char *err)
     if (job->next)
         job->next->prev = job->prev;
     ev_timer_stop(q->app->loop, &job->later);
+    /* A turn cut short may have turned leases back to queued without their
+     * entries, a requeue left its messages uncovered: the sweeper reads
+     * everything (see "which turns read everything"). */
+    if (err)
+        q->reset_want++;
     if (job->sweeper) {
         q->turn = NULL;
         if (job->pushed > 0)
@@ -948,8 +952,6 @@ md_queue_job_end(md_queue_job_t *job, const char *err)
                     "queue: the sweeper put uncovered messages back on the queue");
         double interval = q->app->conf->queue_recovery_interval;
         if (err) {
-            /* Its leases may be back to queued without their entries. */
-            q->reset_want++;
             md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("error", err)),
                     "queue: sweeper turn cut short; the next one goes on");
             md_queue_sweep_again(q, md_min(interval, 5.0));
@@ -1367,8 +1369,10 @@ md_queue_requeue(const char *tenant_id, const char *const *ids, size_t n, md_que
     for (size_t i = 0; i < n; i++)
         if (!md_queue_is_uuid(ids[i]))
             return MD_ERROR;
-    if (!md_pg_pool_ready(q->app->pg) || !md_redis_ready(q->app->redis))
+    if (!md_pg_pool_ready(q->app->pg) || !md_redis_ready(q->app->redis)) {
+        q->reset_want++; /* its messages wait uncovered: the sweeper reads everything */
         return MD_AGAIN;
+    }
     md_queue_job_t *job = md_queue_job_new(q, 0, n > 0 ? MD_QJ_IDS : MD_QJ_WAITING);
     job->cb = cb;
     job->ctx = ctx;
