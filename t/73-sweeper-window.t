@@ -6,8 +6,9 @@
 # 1s, queue_recovery_full 30s, no esp block (nothing reads the streams: a
 # pushed message stays covered). Rows written by hand with no queue entry stand
 # for lost pushes that no process saw.
-#   (a) at start every worker asks for a full turn and registers a heartbeat;
-#       once one full turn started a grace after that, the turns are recent;
+#   (a) at start every worker asks for a full turn and registers a heartbeat,
+#       renewed every second; once one full turn started a grace after that,
+#       the turns are recent;
 #   (b) recent turns do not look for lost rows (new or old ids), and read
 #       nothing of deliveries_waiting_idx beside a 5,001-row backlog;
 #   (c) after mailerd's Redis connections were cut (as a Redis restart or
@@ -78,6 +79,15 @@ sub waiting_reads {
 ok(wait_for(sub { my ($f, $r) = turns(); $f >= 1 && $r >= 2 }, 15), 'full turns at start, then recent turns')
   or diag(join(' ', turns()));
 is($redis->cli('HLEN', 'mailerd:q:procs'), 2, 'both workers keep a heartbeat');
+{
+    # Renewed every second by a timer of their own, not by the turns: a long
+    # turn must not let its worker's deadline pass.
+    my %d0 = split /\n/, $redis->cli('HGETALL', 'mailerd:q:procs');
+    sleep 1.5;
+    my %d1 = split /\n/, $redis->cli('HGETALL', 'mailerd:q:procs');
+    is(scalar(grep { ($d1{$_} // 0) >= $d0{$_} + 1000 } keys %d0), 2, 'each deadline moved on by a second or more in 1.5 s');
+    cmp_ok((sort { $a <=> $b } values %d1)[0], '>=', int(time * 1000) + 9000, 'deadlines 10 s ahead (3 x the interval, at least 10 s)');
+}
 ok($redis->cli('GET', 'mailerd:q:sweep-mark') >= $redis->cli('GET', 'mailerd:q:sweep-reset'),
    'the last full turn started after the start reset');
 

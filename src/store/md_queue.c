@@ -52,6 +52,10 @@
 #define MD_QUEUE_SWEEP_MARK  "mailerd:q:sweep-mark"
 #define MD_QUEUE_SWEEP_PROCS "mailerd:q:procs"
 #define MD_QUEUE_ZERO_UUID   "00000000-0000-0000-0000-000000000000"
+/* Heartbeat period: its own timer, so a long turn in this worker does not let
+ * the deadline pass (another worker would take it for dead and read
+ * everything again); it also sends an owed reset within a second. */
+#define MD_QUEUE_BEAT 1.0
 
 const char *const md_queue_stream[2] = {"mailerd:q:transactional", "mailerd:q:bulk"};
 
@@ -349,6 +353,7 @@ struct md_queue_s {
     int esp_up;           /* md_esp_init succeeded */
     ev_timer tick;        /* scheduler */
     ev_timer sweep;       /* sweeper period */
+    ev_timer beat;        /* md_queue_heartbeat, every MD_QUEUE_BEAT */
     md_queue_job_t *turn; /* the sweeper's job while a turn runs */
     md_queue_job_t *jobs; /* every job alive (the turn too) */
     char token[320];      /* sweeper lock value: host:pid */
@@ -864,13 +869,15 @@ static const char md_queue_scope_lua[] =
 static void md_queue_reset_cb(void *ctx, redisReply *reply, const char *err);
 
 /*
- * Every worker, every interval: renews its heartbeat, and moves reset when
+ * Every worker, every MD_QUEUE_BEAT: renews its heartbeat, and moves reset when
  * this process owes it (a failed push, an unknown outcome, its start) or its
  * Redis connections came back since the last look.
  */
 static void
 md_queue_heartbeat(md_queue_t *q)
 {
+    if (!md_redis_ready(q->app->redis))
+        return;
     md_redis_stats_t st;
     md_redis_stats(q->app->redis, &st);
     if (st.reconnects != q->reconnects_seen) {
@@ -891,6 +898,14 @@ md_queue_heartbeat(md_queue_t *q)
     if (md_redis_eval(q->app->redis, q->reset_script, 1, 2, argv, NULL, md_queue_reset_cb,
                       (void *)(uintptr_t)q->reset_want) == MD_OK)
         q->reset_in_flight = 1;
+}
+
+static void
+md_queue_beat_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    md_unused(loop);
+    md_unused(revents);
+    md_queue_heartbeat(t->data);
 }
 
 static void
@@ -1335,7 +1350,6 @@ md_queue_sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
         md_queue_sweep_again(q, 1.0);
         return;
     }
-    md_queue_heartbeat(q);
     md_queue_job_t *job = md_queue_job_new(q, 1, MD_QJ_LOCK);
     job->grace = q->app->conf->queue_recovery_interval;
     q->turn = job;
@@ -1505,6 +1519,9 @@ md_queue_app_init(md_app_t *app)
     ev_timer_init(&q->sweep, md_queue_sweep_cb, 1.0, 0.);
     q->sweep.data = q;
     ev_timer_start(app->loop, &q->sweep);
+    ev_timer_init(&q->beat, md_queue_beat_cb, MD_QUEUE_BEAT, MD_QUEUE_BEAT);
+    q->beat.data = q;
+    ev_timer_start(app->loop, &q->beat);
 
     if (app->conf->nesp == 0) {
         if (app->slot == 0)
@@ -1529,6 +1546,7 @@ md_queue_app_shutdown(md_app_t *app, void (*settled)(void *data), void *data)
         q->shutting = 1;
         ev_timer_stop(q->app->loop, &q->tick);
         ev_timer_stop(q->app->loop, &q->sweep);
+        ev_timer_stop(q->app->loop, &q->beat);
         if (q->dispatcher) {
             md_dispatch_shutdown(settled, data);
             return;
@@ -1559,6 +1577,7 @@ md_queue_app_destroy(md_app_t *app)
     q->shutting = 1;
     ev_timer_stop(q->app->loop, &q->tick);
     ev_timer_stop(q->app->loop, &q->sweep);
+    ev_timer_stop(q->app->loop, &q->beat);
     /* Jobs with a store call in flight ended when the clients went (their
      * callbacks ran with an error); what is left waits for its first step. */
     while (q->jobs)
