@@ -106,6 +106,9 @@ static const char md_queue_move_lua[] =
  * lock is refreshed, or taken again after a Redis restart lost it).
  * A live member whose stream does not exist at all (the keys were deleted, not
  * the set) is not trusted: without an entry it would hide its message forever.
+ * Membership is asked once per page (SMISMEMBER; a page is MD_QUEUE_PAGE ids,
+ * within what unpack() takes): a call per id was most of a full turn's time in
+ * Redis.
  */
 static const char md_queue_cover_lua[] =
     "if ARGV[1] ~= '' then\n"
@@ -115,10 +118,14 @@ static const char md_queue_cover_lua[] =
     "  else return -1 end\n"
     "end\n"
     "local live_ok = {t = redis.call('XLEN', KEYS[1]) > 0, b = redis.call('XLEN', KEYS[2]) > 0}\n"
+    "local ids = {}\n"
+    "for i = 4, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end\n"
+    "if #ids == 0 then return 0 end\n"
+    "local member = redis.call('SMISMEMBER', KEYS[4], unpack(ids))\n"
     "local n = 0\n"
-    "for i = 3, #ARGV, 2 do\n"
-    "  local p, id = ARGV[i], ARGV[i + 1]\n"
-    "  local covered = (live_ok[p] and redis.call('SISMEMBER', KEYS[4], id) == 1)\n"
+    "for j = 1, #ids do\n"
+    "  local p, id = ARGV[2 * j + 1], ids[j]\n"
+    "  local covered = (live_ok[p] and member[j] == 1)\n"
     "    or redis.call('ZSCORE', KEYS[3], 't:' .. id) or redis.call('ZSCORE', KEYS[3], 'b:' .. "
     "id)\n"
     "  if not covered then\n"
