@@ -17,6 +17,7 @@
 #       message and what else was lost;
 #   (e) a process whose heartbeat stopped (it died without a goodbye) makes a
 #       full turn, and leaves the registry;
+#       a reset written by a clock far ahead is brought back to now + grace;
 #   (f) with no event, a full turn still comes within queue_recovery_full;
 #   (g) a graceful stop removes the workers' heartbeats.
 use strict;
@@ -83,9 +84,11 @@ is($redis->cli('HLEN', 'mailerd:q:procs'), 2, 'both workers keep a heartbeat');
     # Renewed every second by a timer of their own, not by the turns: a long
     # turn must not let its worker's deadline pass.
     my %d0 = split /\n/, $redis->cli('HGETALL', 'mailerd:q:procs');
-    sleep 1.5;
+    # Two beats at least in 2.5 s, each deadline a beat's wall clock + 10 s:
+    # moved on by about 2 s (not exactly: the loop's wake-ups jitter).
+    sleep 2.5;
     my %d1 = split /\n/, $redis->cli('HGETALL', 'mailerd:q:procs');
-    is(scalar(grep { ($d1{$_} // 0) >= $d0{$_} + 1000 } keys %d0), 2, 'each deadline moved on by a second or more in 1.5 s');
+    is(scalar(grep { ($d1{$_} // 0) >= $d0{$_} + 1000 } keys %d0), 2, 'each deadline moved on by a second or more in 2.5 s');
     cmp_ok((sort { $a <=> $b } values %d1)[0], '>=', int(time * 1000) + 9000, 'deadlines 10 s ahead (3 x the interval, at least 10 s)');
 }
 ok($redis->cli('GET', 'mailerd:q:sweep-mark') >= $redis->cli('GET', 'mailerd:q:sweep-reset'),
@@ -148,6 +151,13 @@ is(metrics()->{mailerd_queue_requeued_total}, 5004, 'requeued counted');
     cmp_ok(full_turns(), '>', $full3, 'by a full turn');
     is($redis->cli('HEXISTS', 'mailerd:q:procs', 'ghost:1'), 0, 'and the dead process left the registry');
     is($redis->cli('HLEN', 'mailerd:q:procs'), 2, 'the live workers stay');
+}
+
+# --- (e2) a reset from a clock far ahead does not keep every turn full ------------------------
+{
+    $redis->cli('SET', 'mailerd:q:sweep-reset', int(time * 1000) + 86400 * 1000);
+    ok(wait_for(sub { $redis->cli('GET', 'mailerd:q:sweep-reset') < int(time * 1000) + 5000 }, 10),
+       'a reset a day ahead is brought back to now + grace');
 }
 
 # --- (f) no event: a full turn within queue_recovery_full --------------------------------------------

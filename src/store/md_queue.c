@@ -866,7 +866,10 @@ static const char md_queue_reset_lua[] =
 
 /* KEYS: procs, reset, mark. ARGV: now (ms), grace (ms). Drops the processes
  * past their deadline (moving reset to now + grace if any), and returns
- * {reset, mark or nil}. */
+ * {reset, mark or nil}. A reset beyond now + grace (written by a host whose
+ * clock runs ahead) comes back to it: an event already reported happened by
+ * now, so a turn a grace from now judges what it left, and turns do not stay
+ * full until that clock's future. */
 static const char md_queue_scope_lua[] =
     "local now, dead = tonumber(ARGV[1]), 0\n"
     "local procs = redis.call('HGETALL', KEYS[1])\n"
@@ -874,9 +877,9 @@ static const char md_queue_scope_lua[] =
     "  if tonumber(procs[i + 1]) < now then redis.call('HDEL', KEYS[1], procs[i]) dead = dead + 1 "
     "end\n"
     "end\n"
-    "local reset = tonumber(redis.call('GET', KEYS[2]) or '0')\n"
-    "if dead > 0 and now + tonumber(ARGV[2]) > reset then\n"
-    "  reset = now + tonumber(ARGV[2])\n"
+    "local reset, limit = tonumber(redis.call('GET', KEYS[2]) or '0'), now + tonumber(ARGV[2])\n"
+    "if (dead > 0 and limit > reset) or reset > limit then\n"
+    "  reset = limit\n"
     "  redis.call('SET', KEYS[2], reset)\n"
     "end\n"
     "return {tostring(reset), redis.call('GET', KEYS[3])}\n";
