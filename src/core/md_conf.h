@@ -145,7 +145,7 @@ typedef struct md_conf_s {
     double queue_recovery_interval;      /* sweeper period, and the age before an uncovered
                                             message is put back on the queue */
     double queue_recovery_full;          /* longest time between sweeper turns that read every
-                                            waiting message (the others read recent ids) */
+                                            waiting message (the others only expired leases) */
     double queue_lease;                  /* a claimed message's lease; also the idle time after
                                             which XAUTOCLAIM takes a dead consumer's entries */
     double max_message_age;              /* a message not sent this long after accept fails */

@@ -549,7 +549,7 @@ render_delivery(md_buf_t *out)
         "# TYPE mailerd_queue_handed_back_total counter\n"
         "mailerd_queue_handed_back_total %llu\n"
         "# HELP mailerd_queue_sweeper_turns_total Sweeper turns by what they read: every "
-        "waiting message (full) or the ids since the previous turn (recent).\n"
+        "waiting message (full), or only expired leases (recent).\n"
         "# TYPE mailerd_queue_sweeper_turns_total counter\n"
         "mailerd_queue_sweeper_turns_total{scope=\"full\"} %llu\n"
         "mailerd_queue_sweeper_turns_total{scope=\"recent\"} %llu\n"

@@ -86,7 +86,7 @@ enum {
     MD_METRICS_RECLAIMED,     /* stream entries taken over from a dead consumer (XAUTOCLAIM) */
     MD_METRICS_HANDED_BACK,   /* messages a stopping worker gave back unsent */
     MD_METRICS_SWEEPS_FULL,   /* sweeper turns that read every waiting message */
-    MD_METRICS_SWEEPS_RECENT, /* sweeper turns that read recent ids only */
+    MD_METRICS_SWEEPS_RECENT, /* sweeper turns that read only expired leases */
     MD_METRICS_DELIVERY_N
 };
 void md_metrics_delivery(int what, uint64_t n);

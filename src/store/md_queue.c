@@ -399,6 +399,15 @@ md_queue_wall(void)
 
 /* Push failures are normal during a Redis outage: count every one, log at most
  * once a second so a burst of accepts does not flood the log. */
+/* Something may have left waiting mail without its queue entry: the next
+ * sweeper turns read every waiting message (see "which turns read
+ * everything"); md_queue_heartbeat tells Redis within a second. */
+static void
+md_queue_want_full(md_queue_t *q)
+{
+    q->reset_want++;
+}
+
 static void
 md_queue_push_failed(const char *why)
 {
@@ -409,7 +418,7 @@ md_queue_push_failed(const char *why)
                 "queue push failed; the sweeper will requeue");
         return;
     }
-    q->reset_want++;
+    md_queue_want_full(q);
     q->push_errors_unlogged++;
     double now = ev_now(q->app->loop);
     if (now - q->last_push_log < 1.0)
@@ -900,18 +909,19 @@ md_queue_heartbeat(md_queue_t *q)
     md_redis_stats(q->app->redis, &st);
     if (st.reconnects != q->reconnects_seen) {
         q->reconnects_seen = st.reconnects;
-        q->reset_want++;
+        md_queue_want_full(q);
     }
+    double now = md_queue_wall();
     char deadline[32];
     snprintf(deadline, sizeof(deadline), "%.0f",
-             floor(md_queue_wall() * 1000) + (double)md_queue_lock_ttl_ms(q));
+             floor(now * 1000) + (double)md_queue_lock_ttl_ms(q));
     const char *hb[] = {"HSET", MD_QUEUE_SWEEP_PROCS, q->token, deadline};
     (void)md_redis_cmd(q->app->redis, md_queue_log_cb, (void *)"heartbeat", 4, hb, NULL);
     if (q->reset_want == q->reset_done || q->reset_in_flight)
         return;
     char until[32];
     snprintf(until, sizeof(until), "%.0f",
-             floor((md_queue_wall() + q->app->conf->queue_recovery_interval) * 1000));
+             floor((now + q->app->conf->queue_recovery_interval) * 1000));
     const char *argv[] = {MD_QUEUE_SWEEP_RESET, until};
     if (md_redis_eval(q->app->redis, q->reset_script, 1, 2, argv, NULL, md_queue_reset_cb,
                       (void *)(uintptr_t)q->reset_want) == MD_OK)
@@ -941,7 +951,7 @@ void
 md_queue_suspect(void)
 {
     if (md_queue)
-        md_queue->reset_want++;
+        md_queue_want_full(md_queue);
 }
 
 /* Records a complete full turn; sent before the unlock. */
@@ -977,7 +987,7 @@ md_queue_job_end(md_queue_job_t *job, const char *err)
      * entries, a requeue left its messages uncovered: the sweeper reads
      * everything (see "which turns read everything"). */
     if (err)
-        q->reset_want++;
+        md_queue_want_full(q);
     if (job->sweeper) {
         q->turn = NULL;
         if (job->pushed > 0)
@@ -1402,7 +1412,7 @@ md_queue_requeue(const char *tenant_id, const char *const *ids, size_t n, md_que
         if (!md_queue_is_uuid(ids[i]))
             return MD_ERROR;
     if (!md_pg_pool_ready(q->app->pg) || !md_redis_ready(q->app->redis)) {
-        q->reset_want++; /* its messages wait uncovered: the sweeper reads everything */
+        md_queue_want_full(q); /* its messages wait uncovered */
         return MD_AGAIN;
     }
     md_queue_job_t *job = md_queue_job_new(q, 0, n > 0 ? MD_QJ_IDS : MD_QJ_WAITING);
@@ -1486,7 +1496,7 @@ md_queue_app_init(md_app_t *app)
     md_queue_t *q = md_xcalloc(1, sizeof(*q));
     q->app = app;
     /* A new worker may follow one that died between a commit and its push. */
-    q->reset_want = 1;
+    md_queue_want_full(q);
     ev_prepare_init(&q->ack_flush, md_queue_ack_flush_cb);
     q->ack_flush.data = q;
     ev_timer_init(&q->ack_retry, md_queue_ack_retry_cb, MD_QUEUE_ACK_RETRY, 0.);
