@@ -15,7 +15,8 @@
 #         priority, scheduled, in flight, dead);
 #     (e) dead_letters rows and dead-stream entries older than the retention
 #         go, younger ones stay;
-#     (a) after FLUSHALL every waiting message is pushed again, once;
+#     (a) after FLUSHALL every waiting message is pushed again, once, and the
+#         scheduled ones not due yet are back in the scheduled set;
 #   - then with a sink esp block (reload): everything queued is delivered, the
 #     paused tenant's mail once the pause row goes, and a FLUSHALL in the middle
 #     of an 8,000 message drain loses nothing (8,000: with four claims of 256 in
@@ -156,8 +157,9 @@ my @b_msgs;
 }
 
 # --- (f) the gauges ---------------------------------------------------------------------
+my @sched; # two scheduled an hour ahead, which (a) finds again
 {
-    my @sched = send_batch($A, 2, send_at => strftime_in(3600));
+    @sched = send_batch($A, 2, send_at => strftime_in(3600));
     ok(wait_for(sub { ($redis->cli('ZCARD', $SCHED) // 0) == 2 }, 5), 'two scheduled an hour ahead');
     # Two transactional entries read by a consumer that never acknowledges.
     $redis->cli('XREADGROUP', 'GROUP', 'mailerd', 'ghost:1', 'COUNT', '2', 'STREAMS', $QT, '>');
@@ -234,7 +236,10 @@ my @b_msgs;
     my $probe_count = @probes;
     ok(sweep_turn(), 'another turn');
     is(xlen($QT) + xlen($QB), @waiting + 1, 'one entry each (+ the new probe), no duplicates');
-    is(requeued() - $before, @waiting + 1, 'requeued counts them once');
+    is(scalar(grep { ($redis->cli('ZSCORE', $SCHED, "t:$_") // '') ne '' } @sched), 2,
+       'the two scheduled an hour ahead are back in the scheduled set');
+    is(live_count(@sched), 0, 'not pushed to a stream (not due)');
+    is(requeued() - $before, @waiting + 1 + @sched, 'requeued counts them once');
     is(live_count(@b_msgs), 0, 'the paused tenant still left alone');
     like($redis->cli('XINFO', 'GROUPS', $QT) // '', qr/mailerd/, 'the consumer group is back');
 }

@@ -12,7 +12,9 @@
 #   (b) recent turns do not look for lost rows (new or old ids), and read
 #       nothing of deliveries_waiting_idx beside a 5,001-row backlog;
 #   (c) after mailerd's Redis connections were cut (as a Redis restart or
-#       failover does) a full turn pushes them all;
+#       failover does) a full turn pushes them all, and puts back the
+#       scheduled-set members of messages not due yet (a scheduled send, a
+#       deferred retry), without pushing those;
 #   (d) after a push failed (Redis refusing writes) a full turn pushes the
 #       message and what else was lost;
 #   (e) a process whose heartbeat stopped (it died without a goodbye) makes a
@@ -24,6 +26,7 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib';
+use POSIX ();
 use Time::HiRes qw(time sleep);
 use MailerdTest qw(wait_for);
 
@@ -72,6 +75,13 @@ sub recent_turns {
     return wait_for(sub { (turns())[1] >= $r0 + $n }, 5 * $n);
 }
 
+# Waits until two recent turns ran with no full turn between them: an event's
+# reset asks for full turns until one starts a grace after it, and a row
+# written before that would be found by one of them.
+sub settle {
+    return wait_for(sub { my $f = full_turns(); recent_turns(2) && full_turns() == $f }, 20);
+}
+
 sub waiting_reads {
     return sql("SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'deliveries_waiting_idx'");
 }
@@ -109,6 +119,22 @@ my $read = waiting_reads() - $reads0;
 cmp_ok($read, '<', 100, "the turns read $read entries of deliveries_waiting_idx, not the 5,004 rows");
 
 # --- (c) Redis connections cut: a full turn ------------------------------------------------------
+# Two messages not due for an hour whose scheduled-set members were lost too: a
+# scheduled send (its member removed) and a deferred bulk retry written by hand.
+my $SCHED = 'mailerd:q:scheduled';
+my $send_at = int(time) + 3600;
+my $rs = $t->json_request($A->{key}, 'POST', '/v1/messages',
+                          { from => 'a@acme.example', to => 'later@example.com', subject => 's', text => 'x',
+                            send_at => POSIX::strftime('%Y-%m-%dT%H:%M:%SZ', gmtime($send_at)) });
+is($rs->{status}, 202, 'a message scheduled an hour ahead');
+my $sched_id = $rs->{json}{data}[0]{id};
+ok(wait_for(sub { ($redis->cli(q{ZSCORE}, $SCHED, "t:$sched_id") // q{}) ne q{} }, 5),
+   'its member is in the scheduled set');
+$redis->cli('ZREM', $SCHED, "t:$sched_id");
+my ($def_id, $def_due) = split /\|/, sql("INSERT INTO messages (id, tenant_id, status, priority, from_addr, to_addr,"
+    . " text_body, updated_at, next_attempt_at) VALUES (gen_random_uuid(), '$A->{id}', 'deferred', 'bulk',"
+    . " 'a\@acme.example', 'retry\@example.com', 'x', now() - interval '1 minute', now() + interval '1 hour')"
+    . " RETURNING id, extract(epoch FROM next_attempt_at)");
 my $full1 = full_turns();
 my $reads1 = waiting_reads();
 $redis->cli('CLIENT', 'KILL', 'TYPE', 'normal');
@@ -118,10 +144,17 @@ cmp_ok(full_turns(), '>', $full1, 'by a full turn');
 # The statistics (b) relied on do show a full turn's reads.
 ok(wait_for(sub { waiting_reads() - $reads1 >= 5004 }, 5), 'which read them through deliveries_waiting_idx')
   or diag('reads: ' . (waiting_reads() - $reads1));
-is(metrics()->{mailerd_queue_requeued_total}, 5004, 'requeued counted');
+ok(wait_for(sub { ($redis->cli('ZSCORE', $SCHED, "t:$sched_id") // '') ne '' }, 5),
+   'the scheduled message has its member back before it is due');
+cmp_ok(abs(($redis->cli('ZSCORE', $SCHED, "t:$sched_id") || 0) - $send_at), '<', 0.001, 'scored at its send_at');
+cmp_ok(abs(($redis->cli('ZSCORE', $SCHED, "b:$def_id") || 0) - $def_due), '<', 0.001,
+       'the deferred bulk retry too, scored at its next attempt');
+is(live_count($sched_id, $def_id), 0, 'neither went to a stream early');
+is(metrics()->{mailerd_queue_requeued_total}, 5006, 'requeued counted');
 
 # --- (d) a failed push: a full turn -------------------------------------------------------------
 {
+    ok(settle(), 'two recent turns in a row');
     my @old2 = insert_lost(1, '1 hour');
     ok(recent_turns(2), 'recent turns after another lost row');
     is(live_count(@old2), 0, 'it was not looked for');
@@ -140,6 +173,7 @@ is(metrics()->{mailerd_queue_requeued_total}, 5004, 'requeued counted');
 
 # --- (e) a process that died without a goodbye ----------------------------------------------------
 {
+    ok(settle(), 'two recent turns in a row');
     my @old3 = insert_lost(1, '1 hour');
     ok(recent_turns(2), 'recent turns after another lost row');
     is(live_count(@old3), 0, 'it was not looked for');
@@ -163,8 +197,7 @@ is(metrics()->{mailerd_queue_requeued_total}, 5004, 'requeued counted');
 # --- (f) no event: a full turn within queue_recovery_full --------------------------------------------
 {
     # (e)'s reset asks for full turns until one starts a grace after it.
-    my $settled = wait_for(sub { my $f = full_turns(); recent_turns(2) && full_turns() == $f }, 20);
-    ok($settled, 'two recent turns in a row');
+    ok(settle(), 'two recent turns in a row');
     my @old4 = insert_lost(1, '1 hour');
     ok(recent_turns(1), 'a recent turn after another lost row');
     is(live_count(@old4), 0, 'it was not looked for');

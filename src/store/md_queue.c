@@ -101,9 +101,12 @@ static const char md_queue_move_lua[] =
  * Coverage check and push in one atomic step, so nothing can cover or uncover
  * an id between the check and the push. KEYS: transactional stream, bulk
  * stream, scheduled set, live set, sweeper lock. ARGV: lock token ("" for no
- * lock), lock ttl (ms), then (priority 't' | 'b', id) per message. Returns
- * how many were pushed, or -1 when another process holds the sweeper lock (the
- * lock is refreshed, or taken again after a Redis restart lost it).
+ * lock), lock ttl (ms), then (priority 't' | 'b', id, at) per message, at "0"
+ * for a message that is due, else its due time: such a message is covered by
+ * its scheduled-set member alone (a stream entry would not send it early) and
+ * gets the member back when it has none. Returns how many were pushed or put
+ * back, or -1 when another process holds the sweeper lock (the lock is
+ * refreshed, or taken again after a Redis restart lost it).
  * A live member whose stream does not exist at all (the keys were deleted, not
  * the set) is not trusted: without an entry it would hide its message forever.
  * Membership is asked once per page (SMISMEMBER; a page is MD_QUEUE_PAGE ids,
@@ -119,16 +122,20 @@ static const char md_queue_cover_lua[] =
     "end\n"
     "local live_ok = {t = redis.call('XLEN', KEYS[1]) > 0, b = redis.call('XLEN', KEYS[2]) > 0}\n"
     "local ids = {}\n"
-    "for i = 4, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end\n"
+    "for i = 4, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end\n"
     "if #ids == 0 then return 0 end\n"
     "local member = redis.call('SMISMEMBER', KEYS[4], unpack(ids))\n"
     "local n = 0\n"
     "for j = 1, #ids do\n"
-    "  local p, id = ARGV[2 * j + 1], ids[j]\n"
-    "  local covered = (live_ok[p] and member[j] == 1)\n"
-    "    or redis.call('ZSCORE', KEYS[3], 't:' .. id) or redis.call('ZSCORE', KEYS[3], 'b:' .. "
-    "id)\n"
-    "  if not covered then\n"
+    "  local p, id, at = ARGV[3 * j], ids[j], ARGV[3 * j + 2]\n"
+    "  local scheduled = redis.call('ZSCORE', KEYS[3], 't:' .. id)\n"
+    "    or redis.call('ZSCORE', KEYS[3], 'b:' .. id)\n"
+    "  if at ~= '0' then\n"
+    "    if not scheduled then\n"
+    "      redis.call('ZADD', KEYS[3], at, p .. ':' .. id)\n"
+    "      n = n + 1\n"
+    "    end\n"
+    "  elseif not ((live_ok[p] and member[j] == 1) or scheduled) then\n"
     "    redis.call('XADD', p == 'b' and KEYS[2] or KEYS[1], '*', 'id', id)\n"
     "    redis.call('SADD', KEYS[4], id)\n"
     "    n = n + 1\n"
@@ -264,26 +271,34 @@ static const char md_queue_leases_sql[] =
     " SELECT u.id::text, u.priority, NOT" MD_QUEUE_NOT_PAUSED("u") " FROM upd u";
 
 /*
- * One page of waiting messages in id order after the cursor $1: queued, or
- * scheduled/deferred and due, for at least $2 seconds (the sweeper's grace: a
- * message younger than that may have its push still on the way; 0 for a
- * requeue), of tenant $3 (NULL: every tenant), not paused, at most $4.
- * deliveries_waiting_idx (migrations 0007, 0008) holds the waiting rows in id order, so
- * a page is one range scan from the cursor that stops at its limit: a turn
- * reads each waiting row once, whatever the backlog (before it, each page read
- * and sorted every waiting row past its cursor). Rows it holds that are not
- * due yet (scheduled ahead, deferred) are read and skipped. The pause filter is
- * one-time ('*') and hashed (tenants), not a lookup per row.
+ * One page of waiting messages in id order after the cursor $1, of tenant $3
+ * (NULL: every tenant), not paused, at most $4: queued for at least $2 seconds
+ * (the sweeper's grace: a message younger than that may have its push still
+ * on the way; 0 for a requeue), scheduled or deferred and due for at least $2
+ * seconds, or scheduled or deferred, not due yet, and unchanged for $2
+ * seconds. Column 3 is the due time (epoch seconds) of those not due yet, whose
+ * entry belongs in the scheduled set (a stream entry would be dropped by the
+ * claim as early), NULL for the others. A Redis that lost its data lost the
+ * scheduled set too: the full turn after it puts the members back, so a
+ * message scheduled for later is sent on time, not found only once due by a
+ * periodic full turn. deliveries_waiting_idx (migrations 0007, 0008) holds the
+ * waiting rows in id order, so a page is one range scan from the cursor that
+ * stops at its limit: a turn reads each waiting row once, whatever the backlog.
+ * The pause filter is one-time ('*') and hashed (tenants), not a lookup per
+ * row.
  */
 static const char md_queue_waiting_sql[] =
-    "SELECT d.message_id::text, d.priority FROM deliveries d"
+    "SELECT d.message_id::text, d.priority,"
+    "  CASE WHEN w.due > now() THEN extract(epoch FROM w.due)::text END"
+    " FROM deliveries d CROSS JOIN LATERAL (SELECT CASE d.status WHEN 'queued' THEN NULL"
+    "  ELSE coalesce(d.next_attempt_at,"
+    "                (SELECT c.send_at FROM message_content c WHERE c.id = d.message_id),"
+    "                d.updated_at) END AS due) w"
     " WHERE d.status IN ('queued', 'scheduled', 'deferred') AND d.message_id > $1::uuid"
     "  AND ($3::uuid IS NULL OR d.tenant_id = $3::uuid)"
-    "  AND CASE d.status WHEN 'queued' THEN d.updated_at"
-    "       ELSE coalesce(d.next_attempt_at,"
-    "                     (SELECT c.send_at FROM message_content c WHERE c.id = d.message_id),"
-    "                     d.updated_at) END"
-    "      <= now() - make_interval(secs => $2::float8)"
+    "  AND CASE WHEN w.due IS NULL OR w.due > now()"
+    "       THEN d.updated_at <= now() - make_interval(secs => $2::float8)"
+    "       ELSE w.due <= now() - make_interval(secs => $2::float8) END"
     "  AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE scope = '*')"
     "  AND d.tenant_id::text NOT IN (SELECT scope FROM queue_pauses)"
     " ORDER BY d.message_id LIMIT $4";
@@ -1081,17 +1096,18 @@ md_queue_cover_cb(void *ctx, redisReply *reply, const char *err)
 
 /*
  * Checks the rows of a page (column 0 id, column 1 priority; rows where column
- * skip_col is "t" are left out, skip_col < 0 for none) against Redis and pushes
- * the uncovered ones; then the job advances (full: the page was full).
+ * skip_col is "t" are left out, skip_col < 0 for none; column due_col, when
+ * >= 0, the due time of a message not due yet, else NULL) against Redis and
+ * pushes the uncovered ones; then the job advances (full: the page was full).
  */
 static void
-md_queue_cover(md_queue_job_t *job, const PGresult *res, int skip_col, bool full)
+md_queue_cover(md_queue_job_t *job, const PGresult *res, int skip_col, int due_col, bool full)
 {
     md_queue_t *q = job->q;
     int n = PQntuples(res);
     char ttl[32];
     snprintf(ttl, sizeof(ttl), "%lld", md_queue_lock_ttl_ms(q));
-    const char **argv = md_xmalloc((7 + 2 * (size_t)n) * sizeof(*argv));
+    const char **argv = md_xmalloc((7 + 3 * (size_t)n) * sizeof(*argv));
     int argc = 0;
     argv[argc++] = md_queue_stream[0];
     argv[argc++] = md_queue_stream[1];
@@ -1105,6 +1121,8 @@ md_queue_cover(md_queue_job_t *job, const PGresult *res, int skip_col, bool full
             continue;
         argv[argc++] = strcmp(PQgetvalue(res, i, 1), "bulk") == 0 ? "b" : "t";
         argv[argc++] = PQgetvalue(res, i, 0);
+        argv[argc++] =
+            due_col >= 0 && !PQgetisnull(res, i, due_col) ? PQgetvalue(res, i, due_col) : "0";
     }
     /* Nothing to check, and no lock to refresh on a requeue: straight on. */
     if (argc == 7 && !job->sweeper) {
@@ -1143,15 +1161,15 @@ md_queue_page_cb(void *ctx, const md_pg_result_t *res)
         if (n > 0)
             md_logf(MD_LOG_NOTICE, 0, MD_LOG_FIELDS(MD_LI("messages", n)),
                     "queue: leases expired, messages turned back to queued");
-        md_queue_cover(job, res->res, 2, n >= MD_QUEUE_LEASE_PAGE);
+        md_queue_cover(job, res->res, 2, -1, n >= MD_QUEUE_LEASE_PAGE);
         break;
     case MD_QJ_WAITING:
         if (n > 0)
             md_strlcpy(job->cursor, PQgetvalue(res->res, n - 1, 0), sizeof(job->cursor));
-        md_queue_cover(job, res->res, -1, n >= MD_QUEUE_PAGE);
+        md_queue_cover(job, res->res, -1, 2, n >= MD_QUEUE_PAGE);
         break;
     case MD_QJ_IDS:
-        md_queue_cover(job, res->res, -1, job->next_id < job->nids);
+        md_queue_cover(job, res->res, -1, -1, job->next_id < job->nids);
         break;
     case MD_QJ_DEAD:
         md_queue_job_advance(job, n == 1 && atol(PQgetvalue(res->res, 0, 0)) >= MD_QUEUE_DEAD_PAGE);
