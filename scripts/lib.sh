@@ -12,7 +12,7 @@ NPROC=$(nproc 2>/dev/null || echo 2)
 MD_APT_PACKAGES=(
     build-essential autoconf automake libtool pkg-config
     libev-dev node-llhttp libhiredis-dev libc-ares-dev libssl-dev libpq-dev
-    libjansson-dev libsystemd-dev
+    libjansson-dev libidn2-dev libsystemd-dev
     perl wrk nginx-light postgresql redis-server curl ca-certificates procps
     python3 python3-yaml
 )

@@ -109,6 +109,8 @@ my @cases = (
      'too_many_recipients', '/to'],
     [{ cc => ['ok@example.com', 'bad'] }, 'invalid_address', '/cc/1'],
     [{ bcc => 'bad' }, 'invalid_address', '/bcc'],
+    # IDNA2008 (UTS-46 processing by libidn2): a symbol is not a domain character
+    [{ to => "u\@\xe2\x99\xa5.example" }, 'invalid_address', '/to'],
     [{ reply_to => 'x' }, 'invalid_address', '/reply_to'],
     [{ to => "Evil\r\nBcc: victim\@example.com <a\@example.com>" }, 'header_injection', '/to'],
     [{ to => [{ address => 'a@example.com', name => "Evil\nBcc: v\@example.com" }] }, 'header_injection',

@@ -5,10 +5,12 @@
  * into display name and addr-spec, then the local part, the domain and the length
  * limits. Work happens in fixed stack buffers bounded by the RFC limits; only the
  * final strings are copied into the caller's pool, so validation without a pool
- * allocates nothing.
+ * allocates nothing but libidn2's result for a label with non-ASCII characters.
  */
 #include "md_address.h"
 
+#include <idn2.h>
+#include <string.h>
 #include <strings.h>
 
 static const char *const code_names[MD_ADDRESS_NCODES] = {
@@ -164,137 +166,11 @@ scan_chars(const char *s, size_t len, md_address_error_t *err)
     return MD_OK;
 }
 
-/* ---- Punycode (RFC 3492 section 6.3) ---- */
-
-enum {
-    PC_BASE = 36,
-    PC_TMIN = 1,
-    PC_TMAX = 26,
-    PC_SKEW = 38,
-    PC_DAMP = 700,
-    PC_INITIAL_BIAS = 72,
-    PC_INITIAL_N = 0x80
-};
-
-static uint32_t
-pc_adapt(uint32_t delta, uint32_t numpoints, bool firsttime)
-{
-    delta = firsttime ? delta / PC_DAMP : delta / 2;
-    delta += delta / numpoints;
-    uint32_t k = 0;
-    while (delta > ((PC_BASE - PC_TMIN) * PC_TMAX) / 2) {
-        delta /= PC_BASE - PC_TMIN;
-        k += PC_BASE;
-    }
-    return k + (PC_BASE - PC_TMIN + 1) * delta / (delta + PC_SKEW);
-}
-
-static char
-pc_digit(uint32_t d)
-{
-    return (char)(d < 26 ? 'a' + d : '0' + (d - 26));
-}
-
-int
-md_punycode_encode(const uint32_t *cp, size_t n, char *out, size_t size, size_t *outlen)
-{
-    size_t o = 0;
-    *outlen = 0;
-    if (n > UINT32_MAX / 2)
-        return MD_ERROR;
-    for (size_t j = 0; j < n; j++) {
-        if (cp[j] > 0x10ffff)
-            return MD_ERROR;
-        if (cp[j] < 0x80) {
-            if (o >= size)
-                return MD_ERROR;
-            out[o++] = (char)cp[j];
-        }
-    }
-    uint32_t b = (uint32_t)o, h = b;
-    if (b > 0) {
-        if (o >= size)
-            return MD_ERROR;
-        out[o++] = '-';
-    }
-    uint32_t next = PC_INITIAL_N, delta = 0, bias = PC_INITIAL_BIAS;
-    while (h < n) {
-        uint32_t m = UINT32_MAX;
-        for (size_t j = 0; j < n; j++)
-            if (cp[j] >= next && cp[j] < m)
-                m = cp[j];
-        if (m - next > (UINT32_MAX - delta) / (h + 1))
-            return MD_ERROR;
-        delta += (m - next) * (h + 1);
-        next = m;
-        for (size_t j = 0; j < n; j++) {
-            if (cp[j] < next && ++delta == 0)
-                return MD_ERROR;
-            if (cp[j] != next)
-                continue;
-            uint32_t q = delta;
-            for (uint32_t k = PC_BASE;; k += PC_BASE) {
-                uint32_t t = k <= bias ? PC_TMIN : k >= bias + PC_TMAX ? PC_TMAX : k - bias;
-                if (q < t)
-                    break;
-                if (o >= size)
-                    return MD_ERROR;
-                out[o++] = pc_digit(t + (q - t) % (PC_BASE - t));
-                q = (q - t) / (PC_BASE - t);
-            }
-            if (o >= size)
-                return MD_ERROR;
-            out[o++] = pc_digit(q);
-            bias = pc_adapt(delta, h + 1, h == b);
-            delta = 0;
-            h++;
-        }
-        delta++;
-        next++;
-    }
-    *outlen = o;
-    return MD_OK;
-}
-
 /* ---- domains ---- */
 
-/* Lower-cases the capitals of the scripts most often seen in IDN mail domains
- * (Latin-1, Latin Extended-A, basic Greek and Cyrillic); others are kept. This is
- * a small part of UTS-46 mapping, chosen so that "MÜNCHEN.de" and "münchen.de"
- * give the same A-label; U+0130 (dotted I) is left alone as it maps to two code
- * points. */
-static uint32_t
-lower_cp(uint32_t c)
-{
-    if (c < 0x80)
-        return ascii_lower((unsigned char)c);
-    if (c >= 0xc0 && c <= 0xde && c != 0xd7)
-        return c + 0x20;
-    if ((c >= 0x100 && c <= 0x137) || (c >= 0x14a && c <= 0x177))
-        return (c != 0x130 && (c & 1) == 0) ? c + 1 : c;
-    if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17e))
-        return (c & 1) ? c + 1 : c;
-    if (c == 0x178)
-        return 0xff;
-    if (c >= 0x391 && c <= 0x3ab && c != 0x3a2)
-        return c + 0x20;
-    if (c == 0x386)
-        return 0x3ac;
-    if (c >= 0x388 && c <= 0x38a)
-        return c + 0x25;
-    if (c == 0x38c)
-        return 0x3cc;
-    if (c == 0x38e || c == 0x38f)
-        return c + 0x3f;
-    if (c >= 0x410 && c <= 0x42f)
-        return c + 0x20;
-    if (c >= 0x400 && c <= 0x40f)
-        return c + 0x50;
-    return c;
-}
-
-/* Non-ASCII code points refused in a domain label, with why; NULL when allowed.
- * Not IDNA2008's full table: the ones that make an address look right and fail. */
+/* Non-ASCII code points refused in a domain label before libidn2 sees it, with
+ * a message saying why (UTS-46 would map the dot look-alikes to '.', and
+ * libidn2 reports all of these as "disallowed"); NULL when not one of them. */
 static const char *
 idn_refused(uint32_t c)
 {
@@ -307,6 +183,51 @@ idn_refused(uint32_t c)
         (c >= 0xfdd0 && c <= 0xfdef) || (c >= 0xe000 && c <= 0xf8ff) || c >= 0xf0000)
         return "character not allowed in a domain";
     return NULL;
+}
+
+/*
+ * One label with non-ASCII characters to its A-label (label, *llen; no NUL) by
+ * UTS-46 processing, nontransitional, with the STD3 rules (libidn2): IDNA2008's
+ * validity (no disallowed or unassigned code point, CONTEXTJ/CONTEXTO, the
+ * Bidi rule, no leading combining mark), case folding of every script,
+ * normalization to NFC (a decomposed "u" + U+0308 and "ü" name the same
+ * domain), and ß/ς/ZWJ kept as IDNA2008 has them (not mapped to "ss" or
+ * dropped, as IDNA2003 did). The label may map to pure ASCII (full-width
+ * Latin letters, say); it must map to one LDH label. at: the label's offset in
+ * the domain, for the error.
+ */
+static int
+idn_label(const char *s, size_t n, char *label, size_t *llen, size_t at, md_address_error_t *err)
+{
+    char in[MD_ADDRESS_DOMAIN_MAX + 1];
+    memcpy(in, s, n); /* n <= len <= MD_ADDRESS_DOMAIN_MAX */
+    in[n] = '\0';
+    char *a = NULL;
+    int rc =
+        idn2_to_ascii_8z(in, &a, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL | IDN2_USE_STD3_ASCII_RULES);
+    if (rc != IDN2_OK) {
+        if (rc == IDN2_TOO_BIG_LABEL || rc == IDN2_TOO_BIG_DOMAIN ||
+            rc == IDN2_PUNYCODE_BIG_OUTPUT || rc == IDN2_PUNYCODE_OVERFLOW)
+            return fail(err, MD_ADDRESS_DOMAIN_LABEL_TOO_LONG,
+                        "domain label is longer than 63 octets as an A-label", at);
+        /* libidn2's messages are static strings ("string contains a disallowed
+         * character", "string violates the Bidi rule", ...). */
+        return fail(err, MD_ADDRESS_INVALID_DOMAIN, idn2_strerror(rc), at);
+    }
+    size_t m = strlen(a);
+    int ok = m > 0 && m <= MD_ADDRESS_LABEL_MAX;
+    for (size_t k = 0; ok && k < m; k++)
+        ok = is_ldh((unsigned char)a[k]);
+    if (ok)
+        memcpy(label, a, m);
+    idn2_free(a);
+    if (!ok)
+        return fail(err, MD_ADDRESS_INVALID_DOMAIN,
+                    m > MD_ADDRESS_LABEL_MAX ? "domain label is longer than 63 octets as an A-label"
+                                             : "domain label does not map to one DNS label",
+                    at);
+    *llen = m;
+    return MD_OK;
 }
 
 int
@@ -367,7 +288,7 @@ md_address_domain_to_ascii(const char *d, size_t len, char *out, size_t size, si
                     tld_numeric = false;
             }
         } else {
-            uint32_t cps[MD_ADDRESS_DOMAIN_MAX];
+            uint32_t first = 0, last = 0;
             size_t n = 0;
             for (size_t k = i; k < j;) {
                 uint32_t c;
@@ -380,21 +301,23 @@ md_address_domain_to_ascii(const char *d, size_t len, char *out, size_t size, si
                                               : NULL;
                 if (why)
                     return fail(err, MD_ADDRESS_INVALID_DOMAIN, why, k);
-                cps[n++] = lower_cp(c);
+                if (n == 0)
+                    first = c;
+                last = c;
+                n++;
                 k += sz;
             }
-            if (cps[0] == '-')
+            if (first == '-')
                 return fail(err, MD_ADDRESS_INVALID_DOMAIN, "domain label starts with a hyphen", i);
-            if (cps[n - 1] == '-')
+            if (last == '-')
                 return fail(err, MD_ADDRESS_INVALID_DOMAIN, "domain label ends with a hyphen",
                             j - 1);
-            memcpy(label, "xn--", 4);
-            size_t plen;
-            if (md_punycode_encode(cps, n, label + 4, sizeof(label) - 4, &plen) != MD_OK)
-                return fail(err, MD_ADDRESS_DOMAIN_LABEL_TOO_LONG,
-                            "domain label is longer than 63 octets as an A-label", i);
-            llen = 4 + plen;
-            tld_numeric = false;
+            if (idn_label(d + i, j - i, label, &llen, i, err) != MD_OK)
+                return MD_ERROR;
+            tld_numeric = true;
+            for (size_t k = 0; k < llen; k++)
+                if (label[k] < '0' || label[k] > '9')
+                    tld_numeric = false;
         }
 
         if (o + (labels ? 1 : 0) + llen > MD_ADDRESS_DOMAIN_MAX)

@@ -13,7 +13,8 @@
  *     code (non_ascii_local_part) rather than failing later at the provider.
  *   - domain: a hostname with at least one dot; labels 1..63 octets, letters, digits
  *     and hyphens, no leading or trailing hyphen; the top-level label not all digits;
- *     UTF-8 labels (IDN) are converted to A-labels ("xn--" + Punycode, RFC 3492);
+ *     UTF-8 labels (IDN) are converted to A-labels by UTS-46 processing
+ *     (libidn2, nontransitional, STD3 rules: IDNA2008 validity, NFC, case folding);
  *     at most 253 octets in both the given and the A-label form. Or an address
  *     literal: [IPv4] or [IPv6:...] (RFC 5321 4.1.3 grammar; other tags refused).
  *   - the whole addr-spec at most 254 octets (RFC 5321 path limit 256 minus "<>"),
@@ -22,9 +23,9 @@
  *     UTF-8 allowed per RFC 6532) and quoted strings separated by spaces.
  *   - nowhere: comments, folding whitespace, obsolete forms, C0 or C1 control
  *     characters, DEL, U+2028/U+2029, CR or LF (header injection), invalid UTF-8.
- * IDNA is deliberately simple (no full UTS-46): ASCII, Latin-1, Latin Extended-A,
- * basic Greek and Cyrillic capitals are lower-cased, a few look-alike separators and
- * spaces are refused, and no NFC normalisation is done.
+ * Look-alike separators (U+3002, U+FF0E, U+FF61) and spaces in a domain are
+ * refused with messages of their own before libidn2 sees the label (UTS-46 would
+ * map the dots to '.').
  */
 #ifndef MD_ADDRESS_H
 #define MD_ADDRESS_H
@@ -95,12 +96,6 @@ int md_address_parse(md_pool_t *pool, const char *s, size_t len, md_address_t *o
  * (offsets relative to d). For later users (sending domains, DKIM). */
 int md_address_domain_to_ascii(const char *d, size_t len, char *out, size_t size, size_t *outlen,
                                md_address_error_t *err);
-
-/* RFC 3492 Punycode encoding of n code points (no "xn--" prefix, no case
- * annotation: basic code points are copied as given, digits are lower case). Writes
- * at most size bytes (no NUL) and sets *outlen. MD_ERROR on overflow, a code point
- * above U+10FFFF, or when the output does not fit. */
-int md_punycode_encode(const uint32_t *cp, size_t n, char *out, size_t size, size_t *outlen);
 
 /* The key for suppression matching (issue 7): the local part as given but in
  * canonical quoting (unquoted when the quoted content is a valid dot-atom,
