@@ -84,17 +84,20 @@ static const char md_queue_push_lua[] =
     "return #ARGV / 3\n";
 
 /* KEYS: scheduled set, transactional stream, bulk stream, live set. ARGV: now,
- * limit. Returns how many members moved (== limit: call again). */
+ * limit. Returns how many members moved (== limit: call again). The live ids
+ * and the moved members go in one SADD and one ZREM, as in the push script
+ * (the limit, MD_QUEUE_MOVE_LIMIT, is within what unpack() takes). */
 static const char md_queue_move_lua[] =
     "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])\n"
-    "for _, m in ipairs(due) do\n"
-    "  local key = KEYS[2]\n"
-    "  if string.sub(m, 1, 2) == 'b:' then key = KEYS[3] end\n"
+    "if #due == 0 then return 0 end\n"
+    "local ids = {}\n"
+    "for i, m in ipairs(due) do\n"
     "  local id = string.sub(m, 3)\n"
-    "  redis.call('XADD', key, '*', 'id', id)\n"
-    "  redis.call('SADD', KEYS[4], id)\n"
-    "  redis.call('ZREM', KEYS[1], m)\n"
+    "  redis.call('XADD', string.sub(m, 1, 2) == 'b:' and KEYS[3] or KEYS[2], '*', 'id', id)\n"
+    "  ids[i] = id\n"
     "end\n"
+    "redis.call('SADD', KEYS[4], unpack(ids))\n"
+    "redis.call('ZREM', KEYS[1], unpack(due))\n"
     "return #due\n";
 
 /*
