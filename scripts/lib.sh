@@ -14,7 +14,7 @@ MD_APT_PACKAGES=(
     libev-dev node-llhttp libhiredis-dev libc-ares-dev libssl-dev libpq-dev
     libjansson-dev libidn2-dev libsystemd-dev
     perl wrk nginx-light postgresql redis-server curl ca-certificates procps
-    python3 python3-yaml
+    python3 python3-yaml libio-socket-ssl-perl
 )
 
 md_say() { printf '==> %s\n' "$*" >&2; }
