@@ -376,6 +376,42 @@ sub mg_send {
     $expect{postmark}{accepted} += 2;
     $expect{postmark}{rejected}++;
     push @journal_expect, 'postmark pm-b1', 'postmark pm-b3';
+
+    # The outbound message search finds a message by our Metadata id (what
+    # mailerd asks after an interrupted attempt), batch messages included.
+    my $search = sub {
+        my ($q, @hd) = @_;
+        my ($rc2, $st2, $h2, $b2) = curl(method => 'GET', path => "/messages/outbound?$q",
+                                          headers => @hd ? \@hd : [ $pm_auth[0], 'Accept: application/json' ]);
+        return ($st2, jdec($b2));
+    };
+    my ($st2, $j2) = $search->('count=1&offset=0&metadata_mailerd_message_id=pm-id-1');
+    is($st2, 200, 'Postmark search: 200');
+    is($j2->{TotalCount}, 1, 'Postmark search: one message with that Metadata');
+    is($j2->{Messages}[0]{MessageID}, $r->{MessageID}, "Postmark search: ... the send's MessageID");
+    is($j2->{Messages}[0]{Metadata}{mailerd_message_id}, 'pm-id-1', 'Postmark search: ... with its Metadata');
+    ($st2, $j2) = $search->('count=10&offset=0&metadata_mailerd_message_id=pm-b3&messagestream=outbound');
+    is($j2->{TotalCount}, 1, 'Postmark search: a batch message is found too');
+    is($j2->{Messages}[0]{MessageID}, $res->[2]{MessageID}, "Postmark search: ... with its batch result's MessageID");
+    ($st2, $j2) = $search->('count=1&offset=0&metadata_mailerd_message_id=pm-b2');
+    is_deeply([ $st2, $j2->{TotalCount}, scalar @{ $j2->{Messages} // [1] } ], [ 200, 0, 0 ],
+              'Postmark search: a refused message is not found');
+    ($st2, $j2) = $search->('count=1&offset=0&metadata_mailerd_message_id=pm-id-1&messagestream=broadcast');
+    is($j2->{TotalCount}, 0, 'Postmark search: another stream holds none of them');
+    ($st2, $j2) = $search->('count=500&offset=0');
+    is($j2->{TotalCount}, 3, 'Postmark search: without a filter, every message taken');
+    is_deeply([ map { $_->{Metadata}{mailerd_message_id} } @{ $j2->{Messages} } ], [ 'pm-b3', 'pm-b1', 'pm-id-1' ],
+              'Postmark search: newest first');
+    ($st2, $j2) = $search->('count=1&offset=1');
+    is($j2->{Messages}[0]{Metadata}{mailerd_message_id}, 'pm-b1', 'Postmark search: offset pages');
+    ($st2, $j2) = $search->('offset=0&metadata_mailerd_message_id=pm-id-1');
+    is($st2, 422, 'Postmark search: no count -> 422');
+    ($st2, $j2) = $search->('count=501&offset=0');
+    is($st2, 422, 'Postmark search: count over 500 -> 422');
+    ($st2, $j2) = $search->('count=1&offset=0', 'X-Postmark-Server-Token: wrong');
+    is_deeply([ $st2, $j2->{ErrorCode} ], [ 401, 10 ], 'Postmark search: a wrong token -> 401, ErrorCode 10');
+    is($mock->provider_stats('postmark')->{searches}, 9, 'Postmark search: counted in "searches"');
+    $expect{postmark}{rejected} += 3;
 }
 
 # --- Mailgun --------------------------------------------------------------------

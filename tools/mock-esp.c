@@ -10,6 +10,8 @@
  *                                    region taken from the credential scope)
  *   POST /v3/mail/send               SendGrid, "Authorization: Bearer KEY"
  *   POST /email, /email/batch        Postmark, X-Postmark-Server-Token
+ *   GET /messages/outbound           Postmark's outbound message search (count,
+ *                                    offset, metadata_KEY, messagestream)
  *   POST /v3/{domain}/messages       Mailgun, basic auth api:KEY, multipart/form-data
  *                                    (or x-www-form-urlencoded)
  *
@@ -27,8 +29,9 @@
  * "messages" (journal lines: distinct mailerd ids accepted), "connections"
  * (TLS connections that carried at least one request for that provider) and
  * "requests" (API calls); Postmark adds "batch_requests" (calls to
- * /email/batch), "batch_messages" (the messages they carried) and "batch_max"
- * (the largest array seen), so a test can tell how its mail was split.
+ * /email/batch), "batch_messages" (the messages they carried), "batch_max"
+ * (the largest array seen), so a test can tell how its mail was split, and
+ * "searches" (calls to /messages/outbound).
  */
 #include "md_core.h"
 #include "md_buf.h"
@@ -89,6 +92,7 @@ typedef struct pstats_s {
     unsigned long accepted, rejected, failed, messages, connections, requests;
     /* Postmark's /email/batch: requests, the messages they carried, the largest */
     unsigned long batch_requests, batch_messages, batch_max;
+    unsigned long searches; /* Postmark's GET /messages/outbound */
 } pstats_t;
 
 typedef struct seskey_s {
@@ -125,6 +129,11 @@ typedef struct mock_s {
     fault_t faults[P_COUNT];
     pstats_t stats[P_COUNT];
     unsigned long tls_accepted, tls_handshake_failed, tls_resumed, tls_open, ctl_requests;
+
+    /* Postmark: a summary of each message taken, for /messages/outbound (a
+     * ring of the last PM_SEARCH_KEEP, newest at pm_next - 1) */
+    json_t **pm_sent;
+    size_t pm_n, pm_next;
 
     json_t **records; /* ring of the last `keep` request records */
     size_t keep, nrec, rec_next;
@@ -1264,7 +1273,42 @@ postmark_validate(json_t *j, const char **msg, char **mid, char **hid)
     return 0;
 }
 
-/* The success object of one Postmark message. */
+/* Postmark's message search reaches back 45 days by default; this many will do. */
+#define PM_SEARCH_KEEP 200000
+
+/* Keeps what the search answers about a message Postmark took (j, MessageID
+ * id, received at ts). */
+static void
+postmark_remember(json_t *j, const char *id, const char *ts)
+{
+    if (M.pm_sent == NULL)
+        M.pm_sent = md_xcalloc(PM_SEARCH_KEEP, sizeof(*M.pm_sent));
+    json_t *meta = json_object_get(j, "Metadata");
+    const char *stream = jstr(j, "MessageStream");
+    json_t *sum = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:O}", "MessageID", id, "ReceivedAt", ts,
+                            "From", jstr(j, "From") ? jstr(j, "From") : "", "Subject",
+                            jstr(j, "Subject") ? jstr(j, "Subject") : "", "Status", "Sent",
+                            "MessageStream", stream ? stream : "outbound", "Metadata",
+                            json_is_object(meta) ? meta : json_object());
+    if (M.pm_sent[M.pm_next])
+        json_decref(M.pm_sent[M.pm_next]);
+    M.pm_sent[M.pm_next] = sum;
+    M.pm_next = (M.pm_next + 1) % PM_SEARCH_KEEP;
+    if (M.pm_n < PM_SEARCH_KEEP)
+        M.pm_n++;
+}
+
+static void
+postmark_forget_all(void)
+{
+    for (size_t i = 0; M.pm_sent && i < PM_SEARCH_KEEP; i++) {
+        json_decref(M.pm_sent[i]);
+        M.pm_sent[i] = NULL;
+    }
+    M.pm_n = M.pm_next = 0;
+}
+
+/* The success object of one Postmark message (which the search then finds). */
 static json_t *
 postmark_ok(json_t *j, char **pid)
 {
@@ -1278,8 +1322,28 @@ postmark_ok(json_t *j, char **pid)
     size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(ts + n, sizeof(ts) - n, ".%07ldZ", now.tv_nsec / 100);
     const char *to = jstr(j, "To");
+    postmark_remember(j, u, ts);
     return json_pack("{s:s,s:s,s:s,s:i,s:s}", "To", to ? to : "", "SubmittedAt", ts, "MessageID", u,
                      "ErrorCode", 0, "Message", "OK");
+}
+
+/* The server token check of every Postmark call; false: rs holds the 401. */
+static bool
+postmark_auth(const req_t *r, resp_t *rs)
+{
+    const md_str_t *tok = req_header(r, "x-postmark-server-token");
+    if (!tok) {
+        postmark_error(rs, 401, 10,
+                       "No Account or Server API tokens were supplied in the HTTP headers. Please "
+                       "add a header for either X-Postmark-Server-Token or "
+                       "X-Postmark-Account-Token.");
+        return false;
+    }
+    if (!secret_in(tok->data, tok->len, M.postmark_tokens, M.npostmark_tokens)) {
+        postmark_error(rs, 401, 10, "Request does not contain a valid Server token.");
+        return false;
+    }
+    return true;
 }
 
 static const char *
@@ -1290,18 +1354,8 @@ handle_postmark(const req_t *r, resp_t *rs, json_t *rec, fault_t *f, const char 
         postmark_error(rs, 405, 0, "Method not allowed");
         return "rejected";
     }
-    const md_str_t *tok = req_header(r, "x-postmark-server-token");
-    if (!tok) {
-        postmark_error(rs, 401, 10,
-                       "No Account or Server API tokens were supplied in the HTTP headers. Please "
-                       "add a header for either X-Postmark-Server-Token or "
-                       "X-Postmark-Account-Token.");
+    if (!postmark_auth(r, rs))
         return "rejected";
-    }
-    if (!secret_in(tok->data, tok->len, M.postmark_tokens, M.npostmark_tokens)) {
-        postmark_error(rs, 401, 10, "Request does not contain a valid Server token.");
-        return "rejected";
-    }
     json_error_t je;
     json_t *j = body_json(r, &je);
     if (!j || (batch && !json_is_array(j))) {
@@ -1684,12 +1738,89 @@ done:
     return "accepted";
 }
 
+/*
+ * Postmark's outbound message search: count (1..500) and offset are required,
+ * count + offset at most 10,000; metadata_KEY=VALUE keeps the messages whose
+ * Metadata has it (Postmark takes one such filter per call), messagestream
+ * the stream (default "outbound", as Postmark's). Newest first. UNCERTAIN: the
+ * other filters (recipient, tag, status, dates) are ignored, and the answer
+ * to a bad count or offset (422 with ErrorCode 300 here) is not documented.
+ */
+static const char *
+handle_postmark_search(const req_t *r, resp_t *rs, const char **err)
+{
+    M.stats[P_POSTMARK].searches++;
+    if (!view_is(r->method, "GET")) {
+        postmark_error(rs, 405, 0, "Method not allowed");
+        return "rejected";
+    }
+    if (!postmark_auth(r, rs))
+        return "rejected";
+    long count = -1, offset = -1;
+    char *mkey = NULL, *mval = NULL, *stream = NULL;
+    const char *q = r->query.data, *end = r->query.data + r->query.len;
+    while (q < end) {
+        const char *e = memchr(q, '&', (size_t)(end - q));
+        e = e ? e : end;
+        const char *eq = memchr(q, '=', (size_t)(e - q));
+        char *name = url_decode(q, eq ? (size_t)(eq - q) : (size_t)(e - q));
+        char *val = eq ? url_decode(eq + 1, (size_t)(e - eq - 1)) : md_xstrdup("");
+        if (strcmp(name, "count") == 0)
+            count = strtol(val, NULL, 10);
+        else if (strcmp(name, "offset") == 0)
+            offset = strtol(val, NULL, 10);
+        else if (strcmp(name, "messagestream") == 0 && !stream)
+            stream = md_xstrdup(val);
+        else if (strncmp(name, "metadata_", 9) == 0 && !mkey) {
+            mkey = md_xstrdup(name + 9);
+            mval = md_xstrdup(val);
+        }
+        free(name);
+        free(val);
+        q = e + 1;
+    }
+    const char *result = "search";
+    if (count < 1 || count > 500 || offset < 0 || count + offset > 10000) {
+        postmark_error(rs, 422, 300,
+                       "The 'count' and 'offset' parameters are required: count 1 to 500, count + "
+                       "offset at most 10000.");
+        *err = "bad count or offset";
+        result = "rejected";
+    } else {
+        json_t *list = json_array();
+        long total = 0;
+        for (size_t i = 0; i < M.pm_n; i++) {
+            json_t *m = M.pm_sent[(M.pm_next + PM_SEARCH_KEEP - 1 - i) % PM_SEARCH_KEEP];
+            if (strcmp(jstr(m, "MessageStream"), stream ? stream : "outbound") != 0)
+                continue;
+            if (mkey) {
+                const char *v = jstr(json_object_get(m, "Metadata"), mkey);
+                if (!v || strcmp(v, mval) != 0)
+                    continue;
+            }
+            if (total >= offset && total < offset + count)
+                json_array_append(list, m);
+            total++;
+        }
+        resp_json(rs, 200,
+                  json_pack("{s:I,s:o}", "TotalCount", (json_int_t)total, "Messages", list));
+    }
+    free(mkey);
+    free(mval);
+    free(stream);
+    return result;
+}
+
 /* --- dispatch of one ESP request --------------------------------------------------- */
 
 static int
-provider_of(md_str_t path, md_str_t *domain, bool *batch)
+provider_of(md_str_t path, md_str_t *domain, bool *batch, bool *search)
 {
-    *batch = false;
+    *batch = *search = false;
+    if (view_is(path, "/messages/outbound")) {
+        *search = true;
+        return P_POSTMARK;
+    }
     if (view_is(path, "/v2/email/outbound-emails"))
         return P_SES;
     if (view_is(path, "/v3/mail/send"))
@@ -1714,8 +1845,8 @@ static void
 esp_request(req_t *r, resp_t *rs, unsigned *delay_ms)
 {
     md_str_t domain = {0, NULL};
-    bool batch;
-    int p = provider_of(r->path, &domain, &batch);
+    bool batch, search;
+    int p = provider_of(r->path, &domain, &batch, &search);
     if (p < 0) {
         resp_json(rs, 404, json_pack("{s:s}", "message", "Not Found"));
         return;
@@ -1763,7 +1894,8 @@ esp_request(req_t *r, resp_t *rs, unsigned *delay_ms)
         outcome = handle_sendgrid(r, rs, rec, f, &err, &mid, &hid, &pid);
         break;
     case P_POSTMARK:
-        outcome = handle_postmark(r, rs, rec, f, &err, &mid, &hid, &pid, batch);
+        outcome = search ? handle_postmark_search(r, rs, &err)
+                         : handle_postmark(r, rs, rec, f, &err, &mid, &hid, &pid, batch);
         break;
     default:
         outcome = handle_mailgun(r, domain, rs, rec, f, &err, &mid, &hid, &pid);
@@ -1800,11 +1932,11 @@ stats_json(void)
                       (json_int_t)s->messages, "connections", (json_int_t)s->connections,
                       "requests", (json_int_t)s->requests));
         if (p == P_POSTMARK)
-            json_object_update_new(json_object_get(j, provider_names[p]),
-                                   json_pack("{s:I,s:I,s:I}", "batch_requests",
-                                             (json_int_t)s->batch_requests, "batch_messages",
-                                             (json_int_t)s->batch_messages, "batch_max",
-                                             (json_int_t)s->batch_max));
+            json_object_update_new(
+                json_object_get(j, provider_names[p]),
+                json_pack("{s:I,s:I,s:I,s:I}", "batch_requests", (json_int_t)s->batch_requests,
+                          "batch_messages", (json_int_t)s->batch_messages, "batch_max",
+                          (json_int_t)s->batch_max, "searches", (json_int_t)s->searches));
     }
     json_object_set_new(j, "tls",
                         json_pack("{s:I,s:I,s:I,s:I}", "accepted", (json_int_t)M.tls_accepted,
@@ -1966,6 +2098,7 @@ ctl_request(req_t *r, resp_t *rs)
         resp_json(rs, 200, json_pack("{s:b}", "ok", 1));
     } else if (view_is(r->path, "/_mock/reset") && post) {
         records_clear();
+        postmark_forget_all();
         memset(M.faults, 0, sizeof(M.faults));
         memset(M.stats, 0, sizeof(M.stats));
         M.tls_accepted = M.tls_handshake_failed = M.tls_resumed = 0;
@@ -2528,7 +2661,8 @@ usage(FILE *f)
         "  [--keep N (recent requests kept, 200)] [--idle-timeout SECONDS (75, 0 never)]\n"
         "  [--verbose]\n"
         "ESP paths (TLS): POST /v2/email/outbound-emails (SES v2), POST /v3/mail/send\n"
-        "  (SendGrid), POST /email and /email/batch (Postmark), POST /v3/DOMAIN/messages\n"
+        "  (SendGrid), POST /email and /email/batch, GET /messages/outbound (Postmark),\n"
+        "  POST /v3/DOMAIN/messages\n"
         "  (Mailgun).\n"
         "Control (plain HTTP): GET /_mock/stats, GET|POST|DELETE /_mock/faults,\n"
         "  GET|DELETE /_mock/requests?provider=X&limit=N, POST /_mock/reset, GET /_mock/health.\n"
@@ -2718,6 +2852,8 @@ main(int argc, char **argv)
     close(M.ctl_fd);
     records_clear();
     free(M.records);
+    postmark_forget_all();
+    free(M.pm_sent);
     SSL_CTX_free(M.ctx);
     mlog("stopped");
     return 0;

@@ -1167,6 +1167,8 @@ typedef struct md_job_s {
     double retry_after;  /* largest hint of the failed hops */
     double circuit_wait; /* shortest cool-down left of the accounts skipped as open */
     int tried;
+    int looked;      /* the interrupted attempt was looked up (build_lookup) */
+    int no_failover; /* the lookup failed: no other account, the next attempt asks again */
     md_esp_result_t last;
     md_buf_t hops;
     struct md_collector_s *parked; /* waiting in this account's collector */
@@ -1334,7 +1336,7 @@ md_job_result(md_job_t *j, const md_esp_result_t *r)
     j->last = *r;
     /* Stopping: no new send to the next account; a retryable failure is
      * deferred as when every account failed. */
-    if (r->outcome != MD_ESP_RETRYABLE || j->b->d->shutting) {
+    if (r->outcome != MD_ESP_RETRYABLE || j->b->d->shutting || j->no_failover) {
         if (r->outcome == MD_ESP_RETRYABLE)
             md_job_hop(j, r);
         md_job_finish(j, r);
@@ -1612,15 +1614,111 @@ md_collectors_free(md_dispatch_t *d)
     }
 }
 
-/* Sends the message to the current hop's account (admitted, token taken). */
+static void md_job_send_now(md_job_t *j);
+
+/* The lookup of an interrupted attempt failed (r: why): see md_job_lookup_cb. */
+static void
+md_job_lookup_failed(md_job_t *j, md_esp_result_t *r)
+{
+    char text[sizeof(r->text)];
+    /* the cause cut to what fits after the prefix (a search's error is short) */
+    snprintf(text, sizeof(text), "attempt %d: looking up the interrupted attempt failed: %.190s",
+             j->m.attempt,
+             r->text[0]   ? r->text
+             : r->code[0] ? r->code
+                          : "the driver built no request");
+    md_esp_result_retryable(r, "interrupted", r->retry_after, text);
+    j->no_failover = 1;
+    md_job_result(j, r);
+}
+
+/*
+ * The answer to the lookup of an interrupted attempt (md_esp_driver_t
+ * .build_lookup): the provider has the message (recorded sent, not sent
+ * again), has it not (sent now), or the search failed: the attempt ends
+ * retryable with code "interrupted", so that its last_error keeps
+ * MD_INTERRUPTED_PREFIX and the next attempt asks again, and without trying
+ * the route's other accounts, which could not know whether this one sent it.
+ */
+static void
+md_job_lookup_cb(void *ctx, const md_http_client_response_t *resp)
+{
+    md_job_t *j = ctx;
+    j->hreq = NULL;
+    if (resp->error == md_http_client_err_canceled) {
+        md_route_abandon(j->esp);
+        md_job_abandon(j, false); /* a search sends nothing */
+        return;
+    }
+    md_esp_result_t r;
+    memset(&r, 0, sizeof(r));
+    md_esp_response_t er = {.http = resp};
+    int rc = j->esp->driver->read_lookup(j->esp, &er, &r);
+    if (rc == MD_DECLINED && j->b->d->shutting) {
+        /* stopping: no new send; the provider does not have it, so the
+         * claim goes back as one that nothing went out for */
+        md_route_abandon(j->esp);
+        md_job_abandon(j, false);
+        return;
+    }
+    if (rc == MD_DECLINED) {
+        md_job_send_now(j);
+        return;
+    }
+    if (rc != MD_OK) {
+        md_job_lookup_failed(j, &r);
+        return;
+    }
+    md_logf(MD_LOG_NOTICE, 0,
+            MD_LOG_FIELDS(MD_LS("message_id", j->m.id), MD_LS("esp", j->esp->conf->name),
+                          MD_LS("esp_message_id", r.provider_id)),
+            "an interrupted attempt had sent the message already; not sent again");
+    md_job_result(j, &r);
+}
+
+/* Sends the message to the current hop's account (admitted, token taken);
+ * after an interrupted attempt, an account whose driver can look the message
+ * up is asked first. */
 static void
 md_job_send(md_job_t *j)
 {
     md_esp_t *esp = j->esp;
-    md_esp_result_t r;
-    memset(&r, 0, sizeof(r));
     md_route_started(esp);
     j->t0 = md_dispatch_mono();
+    if (j->m.interrupted && !j->looked && esp->driver->build_lookup && esp->driver->read_lookup &&
+        esp->endpoint) {
+        j->looked = 1;
+        md_esp_result_t r;
+        memset(&r, 0, sizeof(r));
+        md_esp_request_t req;
+        memset(&req, 0, sizeof(req));
+        req.pool = md_pool_create(1024);
+        md_buf_init(&req.body);
+        int rc = esp->driver->build_lookup(esp, &j->m, &req);
+        bool asked = false;
+        if (rc == MD_OK) {
+            rc = md_esp_request_send(esp, &req, md_job_lookup_cb, j, &j->hreq, &r);
+            asked = rc == MD_OK;
+        }
+        md_buf_free(&req.body);
+        md_pool_destroy(req.pool);
+        if (asked)
+            return; /* md_job_lookup_cb goes on */
+        if (rc != MD_DECLINED) {
+            md_job_lookup_failed(j, &r);
+            return;
+        }
+    }
+    md_job_send_now(j);
+}
+
+/* md_job_send without the lookup (md_route_started done). */
+static void
+md_job_send_now(md_job_t *j)
+{
+    md_esp_t *esp = j->esp;
+    md_esp_result_t r;
+    memset(&r, 0, sizeof(r));
     md_collector_t *c = esp->driver->deliver ? NULL : md_collector_of(j->b->d, esp);
     if (c) {
         md_collector_park(c, j);

@@ -87,7 +87,7 @@ typedef struct md_esp_s md_esp_t;
 #define MD_ESP_MAX_HEADERS 16
 typedef struct md_esp_request_s {
     md_pool_t *pool;
-    const char *method; /* "POST" */
+    const char *method; /* "POST" (a lookup: "GET") */
     const char *path;   /* origin form, e.g. "/v3/mail/send" */
     md_http_client_header_t headers[MD_ESP_MAX_HEADERS];
     size_t nheaders;
@@ -117,6 +117,20 @@ typedef struct md_esp_driver_s {
      * into res. */
     void (*read_response)(md_esp_t *esp, const struct md_esp_response_s *resp,
                           md_esp_result_t *res);
+    /*
+     * Remote providers that can find a message they took by our id (Postmark:
+     * its message search, by the Metadata every send carries). For an attempt
+     * after an interrupted one (md_esp_msg_t.interrupted) the dispatcher asks
+     * the account first: build_lookup fills req (MD_OK), or answers
+     * MD_DECLINED to send without asking; read_lookup answers MD_OK with res
+     * "sent" (the provider's id) when the provider has the message, which is
+     * then not sent again, MD_DECLINED when it has not (it is sent), or
+     * MD_ERROR with res filled when the search failed (the attempt ends
+     * retryable and the next one asks again). NULL: the message is sent again
+     * (at least once).
+     */
+    int (*build_lookup)(md_esp_t *esp, const md_esp_msg_t *m, struct md_esp_request_s *req);
+    int (*read_lookup)(md_esp_t *esp, const struct md_esp_response_s *resp, md_esp_result_t *res);
     /*
      * Local drivers only: sends m now and fills res. This is the one exception
      * to "drivers do no I/O": the sink's I/O is a write of a few KB to a local

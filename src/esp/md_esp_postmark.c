@@ -32,12 +32,24 @@
  * a transport error) gives every message the single send's result; a 2xx
  * whose array does not hold one result per message gives every message a
  * retryable "protocol" (which of them went is unknown: at least once).
+ *
+ * Lookup (md_esp_driver_t.build_lookup): an attempt after an interrupted one
+ * asks GET /messages/outbound?count=1&offset=0&metadata_mailerd_message_id=ID
+ * &messagestream=STREAM (Postmark's outbound message search, which filters on
+ * one Metadata field; without messagestream it searches the default
+ * transactional stream only). TotalCount > 0: Postmark took the message, which
+ * is recorded sent with the MessageID found and not sent again; 0: it is sent.
+ * Anything else (a transport error, a status other than 200, an answer without
+ * TotalCount) is a failed search. Postmark indexes a message within seconds of
+ * taking it, and an attempt is only seen interrupted once its lease ran out.
  */
 #include "md_esp.h"
+#include "md_sigv4.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #define MD_POSTMARK_NOT_ALLOWED 405
@@ -254,11 +266,72 @@ md_postmark_read_batch(md_esp_t *esp, const md_esp_response_t *resp, size_t n, m
     json_decref(root);
 }
 
+/* A query value, percent-encoded (RFC 3986; md_sigv4 has the encoder). */
+static void
+md_postmark_query_value(md_buf_t *b, const char *v)
+{
+    md_sigv4_uri_encode(b, (md_str_t){.data = v, .len = strlen(v)}, false);
+}
+
+/* The search for m by our id (see the top of the file). */
+static int
+md_postmark_build_lookup(md_esp_t *esp, const md_esp_msg_t *m, md_esp_request_t *req)
+{
+    const md_esp_conf_t *c = esp->conf;
+    md_buf_t path;
+    md_buf_init(&path);
+    md_buf_append_str(&path, "/messages/outbound?count=1&offset=0&metadata_mailerd_message_id=");
+    md_postmark_query_value(&path, m->id);
+    md_buf_append_str(&path, "&messagestream=");
+    md_postmark_query_value(&path, c->message_stream ? c->message_stream : "outbound");
+    req->method = "GET";
+    req->path = md_esp_pool_str(req->pool, &path);
+    md_buf_free(&path);
+    md_esp_request_header(req, "Accept", "application/json");
+    md_esp_request_header(req, "X-Postmark-Server-Token", c->server_token ? c->server_token : "");
+    return MD_OK;
+}
+
+/* The search's answer (see the top of the file and md_esp_driver_t.read_lookup). */
+static int
+md_postmark_read_lookup(md_esp_t *esp, const md_esp_response_t *resp, md_esp_result_t *res)
+{
+    md_unused(esp);
+    if (md_esp_transport_error(resp, res))
+        return MD_ERROR;
+    const md_http_client_response_t *h = resp->http;
+    json_error_t jerr;
+    json_t *root = h->body.len ? json_loadb(h->body.data, h->body.len, 0, &jerr) : NULL;
+    json_t *total = json_object_get(root, "TotalCount");
+    int rc = MD_ERROR;
+    if (h->status != 200) {
+        md_postmark_map(h, h->status, root, res);
+        if (res->outcome != MD_ESP_RETRYABLE) {
+            char text[256];
+            snprintf(text, sizeof(text), "%.63s: %.180s", res->code, res->text);
+            md_esp_result_retryable(res, "lookup_failed", 0, text);
+        }
+    } else if (!json_is_integer(total)) {
+        md_esp_result_retryable(res, "protocol", 0, "the search answer has no TotalCount");
+    } else if (json_integer_value(total) == 0) {
+        rc = MD_DECLINED;
+    } else {
+        const char *id = json_string_value(
+            json_object_get(json_array_get(json_object_get(root, "Messages"), 0), "MessageID"));
+        md_esp_result_sent(res, id ? id : "", 0);
+        rc = MD_OK;
+    }
+    json_decref(root);
+    return rc;
+}
+
 const md_esp_driver_t md_esp_postmark_driver = {
     .name = "postmark",
     .kind = MD_ESP_DRIVER_POSTMARK,
     .build_request = md_postmark_build,
     .read_response = md_postmark_read,
+    .build_lookup = md_postmark_build_lookup,
+    .read_lookup = md_postmark_read_lookup,
     .batch_max = MD_POSTMARK_BATCH_MAX,
     .batch_bytes = MD_POSTMARK_BATCH_BYTES,
     .batch_add = md_postmark_batch_add,
