@@ -9,7 +9,8 @@
 #     malformed, unknown and revoked keys;
 #   - realms: admin routes refuse tenant keys, tenant routes the admin token (401);
 #   - isolation: tenant A can neither see nor revoke tenant B's keys anywhere;
-#   - revocation: a key cached on both workers gets 401 on both within 1 s;
+#   - revocation: a key cached on both workers gets 401 on both within 1 s,
+#     and the DELETE answers only once both workers have dropped it;
 #   - a suspended or soft-deleted tenant's keys stop working at once;
 #   - last_used_at is written in batches (a trigger counts the row updates) and
 #     at graceful stop.
@@ -328,10 +329,18 @@ sub served_by {
     }
     is((grep { ($ok{$_} // 0) >= 2 } @workers), 2, 'both workers served the key (cached)') or diag(explain \%ok);
 
+    my $ack_keys = sub { grep { /^mailerd:auth:ack:[0-9a-f]{32}$/ } split /\n/, $redis->cli('KEYS', 'mailerd:auth:ack:*') // '' };
+    my %before = map { $_ => 1 } $ack_keys->();
     my $t0 = time;
     $r = admin_req('DELETE', "/v1/admin/keys/$kr->{id}");
     my $t_resp = time;
     is($r->{status}, 200, 'DELETE /v1/admin/keys/{id}');
+    # The answer waited until every worker the revocation reached had dropped
+    # the key and counted itself in (md_auth_revoked).
+    my @acks = grep { !$before{$_} } $ack_keys->();
+    is(scalar @acks, 1, 'one revocation count in Redis');
+    is(@acks ? $redis->cli('GET', $acks[0]) : undef, 2, '... both workers counted themselves before the answer');
+    cmp_ok(@acks ? $redis->cli('TTL', $acks[0]) : -1, '>', 0, '... and it expires');
     like($r->{json}{revoked_at} // '', $ts_re, 'revoked_at set');
     my (%first401, @after);
     while (time - $t0 < 1.5) {
@@ -355,6 +364,30 @@ sub served_by {
     $r = admin_req('DELETE', "/v1/admin/keys/$kr->{id}");
     is($r->{status}, 200, 'revoking twice is fine');
     is_error(admin_req('DELETE', '/v1/admin/keys/01890000-0000-7000-8000-000000000000'), 404, 'not_found', 'revoke an unknown key');
+}
+
+# --- a revocation waits for every subscriber to count itself -------------------------------------
+# A third subscriber that never counts itself (a worker of an older version,
+# or one whose command connection is down): the PUBLISH reaches three, two
+# count, and the answer comes when MD_AUTH_ACK_WAIT (0.5 s) has passed, with a
+# warning. Without the wait it would come at once.
+{
+    my $kw = new_key($A->{id}, 'to-revoke-slow');
+    my $spid = open(my $sub, '-|', 'redis-cli', '-h', '127.0.0.1', '-p', $redis->port, 'SUBSCRIBE', 'mailerd:auth:revoked')
+      // die "redis-cli: $!";
+    ok(wait_for(sub { ($redis->cli('PUBSUB', 'NUMSUB', 'mailerd:auth:revoked') // '') =~ /\n3$/ }, 5),
+       'a third subscriber on the revocation channel');
+    my $t0 = time;
+    my $r2 = admin_req('DELETE', "/v1/admin/keys/$kw->{id}");
+    my $took = time - $t0;
+    is($r2->{status}, 200, 'the revocation is answered');
+    cmp_ok($took, '>=', 0.45, sprintf('... after waiting for the silent subscriber (%.3f s)', $took));
+    cmp_ok($took, '<', 3, '... but not for ever');
+    ok(wait_for(sub { grep { ($_->{msg} // '') =~ /not confirmed by every worker/ && ($_->{applied} // -1) == 2
+                             && ($_->{reached} // -1) == 3 } $t->error_log_entries }, 5),
+       '... and a warning: applied by 2 of the 3 it reached');
+    kill 'TERM', $spid;
+    close $sub;
 }
 
 # --- suspended and deleted tenants ------------------------------------------------------------
