@@ -329,14 +329,14 @@ sub served_by {
     }
     is((grep { ($ok{$_} // 0) >= 2 } @workers), 2, 'both workers served the key (cached)') or diag(explain \%ok);
 
-    my $ack_keys = sub { grep { /^mailerd:auth:ack:[0-9a-f]{32}$/ } split /\n/, $redis->cli('KEYS', 'mailerd:auth:ack:*') // '' };
+    my $ack_keys = sub { grep { /^mailerd:ack:[0-9a-f]{32}$/ } split /\n/, $redis->cli('KEYS', 'mailerd:ack:*') // '' };
     my %before = map { $_ => 1 } $ack_keys->();
     my $t0 = time;
     $r = admin_req('DELETE', "/v1/admin/keys/$kr->{id}");
     my $t_resp = time;
     is($r->{status}, 200, 'DELETE /v1/admin/keys/{id}');
     # The answer waited until every worker the revocation reached had dropped
-    # the key and counted itself in (md_auth_revoked).
+    # the key and counted itself in (md_auth_revoked, md_broadcast).
     my @acks = grep { !$before{$_} } $ack_keys->();
     is(scalar @acks, 1, 'one revocation count in Redis');
     is(@acks ? $redis->cli('GET', $acks[0]) : undef, 2, '... both workers counted themselves before the answer');
@@ -369,7 +369,7 @@ sub served_by {
 # --- a revocation waits for every subscriber to count itself -------------------------------------
 # A third subscriber that never counts itself (a worker of an older version,
 # or one whose command connection is down): the PUBLISH reaches three, two
-# count, and the answer comes when MD_AUTH_ACK_WAIT (0.5 s) has passed, with a
+# count, and the answer comes when MD_BROADCAST_WAIT (0.5 s) has passed, with a
 # warning. Without the wait it would come at once.
 {
     my $kw = new_key($A->{id}, 'to-revoke-slow');
@@ -383,7 +383,7 @@ sub served_by {
     is($r2->{status}, 200, 'the revocation is answered');
     cmp_ok($took, '>=', 0.45, sprintf('... after waiting for the silent subscriber (%.3f s)', $took));
     cmp_ok($took, '<', 3, '... but not for ever');
-    ok(wait_for(sub { grep { ($_->{msg} // '') =~ /not confirmed by every worker/ && ($_->{applied} // -1) == 2
+    ok(wait_for(sub { grep { ($_->{msg} // '') =~ /not confirmed by every subscriber/ && ($_->{applied} // -1) == 2
                              && ($_->{reached} // -1) == 3 } $t->error_log_entries }, 5),
        '... and a warning: applied by 2 of the 3 it reached');
     kill 'TERM', $spid;

@@ -413,9 +413,16 @@ sub propagation {
 
 {
     my $x = create($A, { name => 'spread', subject => 's', text => 'one {{v}}' }, 'template for propagation');
+    my $acks = sub { map { $_ => 1 } grep { /^mailerd:ack:[0-9a-f]{32}$/ } split /\n/, $s->{redis}->cli('KEYS', 'mailerd:ack:*') // '' };
     my @stale = propagation($x->{id}, 'one x', 'two x', sub {
+        my %before = $acks->();
         my $r = req($A, 'PUT', "/v1/templates/$x->{id}", { name => 'spread', subject => 's', text => 'two {{v}}' });
         is($r->{status}, 200, 'PUT through one worker');
+        # answered once both workers dropped the old version (md_broadcast)
+        my %after = $acks->();
+        my @new = grep { !$before{$_} } keys %after;
+        is(scalar @new, 1, 'one change count in Redis');
+        is(@new ? $s->{redis}->cli('GET', $new[0]) : undef, 2, '... both workers counted themselves before the answer');
     }, 'update');
     is(scalar @stale, 0, 'no render after the PUT was answered used the old version') or diag(explain \@stale);
 

@@ -15,6 +15,7 @@
 #include "md_app.h"
 #include "md_analyze.h"
 #include "md_auth.h"
+#include "md_broadcast.h"
 #include "md_http.h"
 #include "md_log.h"
 #include "md_messages.h"
@@ -123,6 +124,7 @@ app_free(md_app_priv_t *p)
     md_redis_t *redis = p->app.redis;
     md_pg_pool_destroy(pg);
     md_redis_destroy(redis);
+    md_broadcast_destroy(); /* after the client: its owed replies ended the waits they could */
     p->app.pg = NULL;
     p->app.redis = NULL;
     /* Outbound requests still owed get "canceled" now, while the dispatcher lives;

@@ -19,9 +19,9 @@
  * template_render_failed when a preview exceeds a cap (output size, partial
  * depth: a template that includes itself, work); 503 store_unavailable.
  *
- * Changes answer only after the change was published to every worker (see
- * md_templates_changed), so a client that got its answer knows every worker
- * renders the new version.
+ * Changes answer only after every worker dropped the old version (see
+ * md_templates_changed and md_broadcast), so a client that got its answer
+ * knows every worker renders the new version.
  */
 #include "md_router.h"
 #include "md_api_util.h"

@@ -9,6 +9,7 @@
  * module.
  */
 #include "md_auth.h"
+#include "md_broadcast.h"
 #include "md_digest.h"
 #include "md_list.h"
 #include "md_log.h"
@@ -31,9 +32,6 @@
 #define TOUCH_SLOTS        2048  /* open-addressing set of key ids, power of two */
 #define TOUCH_MAX          1024  /* flush early when this many distinct keys wait */
 #define REPUBLISH_MAX      65536 /* bytes of revocations waiting for Redis */
-#define ACK_POLL           0.002 /* seconds between looks at a revocation's count */
-#define ACK_TTL            "60"  /* seconds a revocation's count is kept */
-#define ACK_TOKEN_LEN      32    /* hex digits */
 #define ADMIN_TOKEN_MAX    4096
 
 typedef struct auth_entry_s auth_entry_t;
@@ -71,8 +69,6 @@ struct md_auth_s {
     ev_timer touch_timer;
 
     md_buf_t republish; /* revocations whose PUBLISH could not be sent yet */
-    md_list_t acks;     /* publish_ctx_t waiting for the workers to count themselves */
-    bool shutting;      /* no waiting for counts: answer once published */
 };
 
 static md_auth_t *auth;
@@ -232,29 +228,6 @@ drop_one(md_auth_t *a, const unsigned char h[32])
 /* --- revocations over pub/sub --------------------------------------------------- */
 
 static void
-ignore_cb(void *ctx, redisReply *reply, const char *err)
-{
-    md_unused(ctx);
-    md_unused(reply);
-    md_unused(err);
-}
-
-/* The publisher's "ack:TOKEN" word in a revocation, or NULL. */
-static const char *
-ack_token(const char *payload, size_t len, size_t *n)
-{
-    const char *end = payload + len;
-    for (const char *p = payload; p + 4 + ACK_TOKEN_LEN <= end; p++) {
-        if ((p == payload || p[-1] == ' ') && memcmp(p, "ack:", 4) == 0 &&
-            (p + 4 + ACK_TOKEN_LEN == end || p[4 + ACK_TOKEN_LEN] == ' ')) {
-            *n = ACK_TOKEN_LEN;
-            return p + 4;
-        }
-    }
-    return NULL;
-}
-
-static void
 on_revoked_msg(void *ctx, const char *payload, size_t len)
 {
     md_unused(ctx);
@@ -262,18 +235,8 @@ on_revoked_msg(void *ctx, const char *payload, size_t len)
     if (a == NULL)
         return;
     a->gen++;
-    each_hash(payload, len, drop_one, a);
-    /* Dropped: count this worker in, so the publisher can answer. */
-    size_t n;
-    const char *tok = ack_token(payload, len, &n);
-    if (tok == NULL || a->app == NULL || a->app->redis == NULL)
-        return;
-    char key[sizeof(MD_AUTH_ACK_PREFIX) + ACK_TOKEN_LEN];
-    snprintf(key, sizeof(key), MD_AUTH_ACK_PREFIX "%.*s", (int)n, tok);
-    const char *incr[] = {"INCR", key};
-    const char *expire[] = {"EXPIRE", key, ACK_TTL};
-    if (md_redis_cmd(a->app->redis, ignore_cb, NULL, 2, incr, NULL) == MD_OK)
-        (void)md_redis_cmd(a->app->redis, ignore_cb, NULL, 3, expire, NULL);
+    each_hash(payload, md_broadcast_body(payload, len), drop_one, a);
+    md_broadcast_applied(a->app ? a->app->redis : NULL, payload, len);
 }
 
 static void
@@ -294,73 +257,8 @@ on_resubscribe(void *ctx)
 typedef struct publish_ctx_s {
     void (*done)(void *ctx);
     void *ctx;
-    char *payload; /* the hashes, kept to re-queue them when the PUBLISH fails */
-    char token[ACK_TOKEN_LEN + 1];
-    long long want;  /* workers the PUBLISH reached */
-    double deadline; /* answer then, counted or not */
-    ev_timer poll;   /* the next look at the count */
-    md_list_t link;  /* on md_auth_t.acks while waiting */
-    bool asking;     /* a GET of the count is in flight */
+    char *payload; /* kept to re-queue it when the PUBLISH fails */
 } publish_ctx_t;
-
-static void
-publish_ctx_free(publish_ctx_t *p)
-{
-    free(p->payload);
-    free(p);
-}
-
-/* The end of a revocation: its caller answers. */
-static void
-ack_done(md_auth_t *a, publish_ctx_t *p)
-{
-    if (a)
-        ev_timer_stop(a->loop, &p->poll);
-    md_list_remove(&p->link);
-    if (p->done)
-        p->done(p->ctx);
-    publish_ctx_free(p);
-}
-
-static void ack_poll_cb(struct ev_loop *loop, ev_timer *t, int revents);
-
-static void
-ack_count_cb(void *vctx, redisReply *reply, const char *err)
-{
-    publish_ctx_t *p = vctx;
-    md_auth_t *a = auth;
-    p->asking = false;
-    long long got = 0;
-    if (!err && reply && reply->type == REDIS_REPLY_STRING)
-        got = strtoll(reply->str, NULL, 10);
-    if (a == NULL || err || got >= p->want || ev_now(a->loop) >= p->deadline) {
-        if (a && !err && got < p->want)
-            md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LI("applied", got), MD_LI("reached", p->want)),
-                    "a key revocation was not confirmed by every worker in time; answering");
-        ack_done(a, p);
-        return;
-    }
-    ev_timer_set(&p->poll, ACK_POLL, 0.);
-    ev_timer_start(a->loop, &p->poll);
-}
-
-static void
-ack_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    md_unused(loop);
-    md_unused(revents);
-    publish_ctx_t *p = t->data;
-    md_auth_t *a = auth;
-    char key[sizeof(MD_AUTH_ACK_PREFIX) + ACK_TOKEN_LEN];
-    snprintf(key, sizeof(key), MD_AUTH_ACK_PREFIX "%s", p->token);
-    const char *argv[] = {"GET", key};
-    if (a && a->app && a->app->redis &&
-        md_redis_cmd(a->app->redis, ack_count_cb, p, 2, argv, NULL) == MD_OK) {
-        p->asking = true;
-        return;
-    }
-    ack_done(a, p); /* Redis went away: the others stop trusting their caches */
-}
 
 static void
 republish_add(md_auth_t *a, const char *payload, size_t len)
@@ -376,43 +274,27 @@ republish_add(md_auth_t *a, const char *payload, size_t len)
     md_buf_append(&a->republish, payload, len);
 }
 
-/*
- * The PUBLISH was answered with how many subscribers it reached (every
- * worker's subscription, this one's included). Waiting for that many to count
- * themselves is what makes the caller's answer mean "in force": without it a
- * client revoking a key, or suspending a tenant, could still be served by a
- * worker that had not read the message yet (it reaches each worker's socket
- * when Redis writes it, which on a loaded machine can be after the answer to
- * the PUBLISH went out).
- */
 static void
-publish_cb(void *vctx, redisReply *reply, const char *err)
+publish_cb(void *vctx, const char *err)
 {
     publish_ctx_t *p = vctx;
-    md_auth_t *a = auth;
-    if (err || (reply && reply->type == REDIS_REPLY_ERROR)) {
-        md_logf(MD_LOG_WARN, 0,
-                MD_LOG_FIELDS(MD_LS("error", err ? err : (reply->str ? reply->str : "error"))),
+    if (err) {
+        md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("error", err)),
                 "publishing a key revocation failed, will retry");
-        if (a)
-            republish_add(a, p->payload, strlen(p->payload));
-    } else if (a && !a->shutting && p->token[0] && reply && reply->type == REDIS_REPLY_INTEGER &&
-               reply->integer > 0) {
-        p->want = reply->integer;
-        p->deadline = ev_now(a->loop) + MD_AUTH_ACK_WAIT;
-        md_list_insert_tail(&a->acks, &p->link);
-        ack_poll_cb(a->loop, &p->poll, 0);
-        return;
+        if (auth)
+            republish_add(auth, p->payload, strlen(p->payload));
     }
     if (p->done)
         p->done(p->ctx);
-    publish_ctx_free(p);
+    free(p->payload);
+    free(p);
 }
 
-/* Sends PUBLISH; MD_OK when cb will run, MD_AGAIN when Redis is not there.
- * ack: ask the receivers to count themselves (not for republished ones). */
+/* Sends PUBLISH; MD_OK when cb will run, MD_AGAIN when Redis is not there. A
+ * caller's done runs once every worker applied it (md_broadcast); republished
+ * ones (no caller) do not wait. */
 static int
-publish(md_auth_t *a, const char *payload, size_t len, bool ack, void (*done)(void *), void *ctx)
+publish(md_auth_t *a, const char *payload, size_t len, void (*done)(void *), void *ctx)
 {
     if (a->app == NULL || a->app->redis == NULL)
         return MD_AGAIN;
@@ -420,27 +302,10 @@ publish(md_auth_t *a, const char *payload, size_t len, bool ack, void (*done)(vo
     p->done = done;
     p->ctx = ctx;
     p->payload = md_xstrndup(payload, len);
-    md_list_init(&p->link);
-    ev_init(&p->poll, ack_poll_cb);
-    p->poll.data = p;
-    md_buf_t msg;
-    md_buf_init(&msg);
-    md_buf_append(&msg, payload, len);
-    unsigned char rnd[ACK_TOKEN_LEN / 2];
-    if (ack && md_random_bytes(rnd, sizeof(rnd)) == MD_OK) {
-        static const char hex[] = "0123456789abcdef";
-        for (size_t i = 0; i < sizeof(rnd); i++) {
-            p->token[2 * i] = hex[rnd[i] >> 4];
-            p->token[2 * i + 1] = hex[rnd[i] & 15];
-        }
-        md_buf_printf(&msg, " ack:%s", p->token);
-    }
-    const char *argv[] = {"PUBLISH", MD_AUTH_CHANNEL, msg.pos};
-    size_t argvlen[] = {7, sizeof(MD_AUTH_CHANNEL) - 1, md_buf_len(&msg)};
-    int rc = md_redis_cmd(a->app->redis, publish_cb, p, 3, argv, argvlen);
-    md_buf_free(&msg);
-    if (rc != MD_OK) {
-        publish_ctx_free(p);
+    if (md_broadcast(a->app->redis, a->loop, MD_AUTH_CHANNEL, payload, len, done != NULL,
+                     publish_cb, p) != MD_OK) {
+        free(p->payload);
+        free(p);
         return MD_AGAIN;
     }
     return MD_OK;
@@ -455,7 +320,7 @@ md_auth_revoked(const char *hashes, void (*done)(void *ctx), void *ctx)
     size_t len = strlen(hashes);
     a->gen++;
     each_hash(hashes, len, drop_one, a);
-    if (publish(a, hashes, len, true, done, ctx) == MD_OK)
+    if (publish(a, hashes, len, done, ctx) == MD_OK)
         return MD_AGAIN;
     if (a->app && a->app->redis) {
         md_log(MD_LOG_WARN, 0, "Redis is unavailable, key revocation will be published later");
@@ -538,7 +403,7 @@ touch_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (md_buf_len(&a->republish) && a->app->redis && md_redis_ready(a->app->redis)) {
         md_buf_t b = a->republish;
         md_buf_init(&a->republish);
-        if (publish(a, b.pos, md_buf_len(&b), false, NULL, NULL) != MD_OK)
+        if (publish(a, b.pos, md_buf_len(&b), NULL, NULL) != MD_OK)
             republish_add(a, b.pos, md_buf_len(&b));
         md_buf_free(&b);
     }
@@ -868,7 +733,6 @@ md_auth_app_init(md_app_t *app)
     a->loop = app->loop;
     a->touch = md_xcalloc(TOUCH_SLOTS, sizeof(*a->touch));
     md_buf_init(&a->republish);
-    md_list_init(&a->acks);
     admin_load(a, app->conf);
     if (app->pg && md_tenants_prepare(app->pg) != MD_OK) {
         md_log(MD_LOG_ERROR, 0, "cannot register the identity statements");
@@ -899,17 +763,6 @@ md_auth_app_shutdown(md_app_t *app)
     if (a == NULL)
         return;
     touch_flush(a, true);
-    /* A stopping worker answers its revocations once published, without
-     * waiting for the other workers' counts. */
-    a->shutting = true;
-    for (md_list_t *n = a->acks.next, *next; n != &a->acks; n = next) {
-        next = n->next;
-        publish_ctx_t *p = md_list_data(n, publish_ctx_t, link);
-        if (p->asking)
-            p->deadline = 0; /* answered when its GET is */
-        else
-            ack_done(a, p);
-    }
 }
 
 void
@@ -920,10 +773,6 @@ md_auth_app_destroy(md_app_t *app)
         return;
     ev_ref(a->loop);
     ev_timer_stop(a->loop, &a->touch_timer);
-    /* The Redis client is gone by now (its owed GETs were answered): what
-     * still waits for a count is answered as it stands. */
-    for (md_list_t *n; (n = md_list_first(&a->acks)) != NULL;)
-        ack_done(a, md_list_data(n, publish_ctx_t, link));
     cache_flush(a);
     md_buf_free(&a->republish);
     OPENSSL_cleanse(a->admin_hash, sizeof(a->admin_hash));

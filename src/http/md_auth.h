@@ -83,16 +83,13 @@ int md_auth_new_key(char secret[MD_AUTH_KEY_LEN + 1], char prefix[MD_AUTH_DISPLA
 /*
  * After revoking keys in PostgreSQL: drops them from this worker's cache and
  * publishes hashes (space-separated lower-case hex, as md_tenants returns them)
- * on MD_AUTH_CHANNEL, with a word "ack:TOKEN" that asks every worker receiving
- * it to count itself in MD_AUTH_ACK_PREFIX TOKEN once it dropped them. Returns
- * MD_AGAIN when done(ctx) will run once every worker the PUBLISH reached has
- * counted itself (or MD_AUTH_ACK_WAIT seconds passed), so a caller answering
- * from done answers after the revocation is in force everywhere; MD_OK when
- * nothing was published (no Redis, or it is down: the other workers then do not
- * trust their caches) and done will not run.
+ * on MD_AUTH_CHANNEL. Returns MD_AGAIN when done(ctx) will run once every
+ * worker the message reached has dropped them (md_broadcast: at most
+ * MD_BROADCAST_WAIT seconds), so a caller answering from done answers once the
+ * revocation is in force everywhere; MD_OK when nothing was published (no
+ * Redis, or it is down: the other workers then do not trust their caches) and
+ * done will not run.
  */
-#define MD_AUTH_ACK_PREFIX "mailerd:auth:ack:"
-#define MD_AUTH_ACK_WAIT   0.5
 int md_auth_revoked(const char *hashes, void (*done)(void *ctx), void *ctx);
 
 /* Helpers exposed for tests. */

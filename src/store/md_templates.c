@@ -21,6 +21,7 @@
  * before this module.
  */
 #include "md_templates.h"
+#include "md_broadcast.h"
 #include "md_list.h"
 #include "md_app.h"
 #include "md_id.h"
@@ -510,8 +511,10 @@ static void
 on_change_msg(void *ctx, const char *payload, size_t len)
 {
     md_unused(ctx);
-    if (st)
-        apply_change(st, payload, len);
+    if (st == NULL)
+        return;
+    apply_change(st, payload, md_broadcast_body(payload, len));
+    md_broadcast_applied(st->app ? st->app->redis : NULL, payload, len);
 }
 
 static void
@@ -553,12 +556,11 @@ republish_add(tpl_state_t *s, char *payload)
 }
 
 static void
-publish_cb(void *vctx, redisReply *reply, const char *err)
+publish_cb(void *vctx, const char *err)
 {
     publish_ctx_t *p = vctx;
-    if (err || (reply && reply->type == REDIS_REPLY_ERROR)) {
-        md_logf(MD_LOG_WARN, 0,
-                MD_LOG_FIELDS(MD_LS("error", err ? err : (reply->str ? reply->str : "error"))),
+    if (err) {
+        md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("error", err)),
                 "publishing a template change failed, will retry");
         if (st) {
             republish_add(st, p->payload);
@@ -572,7 +574,9 @@ publish_cb(void *vctx, redisReply *reply, const char *err)
 }
 
 /* Sends PUBLISH, taking payload (malloc'd). MD_OK when cb will run; MD_AGAIN
- * (payload still the caller's) when Redis cannot take it now. */
+ * (payload still the caller's) when Redis cannot take it now. A caller's done
+ * runs once every worker applied the change (md_broadcast); republished ones
+ * (no caller) do not wait. */
 static int
 publish(tpl_state_t *s, char *payload, void (*done)(void *), void *ctx)
 {
@@ -582,8 +586,8 @@ publish(tpl_state_t *s, char *payload, void (*done)(void *), void *ctx)
     p->done = done;
     p->ctx = ctx;
     p->payload = payload;
-    const char *argv[] = {"PUBLISH", MD_TEMPLATES_CHANNEL, payload};
-    if (md_redis_cmd(s->app->redis, publish_cb, p, 3, argv, NULL) != MD_OK) {
+    if (md_broadcast(s->app->redis, s->loop, MD_TEMPLATES_CHANNEL, payload, strlen(payload),
+                     done != NULL, publish_cb, p) != MD_OK) {
         free(p);
         return MD_AGAIN;
     }

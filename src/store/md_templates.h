@@ -104,10 +104,11 @@ int md_templates_delete(const char *tenant_id, const char *id, md_pg_cb cb, void
 /*
  * After a create, update or delete committed: drops template id and the name
  * (may be NULL: a delete) from this worker's cache and publishes the change so
- * every worker drops them. Returns MD_AGAIN when done(ctx) will run once Redis
- * acknowledged the PUBLISH (every subscribed worker has been sent it), MD_OK
- * when done will not run (no Redis, or it is down: the other workers then do not
- * trust their caches, and the change is published again later).
+ * every worker drops them. Returns MD_AGAIN when done(ctx) will run once every
+ * worker the change reached has dropped them (md_broadcast: at most
+ * MD_BROADCAST_WAIT seconds), MD_OK when done will not run (no Redis, or it is
+ * down: the other workers then do not trust their caches, and the change is
+ * published again later).
  */
 int md_templates_changed(const char *tenant_id, const char *id, const char *name,
                          void (*done)(void *ctx), void *ctx);

@@ -1,0 +1,182 @@
+/*
+ * Invalidations the publisher can wait for (see md_broadcast.h). The waits of
+ * this worker are on a file-static list, so md_broadcast_destroy can call back
+ * those whose next look at the count is a timer, not a reply.
+ */
+#include "md_broadcast.h"
+#include "md_buf.h"
+#include "md_id.h"
+#include "md_list.h"
+#include "md_log.h"
+
+#include <ev.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define POLL_EVERY 0.002 /* seconds between looks at the count */
+#define COUNT_TTL  "60"  /* seconds a count is kept */
+#define TOKEN_LEN  32    /* hex digits */
+#define ACK_WORD   " ack:"
+
+typedef struct wait_s {
+    md_list_t link; /* on waits while counting */
+    md_redis_t *r;
+    struct ev_loop *loop;
+    md_broadcast_cb cb;
+    void *ctx;
+    char channel[64];
+    char key[sizeof(MD_BROADCAST_PREFIX) + TOKEN_LEN];
+    long long want;  /* subscribers the PUBLISH reached */
+    double deadline; /* call back then, counted or not */
+    ev_timer poll;
+    bool asking; /* a GET of the count is in flight */
+} wait_t;
+
+static md_list_t waits = {&waits, &waits};
+
+static void
+ignore_cb(void *ctx, redisReply *reply, const char *err)
+{
+    md_unused(ctx);
+    md_unused(reply);
+    md_unused(err);
+}
+
+static void
+wait_end(wait_t *w, const char *err)
+{
+    ev_timer_stop(w->loop, &w->poll);
+    md_list_remove(&w->link);
+    if (w->cb)
+        w->cb(w->ctx, err);
+    free(w);
+}
+
+static void poll_cb(struct ev_loop *loop, ev_timer *t, int revents);
+
+static void
+count_cb(void *ctx, redisReply *reply, const char *err)
+{
+    wait_t *w = ctx;
+    w->asking = false;
+    long long got = 0;
+    if (!err && reply && reply->type == REDIS_REPLY_STRING)
+        got = strtoll(reply->str, NULL, 10);
+    if (err || got >= w->want || ev_now(w->loop) >= w->deadline) {
+        if (!err && got < w->want)
+            md_logf(MD_LOG_WARN, 0,
+                    MD_LOG_FIELDS(MD_LS("channel", w->channel), MD_LI("applied", got),
+                                  MD_LI("reached", w->want)),
+                    "an invalidation was not confirmed by every subscriber in time; going on");
+        wait_end(w, NULL); /* published: a count that cannot be read ends the wait */
+        return;
+    }
+    ev_timer_set(&w->poll, POLL_EVERY, 0.);
+    ev_timer_start(w->loop, &w->poll);
+}
+
+static void
+poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    md_unused(loop);
+    md_unused(revents);
+    wait_t *w = t->data;
+    const char *argv[] = {"GET", w->key};
+    if (md_redis_cmd(w->r, count_cb, w, 2, argv, NULL) == MD_OK)
+        w->asking = true;
+    else
+        wait_end(w, NULL); /* Redis went away: the others stop trusting their caches */
+}
+
+static void
+published_cb(void *ctx, redisReply *reply, const char *err)
+{
+    wait_t *w = ctx;
+    if (err || reply->type == REDIS_REPLY_ERROR) {
+        wait_end(w, err ? err : "error");
+        return;
+    }
+    if (w->key[0] == '\0' || reply->type != REDIS_REPLY_INTEGER || reply->integer <= 0) {
+        wait_end(w, NULL);
+        return;
+    }
+    w->want = reply->integer;
+    w->deadline = ev_now(w->loop) + MD_BROADCAST_WAIT;
+    poll_cb(w->loop, &w->poll, 0);
+}
+
+int
+md_broadcast(md_redis_t *r, struct ev_loop *loop, const char *channel, const char *payload,
+             size_t len, bool wait, md_broadcast_cb cb, void *ctx)
+{
+    if (r == NULL)
+        return MD_AGAIN;
+    wait_t *w = md_xcalloc(1, sizeof(*w));
+    md_list_init(&w->link);
+    w->r = r;
+    w->loop = loop;
+    w->cb = cb;
+    w->ctx = ctx;
+    md_strlcpy(w->channel, channel, sizeof(w->channel));
+    ev_init(&w->poll, poll_cb);
+    w->poll.data = w;
+    md_buf_t msg;
+    md_buf_init(&msg);
+    md_buf_append(&msg, payload, len);
+    unsigned char rnd[TOKEN_LEN / 2];
+    if (wait && md_random_bytes(rnd, sizeof(rnd)) == MD_OK) {
+        static const char hex[] = "0123456789abcdef";
+        char token[TOKEN_LEN + 1];
+        for (size_t i = 0; i < sizeof(rnd); i++) {
+            token[2 * i] = hex[rnd[i] >> 4];
+            token[2 * i + 1] = hex[rnd[i] & 15];
+        }
+        token[TOKEN_LEN] = '\0';
+        snprintf(w->key, sizeof(w->key), MD_BROADCAST_PREFIX "%s", token);
+        md_buf_printf(&msg, ACK_WORD "%s", token);
+    }
+    const char *argv[] = {"PUBLISH", channel, msg.pos};
+    size_t argvlen[] = {7, strlen(channel), md_buf_len(&msg)};
+    int rc = md_redis_cmd(r, published_cb, w, 3, argv, argvlen);
+    md_buf_free(&msg);
+    if (rc != MD_OK) {
+        free(w);
+        return MD_AGAIN;
+    }
+    md_list_insert_tail(&waits, &w->link);
+    return MD_OK;
+}
+
+/* Where " ack:TOKEN" starts in a message, or len when it has none. */
+size_t
+md_broadcast_body(const char *payload, size_t len)
+{
+    size_t word = sizeof(ACK_WORD) - 1 + TOKEN_LEN;
+    if (len < word || memcmp(payload + len - word, ACK_WORD, sizeof(ACK_WORD) - 1) != 0)
+        return len;
+    for (size_t i = len - TOKEN_LEN; i < len; i++)
+        if (md_hexval(payload[i]) < 0)
+            return len;
+    return len - word;
+}
+
+void
+md_broadcast_applied(md_redis_t *r, const char *payload, size_t len)
+{
+    if (r == NULL || md_broadcast_body(payload, len) == len)
+        return;
+    char key[sizeof(MD_BROADCAST_PREFIX) + TOKEN_LEN];
+    snprintf(key, sizeof(key), MD_BROADCAST_PREFIX "%.*s", TOKEN_LEN, payload + len - TOKEN_LEN);
+    const char *incr[] = {"INCR", key};
+    const char *expire[] = {"EXPIRE", key, COUNT_TTL};
+    if (md_redis_cmd(r, ignore_cb, NULL, 2, incr, NULL) == MD_OK)
+        (void)md_redis_cmd(r, ignore_cb, NULL, 3, expire, NULL);
+}
+
+void
+md_broadcast_destroy(void)
+{
+    for (md_list_t *n; (n = md_list_first(&waits)) != NULL;)
+        wait_end(md_list_data(n, wait_t, link), NULL);
+}
