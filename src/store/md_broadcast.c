@@ -94,7 +94,8 @@ published_cb(void *ctx, redisReply *reply, const char *err)
 {
     wait_t *w = ctx;
     if (err || reply->type == REDIS_REPLY_ERROR) {
-        wait_end(w, err ? err : "error");
+        /* Redis' own message is valid during this call, which is when cb reads it */
+        wait_end(w, err ? err : reply->str ? reply->str : "error");
         return;
     }
     if (w->key[0] == '\0' || reply->type != REDIS_REPLY_INTEGER || reply->integer <= 0) {

@@ -23,7 +23,7 @@
 struct ev_loop;
 
 /* err NULL: published (and, when asked to wait, applied everywhere or waited
- * out); else the PUBLISH failed (an md_redis_cb error string). */
+ * out); else why the PUBLISH failed (valid during the call only). */
 typedef void (*md_broadcast_cb)(void *ctx, const char *err);
 
 /*
