@@ -249,7 +249,7 @@ sub faults {
     return $j;
 }
 # One provider's counters from /_mock/stats (a hash; empty when the mock does
-# not answer). Postmark's include batch_requests, batch_messages, batch_max.
+# not answer). Postmark's include batch_requests, batch_messages, batch_max, searches.
 sub provider_stats {
     my ($self, $provider) = @_;
     my $s = $self->stats;
