@@ -1273,8 +1273,9 @@ postmark_validate(json_t *j, const char **msg, char **mid, char **hid)
     return 0;
 }
 
-/* Postmark's message search reaches back 45 days by default; this many will do. */
-#define PM_SEARCH_KEEP 200000
+/* Postmark's message search reaches back 45 days; the mock keeps the last this many
+ * (a summary is about half a kilobyte: 25 MB at most). */
+#define PM_SEARCH_KEEP 50000
 
 /* Keeps what the search answers about a message Postmark took (j, MessageID
  * id, received at ts). */
