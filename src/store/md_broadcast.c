@@ -30,7 +30,8 @@ typedef struct wait_s {
     long long want;  /* subscribers the PUBLISH reached */
     double deadline; /* call back then, counted or not */
     ev_timer poll;
-    bool asking; /* a GET of the count is in flight */
+    bool in_flight; /* the PUBLISH or a GET of the count awaits its reply */
+    bool orphan;    /* called back by md_broadcast_destroy: the reply frees it */
 } wait_t;
 
 static md_list_t waits = {&waits, &waits};
@@ -55,11 +56,23 @@ wait_end(wait_t *w, const char *err)
 
 static void poll_cb(struct ev_loop *loop, ev_timer *t, int revents);
 
+/* The start of every reply: false when the wait is gone (freed here). */
+static bool
+reply_for(wait_t *w)
+{
+    w->in_flight = false;
+    if (!w->orphan)
+        return true;
+    free(w);
+    return false;
+}
+
 static void
 count_cb(void *ctx, redisReply *reply, const char *err)
 {
     wait_t *w = ctx;
-    w->asking = false;
+    if (!reply_for(w))
+        return;
     long long got = 0;
     if (!err && reply && reply->type == REDIS_REPLY_STRING)
         got = strtoll(reply->str, NULL, 10);
@@ -84,7 +97,7 @@ poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
     wait_t *w = t->data;
     const char *argv[] = {"GET", w->key};
     if (md_redis_cmd(w->r, count_cb, w, 2, argv, NULL) == MD_OK)
-        w->asking = true;
+        w->in_flight = true;
     else
         wait_end(w, NULL); /* Redis went away: the others stop trusting their caches */
 }
@@ -93,6 +106,8 @@ static void
 published_cb(void *ctx, redisReply *reply, const char *err)
 {
     wait_t *w = ctx;
+    if (!reply_for(w))
+        return;
     if (err || reply->type == REDIS_REPLY_ERROR) {
         /* Redis' own message is valid during this call, which is when cb reads it */
         wait_end(w, err ? err : reply->str ? reply->str : "error");
@@ -145,6 +160,7 @@ md_broadcast(md_redis_t *r, struct ev_loop *loop, const char *channel, const cha
         free(w);
         return MD_AGAIN;
     }
+    w->in_flight = true;
     md_list_insert_tail(&waits, &w->link);
     return MD_OK;
 }
@@ -178,6 +194,19 @@ md_broadcast_applied(md_redis_t *r, const char *payload, size_t len)
 void
 md_broadcast_destroy(void)
 {
-    for (md_list_t *n; (n = md_list_first(&waits)) != NULL;)
-        wait_end(md_list_data(n, wait_t, link), NULL);
+    for (md_list_t *n; (n = md_list_first(&waits)) != NULL;) {
+        wait_t *w = md_list_data(n, wait_t, link);
+        if (!w->in_flight) {
+            wait_end(w, NULL);
+            continue;
+        }
+        /* its reply is still owed (the client outlives this call): called
+         * back now, freed by the reply */
+        ev_timer_stop(w->loop, &w->poll);
+        md_list_remove(&w->link);
+        w->orphan = true;
+        if (w->cb)
+            w->cb(w->ctx, NULL);
+        w->cb = NULL;
+    }
 }

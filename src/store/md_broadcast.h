@@ -40,8 +40,9 @@ size_t md_broadcast_body(const char *payload, size_t len);
 /* A receiver applied the message: counts this worker in when it asks for it. */
 void md_broadcast_applied(md_redis_t *r, const char *payload, size_t len);
 
-/* Calls back what still waits for counts (after md_redis_destroy, whose owed
- * replies already ended the waits that had a GET in flight). */
+/* Calls back what still waits (a worker's md_app calls it after
+ * md_redis_destroy, whose owed replies ended the waits they could); a wait
+ * whose reply is still owed is freed when it comes. */
 void md_broadcast_destroy(void);
 
 #endif

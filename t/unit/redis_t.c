@@ -14,6 +14,7 @@
  * Everything runs on one ev loop; run_until() turns the loop until a condition
  * holds or a deadline passes, so no test sleeps a fixed time.
  */
+#include "md_broadcast.h"
 #include "md_core.h"
 #include "md_log.h"
 #include "md_redis.h"
@@ -592,6 +593,128 @@ test_pubsub(void)
     res_reset(&x);
 }
 
+/* ---- md_broadcast: invalidations every subscriber confirms ------------------------- */
+
+typedef struct bc_sub_s {
+    md_redis_t *r; /* the receiving worker's client */
+    bool silent;   /* applies but never counts itself (an older version) */
+    int msgs;
+    char body[64];
+    size_t bodylen, len;
+} bc_sub_t;
+
+static void
+bc_msg(void *ctx, const char *p, size_t len)
+{
+    bc_sub_t *s = ctx;
+    s->msgs++;
+    s->len = len;
+    s->bodylen = md_broadcast_body(p, len);
+    memcpy(s->body, p, md_min(s->bodylen, sizeof(s->body)));
+    if (!s->silent)
+        md_broadcast_applied(s->r, p, len);
+}
+
+typedef struct bc_res_s {
+    int calls;
+    const char *err;
+    double t1;
+} bc_res_t;
+
+static void
+bc_done(void *ctx, const char *err)
+{
+    bc_res_t *x = ctx;
+    if (in_call)
+        early_callbacks++;
+    x->calls++;
+    x->err = err;
+    x->t1 = ev_time();
+}
+
+static bool
+bc_called(void *arg)
+{
+    return ((bc_res_t *)arg)->calls > 0;
+}
+
+static bool
+bc_subscribed(void *arg)
+{
+    md_redis_t **rs = arg;
+    return md_redis_subscribed(rs[0]) && md_redis_subscribed(rs[1]) && md_redis_ready(rs[0]) &&
+           md_redis_ready(rs[1]);
+}
+
+static void
+test_broadcast(void)
+{
+    /* The message's confirmation request, as md_broadcast_body reads it. */
+    static const char tok[] = " ack:0123456789abcdef0123456789abcdef";
+    char m[128];
+    snprintf(m, sizeof(m), "hashes%s", tok);
+    is_int((int)md_broadcast_body(m, strlen(m)), 6, "body: the confirmation request cut off");
+    is_int((int)md_broadcast_body("hashes", 6), 6, "body: a message without one is whole");
+    snprintf(m, sizeof(m), "hashes ack:0123456789abcdef0123456789abcdeg");
+    is_int((int)md_broadcast_body(m, strlen(m)), (int)strlen(m), "body: not hex, not a request");
+    snprintf(m, sizeof(m), "hashes ack:0123456789abcdef0123456789abcde");
+    is_int((int)md_broadcast_body(m, strlen(m)), (int)strlen(m), "body: 31 digits, not a request");
+    is_int((int)md_broadcast_body(tok, sizeof(tok) - 1), 0, "body: a request alone leaves nothing");
+
+    /* Two workers' clients, each subscribed. */
+    md_redis_conf_t c = conf_for(addr);
+    md_redis_t *rs[2] = {client(&c), client(&c)};
+    bc_sub_t sa = {.r = rs[0]}, sb = {.r = rs[1]};
+    ok(md_redis_subscribe(rs[0], "md:t:bc", bc_msg, NULL, &sa) == MD_OK &&
+           md_redis_subscribe(rs[1], "md:t:bc", bc_msg, NULL, &sb) == MD_OK,
+       "two subscribers");
+    ok(run_until(bc_subscribed, rs, 5), "both subscribed and connected");
+
+    bc_res_t x = {0};
+    double t0 = ev_time();
+    in_call = true;
+    int rc = md_broadcast(rs[0], loop, "md:t:bc", "hello", 5, true, bc_done, &x);
+    in_call = false;
+    ok(rc == MD_OK, "md_broadcast sent");
+    ok(run_until(bc_called, &x, 3) && x.calls == 1 && x.err == NULL, "called back once, no error");
+    ok(sa.msgs == 1 && sb.msgs == 1, "both subscribers had the message when it was");
+    ok(sa.bodylen == 5 && memcmp(sa.body, "hello", 5) == 0 && sa.len == 5 + sizeof(tok) - 1,
+       "... with a confirmation request after the body");
+    ok(x.t1 - t0 < MD_BROADCAST_WAIT, "confirmed by both in %.3f s, before the wait ran out",
+       x.t1 - t0);
+
+    /* One subscriber never counts itself: the wait runs out. */
+    sb.silent = true;
+    memset(&x, 0, sizeof(x));
+    t0 = ev_time();
+    ok(md_broadcast(rs[0], loop, "md:t:bc", "again", 5, true, bc_done, &x) == MD_OK &&
+           run_until(bc_called, &x, 3) && x.err == NULL,
+       "with a silent subscriber still called back");
+    ok(x.t1 - t0 >= MD_BROADCAST_WAIT - 0.01 && x.t1 - t0 < MD_BROADCAST_WAIT + 1.0,
+       "... once the wait ran out (%.3f s)", x.t1 - t0);
+
+    /* Not waiting: no confirmation request, called back on the PUBLISH's reply. */
+    memset(&x, 0, sizeof(x));
+    t0 = ev_time();
+    ok(md_broadcast(rs[0], loop, "md:t:bc", "plain", 5, false, bc_done, &x) == MD_OK &&
+           run_until(bc_called, &x, 3) && x.err == NULL && x.t1 - t0 < 0.4,
+       "without waiting: called back at once");
+    ok(run_until(reached, &(waitn_t){&sa.msgs, 3}, 2) && sa.len == 5 && sa.bodylen == 5,
+       "... and the message carries no confirmation request");
+
+    /* md_broadcast_destroy calls back what still waits. */
+    memset(&x, 0, sizeof(x));
+    ok(md_broadcast(rs[0], loop, "md:t:bc", "stop", 4, true, bc_done, &x) == MD_OK,
+       "a wait started");
+    run_for(0.05);
+    is_int(x.calls, 0, "... still waiting for the silent one");
+    md_broadcast_destroy();
+    is_int(x.calls, 1, "md_broadcast_destroy called it back");
+
+    md_redis_destroy(rs[0]);
+    md_redis_destroy(rs[1]);
+}
+
 /* ---- AUTH and SELECT ------------------------------------------------------------ */
 
 static bool
@@ -939,6 +1062,7 @@ main(int argc, char **argv)
             test_scripts(r);
             test_timeout();
             test_pubsub();
+            test_broadcast();
             test_auth(r);
             test_down();
             test_destroy_pending();
