@@ -67,6 +67,19 @@ md_hexval(char c)
     return -1;
 }
 
+/* n bytes as 2n lower-case hex digits and a NUL into out (2n + 1 bytes). */
+static inline void
+md_hex_encode(char *out, const void *in, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    const unsigned char *b = in;
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[b[i] >> 4];
+        out[2 * i + 1] = digits[b[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
 static inline bool
 md_str_eq(md_str_t a, const char *lit)
 {

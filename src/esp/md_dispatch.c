@@ -2233,14 +2233,6 @@ md_dispatch_group_cb(void *ctx, redisReply *reply, const char *err)
     md_dispatch_pump(d);
 }
 
-static void
-md_dispatch_ignore_cb(void *ctx, redisReply *reply, const char *err)
-{
-    md_unused(ctx);
-    md_unused(reply);
-    md_unused(err);
-}
-
 /* The group on both streams; "0" so entries added before it existed are read. */
 static void
 md_dispatch_create_groups(md_dispatch_t *d)
@@ -2249,8 +2241,8 @@ md_dispatch_create_groups(md_dispatch_t *d)
     for (int s = 0; s < 2; s++) {
         const char *argv[] = {"XGROUP",       "CREATE", md_queue_stream[s],
                               MD_QUEUE_GROUP, "0",      "MKSTREAM"};
-        if (md_redis_cmd(d->redis, s == 1 ? md_dispatch_group_cb : md_dispatch_ignore_cb, d, 6,
-                         argv, NULL) == MD_OK)
+        if (md_redis_cmd(d->redis, s == 1 ? md_dispatch_group_cb : md_redis_ignore_cb, d, 6, argv,
+                         NULL) == MD_OK)
             sent++;
     }
     /* Only the second reply is awaited: replies come in order on one connection,

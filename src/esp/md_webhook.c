@@ -108,17 +108,6 @@ jid(const json_t *v)
     return NULL;
 }
 
-static void
-hex_encode(const unsigned char *in, size_t n, char *out)
-{
-    static const char hx[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hx[in[i] >> 4];
-        out[2 * i + 1] = hx[in[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 /* "sha256:" + hex SHA-256 of v encoded compact with sorted keys: the same event
  * delivered twice (or re-serialised by a proxy) gets the same id. */
 static char *
@@ -130,7 +119,7 @@ hash_id(const json_t *v)
     SHA256((const unsigned char *)(s ? s : ""), s ? strlen(s) : 0, d);
     free(s);
     memcpy(out, "sha256:", 7);
-    hex_encode(d, sizeof(d), out + 7);
+    md_hex_encode(out + 7, d, sizeof(d));
     return md_xstrdup(out);
 }
 

@@ -95,14 +95,6 @@ typedef struct wh_req_s {
 } wh_req_t;
 
 static void
-redis_ignore(void *ctx, redisReply *reply, const char *err)
-{
-    md_unused(ctx);
-    md_unused(reply);
-    md_unused(err);
-}
-
-static void
 ingest_done(void *ctx, const md_events_ingest_result_t *res)
 {
     wh_req_t *x = ctx;
@@ -114,7 +106,7 @@ ingest_done(void *ctx, const md_events_ingest_result_t *res)
             char key[sizeof(MAILGUN_TOKEN_KEY) + MD_WEBHOOK_MAILGUN_TOKEN_MAX];
             snprintf(key, sizeof(key), "%s%s", MAILGUN_TOKEN_KEY, x->token);
             const char *argv[2] = {"DEL", key};
-            md_redis_cmd(md_app->redis, redis_ignore, NULL, 2, argv, NULL);
+            md_redis_cmd(md_app->redis, md_redis_ignore_cb, NULL, 2, argv, NULL);
         }
         md_app_send_store_unavailable(r, "postgres");
         return;

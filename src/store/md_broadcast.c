@@ -37,14 +37,6 @@ typedef struct wait_s {
 static md_list_t waits = {&waits, &waits};
 
 static void
-ignore_cb(void *ctx, redisReply *reply, const char *err)
-{
-    md_unused(ctx);
-    md_unused(reply);
-    md_unused(err);
-}
-
-static void
 wait_end(wait_t *w, const char *err)
 {
     ev_timer_stop(w->loop, &w->poll);
@@ -142,13 +134,8 @@ md_broadcast(md_redis_t *r, struct ev_loop *loop, const char *channel, const cha
     md_buf_append(&msg, payload, len);
     unsigned char rnd[TOKEN_LEN / 2];
     if (wait && md_random_bytes(rnd, sizeof(rnd)) == MD_OK) {
-        static const char hex[] = "0123456789abcdef";
         char token[TOKEN_LEN + 1];
-        for (size_t i = 0; i < sizeof(rnd); i++) {
-            token[2 * i] = hex[rnd[i] >> 4];
-            token[2 * i + 1] = hex[rnd[i] & 15];
-        }
-        token[TOKEN_LEN] = '\0';
+        md_hex_encode(token, rnd, sizeof(rnd));
         snprintf(w->key, sizeof(w->key), MD_BROADCAST_PREFIX "%s", token);
         md_buf_printf(&msg, ACK_WORD "%s", token);
     }
@@ -187,8 +174,8 @@ md_broadcast_applied(md_redis_t *r, const char *payload, size_t len)
     snprintf(key, sizeof(key), MD_BROADCAST_PREFIX "%.*s", TOKEN_LEN, payload + len - TOKEN_LEN);
     const char *incr[] = {"INCR", key};
     const char *expire[] = {"EXPIRE", key, COUNT_TTL};
-    if (md_redis_cmd(r, ignore_cb, NULL, 2, incr, NULL) == MD_OK)
-        (void)md_redis_cmd(r, ignore_cb, NULL, 3, expire, NULL);
+    if (md_redis_cmd(r, md_redis_ignore_cb, NULL, 2, incr, NULL) == MD_OK)
+        (void)md_redis_cmd(r, md_redis_ignore_cb, NULL, 3, expire, NULL);
 }
 
 void

@@ -458,17 +458,6 @@ uuid_ok(const char *s)
     return s[MD_UUID_STRLEN] == '\0';
 }
 
-static void
-hex_encode(char *out, const unsigned char *in, size_t n)
-{
-    static const char d[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = d[in[i] >> 4];
-        out[2 * i + 1] = d[in[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 /* bytea's text output ("\x" + hex) of a 32-byte hash into out; false if it is not one. */
 static bool
 bytea32_decode(const char *s, unsigned char *out)
@@ -796,7 +785,7 @@ unit_build(const md_accept_t *a)
         u->hash_hex[0] = '\\';
         u->hash_hex[1] = 'x';
         static const unsigned char zero[32];
-        hex_encode(u->hash_hex + 2, a->idem_hash ? a->idem_hash : zero, 32);
+        md_hex_encode(u->hash_hex + 2, a->idem_hash ? a->idem_hash : zero, 32);
         PARAM_STR(P_IDEM_KEY, a->idem_key);
         PARAM_STR(P_IDEM_HASH, u->hash_hex);
         PARAM_BEGIN(P_IDEM_STATUS);

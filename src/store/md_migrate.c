@@ -266,12 +266,7 @@ mig_read(md_mig_t *m, char *err, size_t errlen)
         free(buf);
         return MD_ERROR;
     }
-    static const char hex[] = "0123456789abcdef";
-    for (unsigned i = 0; i < mdlen; i++) {
-        m->checksum[2 * i] = hex[md[i] >> 4];
-        m->checksum[2 * i + 1] = hex[md[i] & 0xf];
-    }
-    m->checksum[2 * mdlen] = '\0';
+    md_hex_encode(m->checksum, md, mdlen);
     m->sql = buf;
     m->len = len;
     return MD_OK;

@@ -752,14 +752,6 @@ md_queue_dead(const char *id, const char *tenant_id, const char *code, const cha
         md_log(MD_LOG_WARN, 0, "queue: dead-letter stream entry not sent (Redis unavailable)");
 }
 
-static void
-md_queue_ignore_cb(void *ctx, redisReply *reply, const char *err)
-{
-    md_unused(ctx);
-    md_unused(reply);
-    md_unused(err);
-}
-
 /* The acknowledged entries trimmed: a failure is logged, a success only
  * counted at debug level (every turn trims some while mail flows). */
 static void
@@ -1024,7 +1016,7 @@ md_queue_job_end(md_queue_job_t *job, const char *err)
                 md_queue_mark(job);
                 const char *argv[] = {MD_QUEUE_LOCK, q->token};
                 (void)md_redis_eval(q->app->redis, q->unlock_script, 1, 2, argv, NULL,
-                                    md_queue_ignore_cb, NULL);
+                                    md_redis_ignore_cb, NULL);
             }
             md_queue_sweep_again(q, interval);
         }
@@ -1262,7 +1254,7 @@ md_queue_lock_cb(void *ctx, redisReply *reply, const char *err)
          * entries pushed before any dispatcher read are delivered. */
         const char *create[] = {"XGROUP",       "CREATE", md_queue_stream[s],
                                 MD_QUEUE_GROUP, "0",      "MKSTREAM"};
-        (void)md_redis_cmd(q->app->redis, md_queue_ignore_cb, NULL, 6, create, NULL);
+        (void)md_redis_cmd(q->app->redis, md_redis_ignore_cb, NULL, 6, create, NULL);
     }
     char now[32], grace[32];
     snprintf(now, sizeof(now), "%.0f", floor(md_queue_wall() * 1000));
@@ -1616,7 +1608,7 @@ md_queue_app_goodbye(md_app_t *app)
     if (q == NULL || q->reset_want != q->reset_done || !md_redis_ready(q->app->redis))
         return false;
     const char *bye[] = {"HDEL", MD_QUEUE_SWEEP_PROCS, q->token};
-    return md_redis_cmd(q->app->redis, md_queue_ignore_cb, NULL, 3, bye, NULL) == MD_OK;
+    return md_redis_cmd(q->app->redis, md_redis_ignore_cb, NULL, 3, bye, NULL) == MD_OK;
 }
 
 void

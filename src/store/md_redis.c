@@ -609,6 +609,14 @@ md_redis_admit(md_redis_t *r)
     return MD_OK;
 }
 
+void
+md_redis_ignore_cb(void *ctx, redisReply *reply, const char *err)
+{
+    md_unused(ctx);
+    md_unused(reply);
+    md_unused(err);
+}
+
 int
 md_redis_cmd(md_redis_t *r, md_redis_cb cb, void *ctx, int argc, const char **argv,
              const size_t *argvlen)

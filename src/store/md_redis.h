@@ -45,6 +45,10 @@ typedef struct md_redis_s md_redis_t;
  */
 typedef void (*md_redis_cb)(void *ctx, redisReply *reply, const char *err);
 
+/* An md_redis_cb for commands whose answer nobody reads (best-effort writes
+ * whose failure something else covers). */
+void md_redis_ignore_cb(void *ctx, redisReply *reply, const char *err);
+
 /* A pub/sub message: payload (binary, len bytes, not NUL-terminated) is valid
  * only during the call. */
 typedef void (*md_redis_msg_cb)(void *ctx, const char *payload, size_t len);

@@ -138,17 +138,6 @@ exec(md_pg_pool_t *pool, const char *stmt, int n, const char *const *values, md_
     return md_pg_exec(pool, &q, cb, ctx);
 }
 
-static void
-hex32(const unsigned char h[32], char out[65])
-{
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        out[2 * i] = digits[h[i] >> 4];
-        out[2 * i + 1] = digits[h[i] & 15];
-    }
-    out[64] = '\0';
-}
-
 int
 md_tenants_create(md_pg_pool_t *pool, const char *id, const char *name, const char *metadata,
                   const char *track_opens, const char *track_clicks, md_pg_cb cb, void *ctx)
@@ -213,7 +202,7 @@ md_keys_create(md_pg_pool_t *pool, const char *tenant_id, const char *key_id, co
     if (tenant_id == NULL || key_id == NULL || prefix == NULL || hash == NULL)
         return MD_ERROR;
     char hex[65];
-    hex32(hash, hex);
+    md_hex_encode(hex, hash, 32);
     const char *v[] = {tenant_id, key_id, name ? name : "", prefix, hex};
     return exec(pool, "key_create", 5, v, cb, ctx);
 }
@@ -255,7 +244,7 @@ md_keys_authenticate(md_pg_pool_t *pool, const unsigned char hash[32], md_pg_cb 
     if (hash == NULL)
         return MD_ERROR;
     char hex[65];
-    hex32(hash, hex);
+    md_hex_encode(hex, hash, 32);
     const char *v[] = {hex};
     return exec(pool, "key_auth", 1, v, cb, ctx);
 }
