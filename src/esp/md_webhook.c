@@ -211,22 +211,31 @@ iso8601_ms(const char *s)
     return (t - off) * 1000 + ms;
 }
 
+/* Unix seconds before the year 10000: any other time is no time (and its ms
+ * would overflow int64_t). */
+#define EPOCH_MAX 253402300800.0
+
 /* Unix seconds as a JSON integer, real or digit string -> ms, or 0. */
 static int64_t
 epoch_ms(const json_t *v)
 {
-    if (json_is_integer(v))
-        return (int64_t)json_integer_value(v) * 1000;
-    if (json_is_real(v))
-        return (int64_t)(json_real_value(v) * 1000.0 + 0.5);
-    if (json_is_string(v)) {
+    double x;
+    if (json_is_integer(v)) {
+        json_int_t i = json_integer_value(v);
+        return i > 0 && i < (json_int_t)EPOCH_MAX ? (int64_t)i * 1000 : 0;
+    }
+    if (json_is_real(v)) {
+        x = json_real_value(v);
+    } else if (json_is_string(v)) {
         const char *s = json_string_value(v);
         char *end;
-        double x = strtod(s, &end);
-        if (end != s && *end == '\0' && x > 0)
-            return (int64_t)(x * 1000.0 + 0.5);
+        x = strtod(s, &end);
+        if (end == s || *end != '\0')
+            return 0;
+    } else {
+        return 0;
     }
-    return 0;
+    return x > 0 && x < EPOCH_MAX ? (int64_t)(x * 1000.0 + 0.5) : 0;
 }
 
 static md_webhook_event_t *

@@ -846,7 +846,8 @@ part_headers(md_buf_t *out, const md_mime_part_t *pt)
 static bool
 contains(const md_buf_t *b, const char *s)
 {
-    return memmem(b->pos, md_buf_len(b), s, strlen(s)) != NULL;
+    /* an empty part's buffer may have no memory at all (pos NULL) */
+    return md_buf_len(b) > 0 && memmem(b->pos, md_buf_len(b), s, strlen(s)) != NULL;
 }
 
 static int

@@ -634,6 +634,26 @@ test_subjects(void)
     free(got);
 }
 
+/* An empty part next to a full one: its encoded buffer has no memory at all,
+ * and the boundary check searched it (memmem on NULL: scripts/fuzz under
+ * UBSan). Both parts are written, the empty one with an empty body. */
+static void
+test_empty_part(void)
+{
+    md_mime_message_t m;
+    char err[256];
+    size_t len;
+    base_message(&m);
+    m.text = (md_str_t){0, ""};
+    m.html = (md_str_t){8, "<p>x</p>"};
+    char *got = build_str(&m, &len, err, sizeof(err));
+    ok(got != NULL, "an empty text part beside an html part builds (%s)", got ? "ok" : err);
+    ok(got && strstr(got, "multipart/alternative") && strstr(got, "Content-Type: text/plain") &&
+           strstr(got, "<p>x</p>"),
+       "... as multipart/alternative with both parts");
+    free(got);
+}
+
 static void
 test_lines(void)
 {
@@ -977,6 +997,7 @@ main(int argc, char **argv)
     test_exact();
     test_subjects();
     test_lines();
+    test_empty_part();
     test_refusals();
     return done_testing();
 }

@@ -515,6 +515,51 @@ test_malformed(void)
     md_webhook_events_free(&evs);
 }
 
+/* Times out of range are no time: scripts/fuzz found a timestamp of 3e19
+ * seconds converted to int64_t (undefined behaviour) and ms that overflowed. */
+static void
+test_time_range(void)
+{
+    static const struct {
+        md_webhook_provider_t p;
+        const char *body;
+        int64_t ms;
+    } cases[] = {
+        {MD_WEBHOOK_SENDGRID,
+         "[{\"event\":\"open\",\"email\":\"a@b.example\",\"timestamp\":2.99e19}]", 0},
+        {MD_WEBHOOK_SENDGRID,
+         "[{\"event\":\"open\",\"email\":\"a@b.example\",\"timestamp\":9223372036854775807}]", 0},
+        {MD_WEBHOOK_SENDGRID, "[{\"event\":\"open\",\"email\":\"a@b.example\",\"timestamp\":-5}]",
+         0},
+        {MD_WEBHOOK_SENDGRID,
+         "[{\"event\":\"open\",\"email\":\"a@b.example\",\"timestamp\":1e400}]", 0},
+        {MD_WEBHOOK_SENDGRID,
+         "[{\"event\":\"open\",\"email\":\"a@b.example\",\"timestamp\":1700000000}]",
+         1700000000000},
+        {MD_WEBHOOK_MAILGUN,
+         "{\"event-data\":{\"event\":\"opened\",\"id\":\"x\",\"timestamp\":"
+         "\"29947700000000000000\"}}",
+         0},
+        {MD_WEBHOOK_MAILGUN,
+         "{\"event-data\":{\"event\":\"opened\",\"id\":\"x\",\"timestamp\":1700000000.25}}",
+         1700000000250},
+    };
+    for (size_t i = 0; i < md_nelems(cases); i++) {
+        md_webhook_events_t evs;
+        const char *why = NULL;
+        int rc = md_webhook_parse(cases[i].p, cases[i].body, strlen(cases[i].body), &evs, &why);
+        if (rc != MD_OK) {
+            /* 1e400 is not JSON jansson takes: refused, which is fine too */
+            ok(rc == MD_DECLINED && strstr(cases[i].body, "1e400"), "%s: %s refused (%s)",
+               md_webhook_provider_name(cases[i].p), cases[i].body, why ? why : "?");
+            continue;
+        }
+        is_int(evs.ev[0].timestamp_ms, cases[i].ms, "%s: %s", md_webhook_provider_name(cases[i].p),
+               cases[i].body);
+        md_webhook_events_free(&evs);
+    }
+}
+
 /* Mappings no fixture exercises, on small hand-written bodies. */
 static void
 test_mappings(void)
@@ -824,6 +869,7 @@ main(void)
     test_our_message_id();
     test_hash_ids();
     test_malformed();
+    test_time_range();
     test_mappings();
     test_mailgun();
     test_sendgrid();
