@@ -85,7 +85,8 @@ char *
 md_pstrndup(md_pool_t *p, const char *s, size_t n)
 {
     char *r = md_palloc(p, n + 1);
-    memcpy(r, s, n);
+    if (n > 0) /* s may be NULL when n is 0 (an empty md_buf_t's pos) */
+        memcpy(r, s, n);
     r[n] = '\0';
     return r;
 }

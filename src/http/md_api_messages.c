@@ -217,7 +217,8 @@ send_verr(md_http_request_t *r, const verr_t *e)
 static bool
 has_crlf(const char *s, size_t n)
 {
-    return memchr(s, '\r', n) || memchr(s, '\n', n);
+    /* s may be NULL when n is 0 (an empty md_buf_t: a subject that rendered empty) */
+    return n > 0 && (memchr(s, '\r', n) || memchr(s, '\n', n));
 }
 
 /* True when s holds a control character a header cannot carry: C0 but TAB, DEL,
