@@ -776,6 +776,8 @@ conn_error(md_http_conn_t *c, int status)
         r->method = c->parser.method;
         r->method_name.data = llhttp_method_name((llhttp_method_t)c->parser.method);
         r->method_name.len = strlen(r->method_name.data);
+        /* a HEAD request's error has no body either: a client reads none */
+        r->head = r->method == HTTP_HEAD;
     }
     if (r->request_id.len == 0) {
         char *id = md_palloc(r->pool, MD_UUID_STRLEN + 1);
