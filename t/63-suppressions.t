@@ -176,6 +176,9 @@ my %send = (from => 'News <news@acme.example>', subject => 'Hello', text => 'Hi 
     err_is(api($A->{key}, 'GET', '/v1/suppressions?limit=0'), 422, 'invalid_parameter', 'limit', 'limit 0');
     err_is(api($A->{key}, 'GET', '/v1/suppressions?limit=1001'), 422, 'invalid_parameter', 'limit', 'limit 1001');
     err_is(api($A->{key}, 'GET', '/v1/suppressions?cursor=!!'), 422, 'invalid_parameter', 'cursor', 'bad cursor');
+    # base64url of bytes that are not UTF-8 (t/75 found it answered 500)
+    err_is(api($A->{key}, 'GET', '/v1/suppressions?cursor=' . ('x' x 40)), 422, 'invalid_parameter', 'cursor',
+           'a cursor that decodes to no UTF-8');
     err_is(api($A->{key}, 'GET', '/v1/suppressions?bogus=1'), 422, 'unknown_parameter', undef, 'unknown parameter');
 
     $r = api($A->{key}, 'GET', '/v1/suppressions/stats');

@@ -1,6 +1,7 @@
 # Structured fuzzing of the JSON API against the real stack (PostgreSQL, Redis,
 # mailerd with 2 workers, the sink ESP). Valid requests to the send, batch,
-# template, render and listing routes are mutated (fields set to values of
+# template, render, suppression (one, many, CSV import, removal) and listing
+# routes are mutated, and the public tracking routes get any token and body (fields set to values of
 # every JSON type and odd strings, removed, added, nested; now and then the
 # serialized bytes themselves), from a seed printed at the start
 # (MD_FUZZ_SEED replays it, API_FUZZ_N sets the count). Every answer must be:
@@ -127,7 +128,7 @@ sub encode_body {
     return $b;
 }
 
-my %documented = map { $_ => 1 } (200, 201, 202, 400, 404, 405, 409, 413, 414, 415, 422, 429, 431, 503);
+my %documented = map { $_ => 1 } (200, 201, 202, 204, 400, 404, 405, 409, 413, 414, 415, 422, 429, 431, 503);
 
 # A random string as one path segment.
 sub seg {
@@ -152,7 +153,7 @@ sub check {
         $problem = 'error without a stable code and a message'
             unless ref $e eq 'HASH' && defined $e->{code} && $e->{code} =~ /^[a-z][a-z0-9_]*$/
             && defined $e->{message} && length $e->{message};
-    } elsif (ref $j ne 'HASH') {
+    } elsif (ref $j ne 'HASH' && $r->{status} != 204) {
         $problem = 'a success without a JSON object';
     }
     if ($problem) {
@@ -207,7 +208,7 @@ my @send_fields = qw(from to cc bcc reply_to subject text html template_id varia
                      metadata priority send_at esp);
 
 for my $i (1 .. $N) {
-    my $kind = int rand 10;
+    my $kind = int rand 13;
     if ($kind <= 3) {
         my %h = %base_send;
         if (rand() < 0.3) {
@@ -220,7 +221,8 @@ for my $i (1 .. $N) {
         my $r = api('POST', '/v1/messages', $body, %hd);
         my $j = check('POST /v1/messages', $r, $body);
         if ($r->{status} == 202 && ref $j eq 'HASH' && ref $j->{data} eq 'ARRAY') {
-            $ids{ $_->{id} } = 1 for @{ $j->{data} };
+            # a suppressed recipient is answered but never stored
+            $ids{ $_->{id} } = 1 for grep { ($_->{status} // '') ne 'suppressed' } @{ $j->{data} };
         }
     } elsif ($kind <= 5) {
         my %h = (from => 'Acme <billing@acme.example>', subject => 'Hi {{name}}', text => 'Dear {{name}}',
@@ -251,18 +253,63 @@ for my $i (1 .. $N) {
         my $body = encode_body({ variables => { a => rand_value(), name => rand_value(), items => rand_value() } });
         my $r = api('POST', '/v1/templates/' . seg(pick(@templates, rand_string())) . '/render', $body);
         check('POST /v1/templates/{id}/render', $r, $body);
-    } else {
-        my @q = map { pick('status', 'tag', 'batch_id', 'since', 'limit', 'cursor', rand_string()) . '='
+    } elsif ($kind == 9) {
+        my @q = map { seg(pick('status', 'tag', 'batch_id', 'since', 'limit', 'cursor', 'reason', rand_string())) . '='
                       . seg(substr(rand_string(), 0, 40)) } 1 .. int rand 4;
-        my $r = api('GET', '/v1/messages' . (@q ? '?' . join('&', @q) : ''));
-        check('GET /v1/messages', $r, join('&', @q));
+        my $r = api('GET', pick('/v1/messages', '/v1/suppressions', '/v1/events') . (@q ? '?' . join('&', @q) : ''));
+        check('GET a listing', $r, join('&', @q));
+    } elsif ($kind == 10) {
+        # suppressions: one, many, or removed; the sends above then meet them
+        my $one = sub { my %e = (address => pick('user@example.com', rand_string()));
+                        $e{reason} = pick('manual', 'hard_bounce', 'complaint', 'unsubscribe', rand_string()) if rand() < 0.5;
+                        $e{expires_at} = pick('2030-01-01T00:00:00Z', rand_string()) if rand() < 0.3;
+                        mutate(\%e, [qw(address reason expires_at)]) if rand() < 0.5;
+                        \%e };
+        my $k = rand;
+        if ($k < 0.7) {
+            my $body = encode_body($k < 0.4 ? $one->() : { suppressions => [ map { $one->() } 1 .. int rand 5 ] });
+            check('POST /v1/suppressions', api('POST', '/v1/suppressions', $body), $body);
+        } else {
+            check('DELETE /v1/suppressions/{address}',
+                  api('DELETE', '/v1/suppressions/' . seg(pick('user@example.com', rand_string()))));
+        }
+    } elsif ($kind == 11) {
+        # a CSV import: lines of fields from the odd strings, quoted or not
+        my @lines = map { join(',', map { rand() < 0.3 ? '"' . ($_ =~ s/"/""/gr) . '"' : $_ }
+                                    map { rand_string() } 1 .. 1 + int rand 3) } 1 .. 1 + int rand 6;
+        unshift @lines, pick('address,reason', 'address,reason,expires_at', 'reason,address', 'x') if rand() < 0.4;
+        my $body = join(pick("\n", "\r\n"), @lines);
+        utf8::encode($body);
+        my %hd = ('Content-Type' => rand() < 0.9 ? 'text/csv' : 'application/json');
+        my $r = eval { $t->request('POST', '/v1/suppressions/import', headers => { Authorization => "Bearer $A->{key}", %hd },
+                                   body => $body) } // { status => 0, body => '' };
+        check('POST /v1/suppressions/import', $r, $body);
+    } else {
+        # the public tracking routes: any token, any one-click body
+        my $tok = seg(rand() < 0.5 ? rand_string() : join('', map { pick('A' .. 'Z', 'a' .. 'z', 0 .. 9, '-', '_') } 1 .. 50));
+        my $r;
+        if (rand() < 0.5) {
+            $r = eval { $t->request('GET', pick('/t/c/', '/t/o/', '/u/') . $tok) } // { status => 0, body => '' };
+            # a tracking route answers a bad token with 404 (or the pixel/redirect for a good one)
+            $seen_status{ $r->{status} }++;
+            my $key = "GET tracking: status $r->{status}";
+            diag("$key for " . substr($tok, 0, 100)) if $r->{status} !~ /^(404|414)$/ && !$bad{$key}++;
+        } else {
+            my $body = pick('List-Unsubscribe=One-Click', rand_string(), "--b\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--b--\r\n");
+            utf8::encode($body);
+            $r = eval { $t->request('POST', "/u/$tok", headers => { 'Content-Type' => pick('application/x-www-form-urlencoded', 'multipart/form-data; boundary=b', 'text/plain', '') },
+                                    body => $body) } // { status => 0, body => '' };
+            $seen_status{ $r->{status} }++;
+            my $key = "POST /u/{token}: status $r->{status}";
+            diag("$key for " . substr($tok, 0, 100)) if $r->{status} !~ /^(400|404|414|415)$/ && !$bad{$key}++;
+        }
     }
 }
 
 ok(!%bad, 'every answer has a documented status and, for errors, a code and a message')
     or diag(join("\n", map { "$_ ($bad{$_}x)" } sort keys %bad));
 diag('statuses: ' . join(', ', map { "$_: $seen_status{$_}" } sort keys %seen_status));
-ok(($seen_status{202} // 0) > $N / 20, 'a fair share of the requests were accepted')
+ok(($seen_status{202} // 0) > $N / 40, 'a fair share of the requests were accepted')
     or diag('too few 202s: the mutations refuse everything, which tests little');
 ok(($seen_status{422} // 0) > $N / 20, 'and a fair share refused by validation');
 

@@ -110,6 +110,19 @@ md_utf8_seq_len(const unsigned char *s, size_t n)
     return len;
 }
 
+bool
+md_utf8_valid(const void *s, size_t n)
+{
+    const unsigned char *p = s;
+    for (size_t i = 0; i < n;) {
+        size_t k = md_utf8_seq_len(p + i, n - i);
+        if (k == 0)
+            return false;
+        i += k;
+    }
+    return true;
+}
+
 void
 md_buf_append_json_escaped(md_buf_t *b, const char *s, size_t n)
 {

@@ -55,6 +55,8 @@ void md_buf_append_json_escaped(md_buf_t *b, const char *s, size_t n);
 /* Length of the well-formed UTF-8 sequence at s[0..n) (1..4; RFC 3629: no
  * overlong forms, surrogates or code points past U+10FFFF), or 0. */
 size_t md_utf8_seq_len(const unsigned char *s, size_t n);
+/* True when s[0..n) is well-formed UTF-8 throughout (md_utf8_seq_len's rules). */
+bool md_utf8_valid(const void *s, size_t n);
 /* Drops consumed bytes: pos = last = start when empty, else moves live data down. */
 void md_buf_compact(md_buf_t *b);
 void md_buf_reset(md_buf_t *b);

@@ -142,56 +142,6 @@ md_mime_qp_encode(md_buf_t *out, const void *data, size_t n)
     out->last = w;
 }
 
-/* ---- UTF-8 ----------------------------------------------------------------------- */
-
-/* Length of the well-formed UTF-8 sequence at s (at most n bytes), or 0 when it is
- * not one (overlong forms, surrogates, beyond U+10FFFF, truncated). */
-static size_t
-utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    uint32_t cp;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t k = 1; k < len; k++) {
-        if ((s[k] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[k] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
-static bool
-utf8_valid(const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_seq(p + i, n - i);
-        if (k == 0)
-            return false;
-        i += k;
-    }
-    return true;
-}
-
 /* ---- header lines ---------------------------------------------------------------- */
 
 typedef struct md_mime_hdr_s {
@@ -286,7 +236,7 @@ hdr_encoded(md_mime_hdr_t *h, const char *s, size_t n)
         /* Take whole characters while the encoded payload fits. */
         size_t j = i, plen = 0;
         while (j < n) {
-            size_t k = utf8_seq(p + j, n - j);
+            size_t k = md_utf8_seq_len(p + j, n - j);
             size_t add;
             if (use_b) {
                 add = 4 * ((j + k - i + 2) / 3) - plen;
@@ -301,7 +251,7 @@ hdr_encoded(md_mime_hdr_t *h, const char *s, size_t n)
             j += k;
         }
         if (j == i) /* cannot happen: pmax fits any 4-byte character */
-            j = i + utf8_seq(p + i, n - i);
+            j = i + md_utf8_seq_len(p + i, n - i);
 
         char w[MD_MIME_EW_MAX + 64];
         size_t wl = 0;
@@ -350,7 +300,7 @@ check_text(const char *what, const char *v, bool words_must_fit, bool *plain, ch
            size_t errlen)
 {
     size_t n = strlen(v);
-    if (!utf8_valid(v, n))
+    if (!md_utf8_valid(v, n))
         return fail(err, errlen, "%s is not valid UTF-8", what);
     *plain = true;
     size_t word = 0;
@@ -592,7 +542,7 @@ hdr_mailbox(md_mime_hdr_t *h, const char *what, const md_mime_addr_t *a, char *e
     const char *name = a->name ? a->name : "";
     size_t n = strlen(name);
     if (n) {
-        if (!utf8_valid(name, n))
+        if (!md_utf8_valid(name, n))
             return fail(err, errlen, "%s: display name is not valid UTF-8", what);
         bool printable = true, atoms = true, has_ew = false;
         size_t specials = 0, word = 0;
@@ -782,7 +732,7 @@ part_prepare(md_mime_part_t *pt, const char *subtype, md_str_t body, char *err, 
     pt->subtype = subtype;
     md_buf_init(&pt->canon);
     md_buf_init(&pt->enc);
-    if (!utf8_valid(body.data, body.len))
+    if (!md_utf8_valid(body.data, body.len))
         return fail(err, errlen, "%s body is not valid UTF-8", subtype);
 
     bool seven = true;
