@@ -255,7 +255,8 @@ for my $i (1 .. $N) {
         check('POST /v1/templates/{id}/render', $r, $body);
     } elsif ($kind == 9) {
         my @q = map { seg(pick('status', 'tag', 'batch_id', 'since', 'limit', 'cursor', 'reason', rand_string())) . '='
-                      . seg(substr(rand_string(), 0, 40)) } 1 .. int rand 4;
+                      . (rand() < 0.8 ? seg(substr(rand_string(), 0, 40)) : pick('%FF', '%C3%28', '%00', '%ED%A0%80', '%'))
+                    } 1 .. int rand 4;
         my $r = api('GET', pick('/v1/messages', '/v1/suppressions', '/v1/events') . (@q ? '?' . join('&', @q) : ''));
         check('GET a listing', $r, join('&', @q));
     } elsif ($kind == 10) {
