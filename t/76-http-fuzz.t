@@ -115,7 +115,7 @@ sub mutate_request {
     return $req;
 }
 
-# What the server sends until it closes, or goes quiet: 0.8 s before anything
+# What the server sends until it closes, or goes quiet: 0.5 s before anything
 # came (it waits for more of a request the mutation cut), 0.3 s after.
 sub read_answer {
     my ($sock) = @_;
@@ -123,7 +123,7 @@ sub read_answer {
     my $buf = '';
     my $deadline = time + 5;
     while (time < $deadline) {
-        last unless $sel->can_read(length $buf ? 0.3 : 0.8);
+        last unless $sel->can_read(length $buf ? 0.3 : 0.5);
         my $n = sysread($sock, $buf, 65536, length $buf);
         last unless $n;
     }
