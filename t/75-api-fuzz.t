@@ -164,17 +164,23 @@ sub check {
     return $j;
 }
 
+# One request as given; a dropped connection or a partial answer is status 0
+# (which check() and the tracking checks count as a problem) and said once.
+sub raw {
+    my ($method, $path, $headers, $body) = @_;
+    my $r = eval { $t->request($method, $path, headers => $headers, defined $body ? (body => $body) : ()) };
+    return $r if $r;
+    my $key = "$method " . substr($path, 0, 80) . ': no complete answer';
+    diag("$key: $@\n  request: " . substr($body // '', 0, 400)) unless $bad{$key}++;
+    return { status => 0, body => '' };
+}
+
+# A request with the tenant's key (and a JSON body when there is one).
 sub api {
     my ($method, $path, $body, %h) = @_;
     my %hd = (Authorization => "Bearer $A->{key}", %h);
     $hd{'Content-Type'} = 'application/json' if defined $body;
-    my $r = eval { $t->request($method, $path, headers => \%hd, defined $body ? (body => $body) : ()) };
-    if (!$r) {
-        my $key = "$method $path: no complete answer";
-        diag("$key: $@\n  request: " . substr($body // '', 0, 400)) unless $bad{$key}++;
-        return { status => 0, body => '' };
-    }
-    return $r;
+    return raw($method, $path, \%hd, $body);
 }
 
 # A few good templates to send with; more come from the fuzzed saves.
@@ -282,15 +288,14 @@ for my $i (1 .. $N) {
         my $body = join(pick("\n", "\r\n"), @lines);
         utf8::encode($body);
         my %hd = ('Content-Type' => rand() < 0.9 ? 'text/csv' : 'application/json');
-        my $r = eval { $t->request('POST', '/v1/suppressions/import', headers => { Authorization => "Bearer $A->{key}", %hd },
-                                   body => $body) } // { status => 0, body => '' };
+        my $r = raw('POST', '/v1/suppressions/import', { Authorization => "Bearer $A->{key}", %hd }, $body);
         check('POST /v1/suppressions/import', $r, $body);
     } else {
         # the public tracking routes: any token, any one-click body
         my $tok = seg(rand() < 0.5 ? rand_string() : join('', map { pick('A' .. 'Z', 'a' .. 'z', 0 .. 9, '-', '_') } 1 .. 50));
         my $r;
         if (rand() < 0.5) {
-            $r = eval { $t->request('GET', pick('/t/c/', '/t/o/', '/u/') . $tok) } // { status => 0, body => '' };
+            $r = raw('GET', pick('/t/c/', '/t/o/', '/u/') . $tok, {});
             # a tracking route answers a bad token with 404 (or the pixel/redirect for a good one)
             $seen_status{ $r->{status} }++;
             my $key = "GET tracking: status $r->{status}";
@@ -298,8 +303,8 @@ for my $i (1 .. $N) {
         } else {
             my $body = pick('List-Unsubscribe=One-Click', rand_string(), "--b\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--b--\r\n");
             utf8::encode($body);
-            $r = eval { $t->request('POST', "/u/$tok", headers => { 'Content-Type' => pick('application/x-www-form-urlencoded', 'multipart/form-data; boundary=b', 'text/plain', '') },
-                                    body => $body) } // { status => 0, body => '' };
+            $r = raw('POST', "/u/$tok", { 'Content-Type' => pick('application/x-www-form-urlencoded',
+                     'multipart/form-data; boundary=b', 'text/plain', '') }, $body);
             $seen_status{ $r->{status} }++;
             my $key = "POST /u/{token}: status $r->{status}";
             diag("$key for " . substr($tok, 0, 100)) if $r->{status} !~ /^(400|404|414|415)$/ && !$bad{$key}++;
