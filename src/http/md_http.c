@@ -99,7 +99,8 @@ struct md_http_conn_s {
         span_t name, value;
     } hdr[MD_HTTP_MAX_HEADERS];
     unsigned nhdr;
-    uint32_t hdr_end; /* furthest header byte seen */
+    uint32_t hdr_end;         /* furthest header byte seen */
+    unsigned method_done : 1; /* parser.method is the request's (HTTP_DELETE is 0) */
     unsigned url_done : 1;
     unsigned processing : 1; /* inside conn_run: a response only queues output */
     unsigned write_blocked : 1;
@@ -382,7 +383,7 @@ conn_req_begin(md_http_conn_t *c)
     c->nhdr = 0;
     c->hdr[0].name.off = c->hdr[0].value.off = SPAN_UNSET;
     c->hdr_end = 0;
-    c->url_done = 0;
+    c->method_done = c->url_done = 0;
     c->err_status = 0;
     c->state = C_HEADERS;
     return r;
@@ -438,6 +439,14 @@ static int
 on_message_begin(llhttp_t *p)
 {
     conn_req_begin(p->data);
+    return 0;
+}
+
+static int
+on_method_complete(llhttp_t *p)
+{
+    md_http_conn_t *c = p->data;
+    c->method_done = 1;
     return 0;
 }
 
@@ -772,7 +781,7 @@ conn_error(md_http_conn_t *c, int status)
     if (c->req == NULL || c->req->r.responded || c->state == C_IDLE)
         conn_req_begin(c);
     md_http_request_t *r = &c->req->r;
-    if (r->method_name.len == 0 && c->url.off != SPAN_UNSET) {
+    if (r->method_name.len == 0 && c->method_done) {
         r->method = c->parser.method;
         r->method_name.data = llhttp_method_name((llhttp_method_t)c->parser.method);
         r->method_name.len = strlen(r->method_name.data);
@@ -1331,6 +1340,7 @@ md_http_create(struct ev_loop *loop, const md_conf_t *conf, int slot)
 
     llhttp_settings_init(&h->settings);
     h->settings.on_message_begin = on_message_begin;
+    h->settings.on_method_complete = on_method_complete;
     h->settings.on_url = on_url;
     h->settings.on_url_complete = on_url_complete;
     h->settings.on_header_field = on_header_field;
