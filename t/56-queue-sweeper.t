@@ -107,7 +107,9 @@ my @probes;
 sub sweep_turn {
     my ($id) = insert_queued($A, 1);
     push @probes, $id;
-    return wait_for(sub { live_count($id) == 1 || sql("SELECT status FROM messages WHERE id = '$id'") ne 'queued' }, 10);
+    # 20 s: a turn right after one over thousands of rows, in the sanitizer
+    # build on a loaded machine, once took more than 10 (CI, 2026-11-27).
+    return wait_for(sub { live_count($id) == 1 || sql("SELECT status FROM messages WHERE id = '$id'") ne 'queued' }, 20);
 }
 
 # --- (c) a covered backlog is not pushed again ------------------------------------------

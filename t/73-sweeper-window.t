@@ -21,7 +21,10 @@
 #       full turn, and leaves the registry;
 #       a reset written by a clock far ahead is brought back to now + grace;
 #   (f) with no event, a full turn still comes within queue_recovery_full;
-#   (g) a graceful stop removes the workers' heartbeats.
+#   (g) a graceful stop removes the workers' heartbeats;
+#   (h) one that comes before a worker's first heartbeat still delivers the
+#       full turns the worker owes (its start asks for them), before its
+#       goodbye.
 use strict;
 use warnings;
 use Test::More;
@@ -212,4 +215,21 @@ is(metrics()->{mailerd_queue_requeued_total}, 5006, 'requeued counted');
 ok(!$t->log_problems, 'no alert or sanitizer report in the logs') or diag(join("\n", $t->log_problems));
 is($t->stop, 0, 'graceful stop');
 is($redis->cli('HLEN', 'mailerd:q:procs'), 0, 'the workers removed their heartbeats');
+
+# --- (h) a stop before the first heartbeat still sends the owed reset -----------------------------
+{
+    $redis->cli('DEL', 'mailerd:q:sweep-reset');
+    my $t0 = time;
+    $t->start;
+    # The first heartbeat is a second after a worker starts; a stop before it
+    # found the start's reset owed, and the goodbye used to be skipped then.
+    my $ready = wait_for(sub { my $r = eval { $t->request('GET', '/ready') }; $r && $r->{status} == 200 }, 10);
+    my $early = time - $t0 < 0.9;
+    $t->signal('QUIT');
+    is($t->wait_exit(30), 0, sprintf('stopped %.2f s after start', time - $t0));
+    ok($ready, 'it was ready first');
+    ok(($redis->cli('GET', 'mailerd:q:sweep-reset') // '') =~ /^\d+$/, 'the owed full turns were asked for')
+        or diag($early ? 'stopped before the first heartbeat' : 'a heartbeat could have sent it');
+    is($redis->cli('HLEN', 'mailerd:q:procs'), 0, 'and no heartbeat was left behind');
+}
 done_testing;

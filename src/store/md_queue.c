@@ -908,6 +908,22 @@ static const char md_queue_scope_lua[] =
 
 static void md_queue_reset_cb(void *ctx, redisReply *reply, const char *err);
 
+/* Asks for full turns up to now + queue_recovery_interval, settling the
+ * requests made so far (reset_want) when Redis says it took it. */
+static int
+md_queue_send_reset(md_queue_t *q, double now)
+{
+    char until[32];
+    snprintf(until, sizeof(until), "%.0f",
+             floor((now + q->app->conf->queue_recovery_interval) * 1000));
+    const char *argv[] = {MD_QUEUE_SWEEP_RESET, until};
+    int rc = md_redis_eval(q->app->redis, q->reset_script, 1, 2, argv, NULL, md_queue_reset_cb,
+                           (void *)(uintptr_t)q->reset_want);
+    if (rc == MD_OK)
+        q->reset_in_flight = 1;
+    return rc;
+}
+
 /*
  * Every worker, every MD_QUEUE_BEAT: renews its heartbeat, and moves reset when
  * this process owes it (a failed push, an unknown outcome, its start) or its
@@ -932,13 +948,7 @@ md_queue_heartbeat(md_queue_t *q)
     (void)md_redis_cmd(q->app->redis, md_queue_log_cb, (void *)"heartbeat", 4, hb, NULL);
     if (q->reset_want == q->reset_done || q->reset_in_flight)
         return;
-    char until[32];
-    snprintf(until, sizeof(until), "%.0f",
-             floor((now + q->app->conf->queue_recovery_interval) * 1000));
-    const char *argv[] = {MD_QUEUE_SWEEP_RESET, until};
-    if (md_redis_eval(q->app->redis, q->reset_script, 1, 2, argv, NULL, md_queue_reset_cb,
-                      (void *)(uintptr_t)q->reset_want) == MD_OK)
-        q->reset_in_flight = 1;
+    md_queue_send_reset(q, now);
 }
 
 static void
@@ -1605,7 +1615,15 @@ md_queue_app_goodbye(md_app_t *app)
 {
     md_unused(app);
     md_queue_t *q = md_queue;
-    if (q == NULL || q->reset_want != q->reset_done || !md_redis_ready(q->app->redis))
+    if (q == NULL || !md_redis_ready(q->app->redis))
+        return false;
+    /* Full turns still owed (a graceful stop in this worker's own sweeper turn
+     * asks for them) go first on the same connection, so the heartbeat can go:
+     * left to expire instead, it would ask for them only a lock TTL later and
+     * stay in the hash until then. Sent even with one in flight, which may
+     * settle an older request. If the reset cannot be sent, the heartbeat
+     * stays: its expiry asks for full turns. */
+    if (q->reset_want != q->reset_done && md_queue_send_reset(q, md_queue_wall()) != MD_OK)
         return false;
     const char *bye[] = {"HDEL", MD_QUEUE_SWEEP_PROCS, q->token};
     return md_redis_cmd(q->app->redis, md_redis_ignore_cb, NULL, 3, bye, NULL) == MD_OK;
