@@ -10,7 +10,9 @@
 #   - realms: admin routes refuse tenant keys, tenant routes the admin token (401);
 #   - isolation: tenant A can neither see nor revoke tenant B's keys anywhere;
 #   - revocation: a key cached on both workers gets 401 on both within 1 s,
-#     and the DELETE answers only once both workers have dropped it;
+#     and the DELETE answers only once both workers have dropped it; while
+#     Redis refuses PUBLISH no worker trusts its cache, and a revocation is
+#     kept and published once it is allowed;
 #   - a suspended or soft-deleted tenant's keys stop working at once;
 #   - last_used_at is written in batches (a trigger counts the row updates) and
 #     at graceful stop.
@@ -281,7 +283,8 @@ is(key_req($ka->{secret}, 'GET', '/v1/me')->{status}, 200, "A's other key still 
 # some), each tagged with an X-Request-Id; returns [rid, status, start time].
 my $nrid = 0;
 sub burst {
-    my ($n, $key, $tag) = @_;
+    my ($n, $key, $tag, $path) = @_;
+    $path //= '/v1/me';
     my @c;
     for (1 .. $n) {
         my $s = $t->connect or next;
@@ -289,7 +292,7 @@ sub burst {
     }
     my $t0 = time;
     for my $c (@c) {
-        print { $c->[0] } "GET /v1/me HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Request-Id: $c->[1]\r\n"
+        print { $c->[0] } "GET $path HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Request-Id: $c->[1]\r\n"
           . "Authorization: Bearer $key\r\n\r\n";
     }
     my @res;
@@ -317,17 +320,22 @@ sub served_by {
     return \%pid;
 }
 
-{
-    my $kr = new_key($A->{id}, 'to-revoke');
-    # Warm: each worker serves this key at least twice (lookup, then cache hit).
+# Each worker serves the key at least twice (lookup, then cache hit).
+sub warm_both {
+    my ($key, $path) = @_;
     my %ok;
     for my $round (1 .. 30) {
-        my @res = burst(6, $kr->{secret}, 'warm');
+        my @res = burst(6, $key, 'warm', $path);
         my $by = served_by(map { $_->[0] } @res);
         for (@res) { $ok{ $by->{ $_->[0] } // 0 }++ if $_->[1] == 200 }
         last if (grep { ($ok{$_} // 0) >= 2 } @workers) == 2;
     }
     is((grep { ($ok{$_} // 0) >= 2 } @workers), 2, 'both workers served the key (cached)') or diag(explain \%ok);
+}
+
+{
+    my $kr = new_key($A->{id}, 'to-revoke');
+    warm_both($kr->{secret});
 
     my $ack_keys = sub { grep { /^mailerd:ack:[0-9a-f]{32}$/ } split /\n/, $redis->cli('KEYS', 'mailerd:ack:*') // '' };
     my %before = map { $_ => 1 } $ack_keys->();
@@ -389,6 +397,46 @@ sub served_by {
     kill 'TERM', $spid;
     close $sub;
 }
+
+# --- a revocation Redis refuses to publish goes out once it takes it -------------------------------
+# PUBLISH denied by an ACL. The workers' pub/sub heartbeats are PUBLISHes too:
+# refused, they make every worker stop trusting its cache (else the one that
+# did not make a revocation would serve the key from it until it expires).
+# The revocation is answered and kept; once PUBLISH is allowed the kept message
+# goes out (md_broadcast_or_keep), seen by a subscriber of the test's own, and
+# the caches start afresh.
+{
+    my $kp = new_key($A->{id}, 'to-revoke-refused');
+    warm_both($kp->{secret}, '/v1/keys');
+    my $sub = $redis->subscriber('mailerd:auth:revoked');
+    is($redis->cli('ACL', 'SETUSER', 'default', '-publish'), 'OK', 'PUBLISH refused by an ACL');
+    ok(wait_for(sub { $t->logged_by(qr/redis refuses the pub\/sub heartbeat/) == 2 }, 5),
+       'both workers warn that Redis refuses their heartbeat');
+    my $r2 = admin_req('DELETE', "/v1/admin/keys/$kp->{id}");
+    is($r2->{status}, 200, 'the revocation is answered');
+    my $will_retry = qr/publishing an invalidation failed, will retry/;
+    ok(wait_for(sub { $t->logged($will_retry, 'mailerd:auth:revoked') }, 5),
+       '... with a warning that it will be published again');
+    my @res = map { burst(4, $kp->{secret}, 'refused', '/v1/keys') } 1 .. 4;
+    my $by = served_by(map { $_->[0] } @res);
+    my %pids = map { ($by->{ $_->[0] } // 0) => 1 } @res;
+    is((grep { $_->[1] != 401 } @res), 0,
+       sprintf('meanwhile neither worker trusts its cache: every request with the key gets 401 (%d workers)',
+               scalar keys %pids)) or diag(explain \@res);
+    my @m = $redis->messages($sub, 1);   # four retries, refused
+    is(scalar @m, 0, 'nothing was published while refused') or diag(explain \@m);
+    is(scalar(() = $t->logged($will_retry, 'mailerd:auth:revoked')), 1, 'the warning is not repeated for each retry');
+    is($redis->cli('ACL', 'SETUSER', 'default', '+publish'), 'OK', 'PUBLISH allowed again');
+    @m = $redis->messages($sub, 5);
+    is_deeply(\@m, [ sha256_hex($kp->{secret}) ], 'then the kept revocation is published, once')
+      or diag(explain \@m);
+    ok(wait_for(sub { $t->logged_by(qr/redis takes the pub\/sub heartbeat again/) == 2 }, 5),
+       'and both workers trust their (flushed) caches again');
+    my @late = map { burst(4, $kp->{secret}, 'published', '/v1/keys') } 1 .. 3;
+    is((grep { $_->[1] != 401 } @late), 0, 'the key stays refused') or diag(explain \@late);
+    close $sub;
+}
+$redis->cli('ACL', 'SETUSER', 'default', '+publish');
 
 # --- suspended and deleted tenants ------------------------------------------------------------
 {

@@ -16,6 +16,8 @@
 #     deleted partial are all seen by the next render;
 #   - an update through one worker is rendered by every worker within 1 s (fresh
 #     connections, worker pids from the access log);
+#   - while Redis refuses PUBLISH no worker trusts its cache, and a change is
+#     kept and published once it is allowed;
 #   - with Redis down, workers stop trusting their caches and still render the
 #     latest version.
 use strict;
@@ -444,6 +446,39 @@ sub propagation {
     is((grep { $_->[1] != 404 } @res), 0, 'every render after the delete is 404') or diag(explain \@res);
     my %pids = map { ($by->{ $_->[0] } // 0) => 1 } @res;
     note(sprintf('404 from %d worker(s) within %.3f s', scalar(keys %pids), time - $del_t0));
+}
+
+# --- a change Redis refuses to publish goes out once it takes it ----------------------------------
+# PUBLISH denied by an ACL: the workers' pub/sub heartbeats are refused too,
+# so no worker trusts its cache; the PUT is answered and the change kept, and
+# every render shows the new version; once PUBLISH is allowed the kept message
+# goes out (md_broadcast_or_keep), seen by a subscriber of the test's own.
+{
+    my $redis = $s->{redis};
+    my $q = create($A, { name => 'refused', subject => 's', text => 'p1 {{v}}' }, 'template for the refused PUBLISH');
+    warm($q->{id}, 'p1 x', 'refused');
+    my $sub = $redis->subscriber('mailerd:templates:changed');
+    is($redis->cli('ACL', 'SETUSER', 'default', '-publish'), 'OK', 'PUBLISH refused by an ACL');
+    ok(wait_for(sub { $t->logged_by(qr/redis refuses the pub\/sub heartbeat/) == 2 }, 5),
+       'both workers warn that Redis refuses their heartbeat');
+    $r = req($A, 'PUT', "/v1/templates/$q->{id}", { name => 'refused', subject => 's', text => 'p2 {{v}}' });
+    is($r->{status}, 200, 'the change is answered');
+    my $will_retry = qr/publishing an invalidation failed, will retry/;
+    ok(wait_for(sub { $t->logged($will_retry, 'mailerd:templates:changed') }, 5),
+       '... with a warning that it will be published again');
+    my @res = map { burst(4, $q->{id}, 'refused') } 1 .. 4;
+    is((grep { ($_->[2] // '') ne 'p2 x' } @res), 0, 'meanwhile no worker trusts its cache: every render shows the new version')
+      or diag(explain \@res);
+    my @m = $redis->messages($sub, 1);   # four retries, refused
+    is(scalar @m, 0, 'nothing was published while refused') or diag(explain \@m);
+    is(scalar(() = $t->logged($will_retry, 'mailerd:templates:changed')), 1, 'the warning is not repeated for each retry');
+    is($redis->cli('ACL', 'SETUSER', 'default', '+publish'), 'OK', 'PUBLISH allowed again');
+    @m = $redis->messages($sub, 5);
+    is_deeply(\@m, ["$A->{id} $q->{id} refused"], 'then the kept change is published, once') or diag(explain \@m);
+    ok(wait_for(sub { $t->logged_by(qr/redis takes the pub\/sub heartbeat again/) == 2 }, 5),
+       'and both workers trust their (flushed) caches again');
+    close $sub;
+    $redis->cli('ACL', 'SETUSER', 'default', '+publish');
 }
 
 # --- Redis down: caches are not trusted, renders read PostgreSQL -------------------------------------

@@ -25,13 +25,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define AUTH_CACHE_TTL     60.0  /* seconds an authenticated key is trusted without a lookup */
-#define AUTH_CACHE_MAX     8192  /* entries; the least recently used goes first */
-#define AUTH_CACHE_BUCKETS 4096  /* power of two */
-#define TOUCH_INTERVAL     2.0   /* seconds between last_used_at flushes */
-#define TOUCH_SLOTS        2048  /* open-addressing set of key ids, power of two */
-#define TOUCH_MAX          1024  /* flush early when this many distinct keys wait */
-#define REPUBLISH_MAX      65536 /* bytes of revocations waiting for Redis */
+#define AUTH_CACHE_TTL     60.0 /* seconds an authenticated key is trusted without a lookup */
+#define AUTH_CACHE_MAX     8192 /* entries; the least recently used goes first */
+#define AUTH_CACHE_BUCKETS 4096 /* power of two */
+#define TOUCH_INTERVAL     2.0  /* seconds between last_used_at flushes */
+#define TOUCH_SLOTS        2048 /* open-addressing set of key ids, power of two */
+#define TOUCH_MAX          1024 /* flush early when this many distinct keys wait */
 #define ADMIN_TOKEN_MAX    4096
 
 typedef struct auth_entry_s auth_entry_t;
@@ -67,8 +66,6 @@ struct md_auth_s {
     size_t ntouch;
     bool touch_inflight;
     ev_timer touch_timer;
-
-    md_buf_t republish; /* revocations whose PUBLISH could not be sent yet */
 };
 
 static md_auth_t *auth;
@@ -254,63 +251,6 @@ on_resubscribe(void *ctx)
     cache_flush(a);
 }
 
-typedef struct publish_ctx_s {
-    void (*done)(void *ctx);
-    void *ctx;
-    char *payload; /* kept to re-queue it when the PUBLISH fails */
-} publish_ctx_t;
-
-static void
-republish_add(md_auth_t *a, const char *payload, size_t len)
-{
-    if (md_buf_len(&a->republish) + len + 1 > REPUBLISH_MAX) {
-        /* Other workers fall back to PostgreSQL when their subscription is down,
-         * and their cache entries expire within AUTH_CACHE_TTL in any case. */
-        md_log(MD_LOG_WARN, 0, "revocations waiting for Redis exceed the buffer, dropping some");
-        return;
-    }
-    if (md_buf_len(&a->republish))
-        md_buf_append(&a->republish, " ", 1);
-    md_buf_append(&a->republish, payload, len);
-}
-
-static void
-publish_cb(void *vctx, const char *err)
-{
-    publish_ctx_t *p = vctx;
-    if (err) {
-        md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("error", err)),
-                "publishing a key revocation failed, will retry");
-        if (auth)
-            republish_add(auth, p->payload, strlen(p->payload));
-    }
-    if (p->done)
-        p->done(p->ctx);
-    free(p->payload);
-    free(p);
-}
-
-/* Sends PUBLISH; MD_OK when cb will run, MD_AGAIN when Redis is not there. A
- * caller's done runs once every worker applied it (md_broadcast); republished
- * ones (no caller) do not wait. */
-static int
-publish(md_auth_t *a, const char *payload, size_t len, void (*done)(void *), void *ctx)
-{
-    if (a->app == NULL || a->app->redis == NULL)
-        return MD_AGAIN;
-    publish_ctx_t *p = md_xcalloc(1, sizeof(*p));
-    p->done = done;
-    p->ctx = ctx;
-    p->payload = md_xstrndup(payload, len);
-    if (md_broadcast(a->app->redis, a->loop, MD_AUTH_CHANNEL, payload, len, done != NULL,
-                     publish_cb, p) != MD_OK) {
-        free(p->payload);
-        free(p);
-        return MD_AGAIN;
-    }
-    return MD_OK;
-}
-
 int
 md_auth_revoked(const char *hashes, void (*done)(void *ctx), void *ctx)
 {
@@ -320,12 +260,12 @@ md_auth_revoked(const char *hashes, void (*done)(void *ctx), void *ctx)
     size_t len = strlen(hashes);
     a->gen++;
     each_hash(hashes, len, drop_one, a);
-    if (publish(a, hashes, len, done, ctx) == MD_OK)
+    /* Kept until Redis takes it when it cannot now (md_broadcast_or_keep). The
+     * other workers fall back to PostgreSQL while their subscription is down, and
+     * their cache entries expire within AUTH_CACHE_TTL in any case. */
+    if (a->app && md_broadcast_or_keep(a->app->redis, a->loop, MD_AUTH_CHANNEL, hashes, len, done,
+                                       ctx) == MD_OK)
         return MD_AGAIN;
-    if (a->app && a->app->redis) {
-        md_log(MD_LOG_WARN, 0, "Redis is unavailable, key revocation will be published later");
-        republish_add(a, hashes, len);
-    }
     return MD_OK;
 }
 
@@ -400,13 +340,6 @@ touch_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     md_unused(revents);
     md_auth_t *a = t->data;
     touch_flush(a, false);
-    if (md_buf_len(&a->republish) && a->app->redis && md_redis_ready(a->app->redis)) {
-        md_buf_t b = a->republish;
-        md_buf_init(&a->republish);
-        if (publish(a, b.pos, md_buf_len(&b), NULL, NULL) != MD_OK)
-            republish_add(a, b.pos, md_buf_len(&b));
-        md_buf_free(&b);
-    }
 }
 
 /* --- admin token ------------------------------------------------------------------- */
@@ -732,7 +665,6 @@ md_auth_app_init(md_app_t *app)
     a->app = app;
     a->loop = app->loop;
     a->touch = md_xcalloc(TOUCH_SLOTS, sizeof(*a->touch));
-    md_buf_init(&a->republish);
     admin_load(a, app->conf);
     if (app->pg && md_tenants_prepare(app->pg) != MD_OK) {
         md_log(MD_LOG_ERROR, 0, "cannot register the identity statements");
@@ -774,7 +706,6 @@ md_auth_app_destroy(md_app_t *app)
     ev_ref(a->loop);
     ev_timer_stop(a->loop, &a->touch_timer);
     cache_flush(a);
-    md_buf_free(&a->republish);
     OPENSSL_cleanse(a->admin_hash, sizeof(a->admin_hash));
     free(a->touch);
     free(a);

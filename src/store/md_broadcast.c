@@ -152,6 +152,148 @@ md_broadcast(md_redis_t *r, struct ev_loop *loop, const char *channel, const cha
     return MD_OK;
 }
 
+/* --- kept messages (md_broadcast_or_keep) ---------------------------------------------- */
+
+typedef struct kept_s {
+    md_list_t link;          /* on kept.list while waiting for Redis */
+    void (*done)(void *ctx); /* the first attempt's caller */
+    void *ctx;
+    bool failed; /* a PUBLISH of it failed: warned once */
+    bool keep;   /* counted in kept.bytes: kept when it fails */
+    size_t len;
+    char channel[64];
+    char payload[]; /* len bytes */
+} kept_t;
+
+/* One client and loop per worker: the retries use those of the latest call. */
+static struct {
+    md_list_t list;
+    size_t bytes; /* payloads kept or in flight through md_broadcast_or_keep */
+    md_redis_t *r;
+    struct ev_loop *loop;
+    ev_timer retry; /* unref'd while active: it must not keep a stopping worker alive */
+} kept = {.list = {&kept.list, &kept.list}};
+
+static void
+kept_free(kept_t *k)
+{
+    if (k->keep)
+        kept.bytes -= k->len;
+    free(k);
+}
+
+static void
+kept_timer(bool on)
+{
+    if (on == (bool)ev_is_active(&kept.retry))
+        return;
+    if (on) {
+        ev_timer_again(kept.loop, &kept.retry);
+        ev_unref(kept.loop);
+    } else {
+        ev_ref(kept.loop);
+        ev_timer_stop(kept.loop, &kept.retry);
+    }
+}
+
+static void
+kept_hold(kept_t *k)
+{
+    k->done = NULL;
+    md_list_insert_tail(&kept.list, &k->link);
+    kept_timer(true);
+}
+
+static void
+kept_published_cb(void *ctx, const char *err)
+{
+    kept_t *k = ctx;
+    void (*done)(void *) = k->done;
+    void *done_ctx = k->ctx;
+    if (err == NULL || !k->keep) {
+        if (err)
+            md_logf(MD_LOG_WARN, 0,
+                    MD_LOG_FIELDS(MD_LS("channel", k->channel), MD_LS("error", err)),
+                    "publishing an invalidation failed, past the buffer: dropped");
+        kept_free(k);
+    } else {
+        if (!k->failed)
+            md_logf(MD_LOG_WARN, 0,
+                    MD_LOG_FIELDS(MD_LS("channel", k->channel), MD_LS("error", err)),
+                    "publishing an invalidation failed, will retry");
+        k->failed = true;
+        kept_hold(k);
+    }
+    if (done)
+        done(done_ctx);
+}
+
+static void
+kept_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    md_unused(loop);
+    md_unused(t);
+    md_unused(revents);
+    if (kept.r == NULL || !md_redis_ready(kept.r))
+        return;
+    /* This turn takes what is kept now; what fails goes back for the next. */
+    md_list_t turn;
+    md_list_init(&turn);
+    if (!md_list_empty(&kept.list)) {
+        turn = kept.list;
+        turn.next->prev = turn.prev->next = &turn;
+        md_list_init(&kept.list);
+    }
+    for (md_list_t *n; (n = md_list_first(&turn)) != NULL;) {
+        kept_t *k = md_list_data(n, kept_t, link);
+        md_list_remove(&k->link);
+        if (md_broadcast(kept.r, kept.loop, k->channel, k->payload, k->len, false,
+                         kept_published_cb, k) != MD_OK)
+            md_list_insert_tail(&kept.list, &k->link);
+    }
+    if (md_list_empty(&kept.list))
+        kept_timer(false);
+}
+
+int
+md_broadcast_or_keep(md_redis_t *r, struct ev_loop *loop, const char *channel, const char *payload,
+                     size_t len, void (*done)(void *ctx), void *ctx)
+{
+    if (r == NULL)
+        return MD_AGAIN;
+    if (kept.loop == NULL)
+        ev_init(&kept.retry, kept_retry_cb);
+    kept.retry.repeat = MD_BROADCAST_RETRY;
+    kept.r = r;
+    kept.loop = loop;
+    kept_t *k = md_xmalloc(sizeof(*k) + len);
+    md_list_init(&k->link);
+    k->done = done;
+    k->ctx = ctx;
+    k->failed = false;
+    /* counted in flight too, so a failing Redis cannot grow what is kept */
+    k->keep = kept.bytes + len <= MD_BROADCAST_KEPT_MAX;
+    k->len = len;
+    md_strlcpy(k->channel, channel, sizeof(k->channel));
+    memcpy(k->payload, payload, len);
+    if (k->keep)
+        kept.bytes += len;
+    if (md_broadcast(r, loop, channel, payload, len, done != NULL, kept_published_cb, k) == MD_OK)
+        return MD_OK;
+    if (!k->keep) {
+        md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("channel", channel)),
+                "Redis is unavailable and the invalidations waiting for it exceed the buffer: "
+                "one dropped");
+        kept_free(k);
+        return MD_AGAIN;
+    }
+    md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("channel", channel)),
+            "Redis is unavailable, an invalidation will be published later");
+    k->failed = true;
+    kept_hold(k);
+    return MD_AGAIN;
+}
+
 /* Where " ack:TOKEN" starts in a message, or len when it has none. */
 size_t
 md_broadcast_body(const char *payload, size_t len)
@@ -196,4 +338,12 @@ md_broadcast_destroy(void)
             w->cb(w->ctx, NULL);
         w->cb = NULL;
     }
+    /* md_redis_destroy failed the retries in flight: all are on the list now */
+    for (md_list_t *n; (n = md_list_first(&kept.list)) != NULL;) {
+        md_list_remove(n);
+        kept_free(md_list_data(n, kept_t, link));
+    }
+    if (kept.loop)
+        kept_timer(false);
+    kept.r = NULL;
 }

@@ -118,6 +118,7 @@ struct md_redis_s {
     uint64_t hb_sent, hb_seen; /* sequence numbers */
     uint64_t hb_wait_seq;      /* a heartbeat Redis delivered that has not come back */
     double hb_wait_since;      /* ev_now when Redis confirmed it, 0: none outstanding */
+    bool hb_refused;           /* Redis answers our heartbeat's PUBLISH with an error */
     md_redis_script_t *scripts;
     int nscripts;
 
@@ -753,6 +754,11 @@ md_redis_subscribe_one(md_redis_conn_t *c, md_redis_sub_t *s)
  * so it must come back within MD_REDIS_HB_TIMEOUT. Either way the pub/sub
  * connection is dropped and made again (its owners hear it through
  * on_resubscribe), and it counts as not subscribed meanwhile.
+ * An error answer (an ACL that denies PUBLISH, say) proves nothing either way,
+ * and the invalidations other clients publish are most likely refused too: it
+ * counts as not subscribed until a heartbeat is taken again, and then the
+ * owners hear on_resubscribe, as after a reconnect (what they missed meanwhile
+ * may be published later, md_broadcast_or_keep: their caches start afresh).
  */
 #define MD_REDIS_HB_INTERVAL 1.0
 #define MD_REDIS_HB_TIMEOUT  3.0
@@ -777,8 +783,28 @@ static void
 md_redis_hb_published(void *ctx, redisReply *reply, const char *err)
 {
     md_redis_t *r = ctx;
-    if (err != NULL || reply->type != REDIS_REPLY_INTEGER || r->destroying)
+    if (err != NULL || r->destroying)
         return; /* the command connection's own troubles are handled there */
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (!r->hb_refused)
+            md_logf(MD_LOG_WARN, 0,
+                    MD_LOG_FIELDS(MD_LS("redis", r->address), MD_LS("error", reply->str)),
+                    "redis refuses the pub/sub heartbeat: subscriptions are not trusted until it "
+                    "takes one");
+        r->hb_refused = true;
+        r->hb_wait_since = 0;
+        return;
+    }
+    if (reply->type != REDIS_REPLY_INTEGER)
+        return;
+    if (r->hb_refused) {
+        r->hb_refused = false;
+        md_logf(MD_LOG_NOTICE, 0, MD_LOG_FIELDS(MD_LS("redis", r->address)),
+                "redis takes the pub/sub heartbeat again");
+        for (md_redis_sub_t *s = r->subs; s; s = s->next)
+            if (s->active && s->on_resubscribe)
+                s->on_resubscribe(s->ctx);
+    }
     if (r->sub.state != MD_REDIS_READY || r->hb_sub == NULL || !r->hb_sub->active)
         return; /* sent across a resubscription: says nothing about this connection */
     if (reply->integer == 0) {
@@ -979,7 +1005,7 @@ md_redis_ready(const md_redis_t *r)
 bool
 md_redis_subscribed(const md_redis_t *r)
 {
-    if (r->subs == NULL || r->sub.state != MD_REDIS_READY)
+    if (r->subs == NULL || r->sub.state != MD_REDIS_READY || r->hb_refused)
         return false;
     for (const md_redis_sub_t *s = r->subs; s; s = s->next) {
         if (!s->active)

@@ -125,7 +125,8 @@ int md_redis_eval(md_redis_t *r, int id, int nkeys, int argc, const char **argv,
  * Subscribes to channel on the pub/sub connection (opened on first use; may be
  * called before or after md_redis_start). on_msg runs for every message;
  * on_resubscribe (may be NULL) runs each time the subscription becomes active,
- * including after every reconnect. A command timeout renews the pub/sub
+ * including after every reconnect, and when Redis takes the pub/sub heartbeat
+ * again after refusing it. A command timeout renews the pub/sub
  * connection too: an idle subscriber cannot tell a hung Redis from a quiet one
  * (TCP keepalive would take ~30 s). One subscriber per channel: returns MD_OK,
  * or MD_ERROR when the channel is already subscribed. ctx must live as long as r.
@@ -136,8 +137,9 @@ int md_redis_subscribe(md_redis_t *r, const char *channel, md_redis_msg_cb on_ms
 /* True when the command connection is connected and authenticated. */
 bool md_redis_ready(const md_redis_t *r);
 
-/* True when every subscription is active (false with no subscriptions). While
- * false, pub/sub invalidations may be missed: a cache fed by them should not be trusted. */
+/* True when every subscription is active and Redis takes the heartbeat's
+ * PUBLISH (false with no subscriptions). While false, pub/sub invalidations may
+ * be missed: a cache fed by them should not be trusted. */
 bool md_redis_subscribed(const md_redis_t *r);
 
 void md_redis_stats(const md_redis_t *r, md_redis_stats_t *s);

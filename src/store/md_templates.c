@@ -33,10 +33,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define TPL_BUCKETS     2048 /* per index, power of two */
-#define REPUBLISH_MAX   64   /* changes waiting for Redis; beyond, the TTL covers it */
-#define REPUBLISH_EVERY 0.25 /* seconds */
-#define ENTRY_OVERHEAD  512  /* bytes counted per entry besides its sources */
+#define TPL_BUCKETS    2048 /* per index, power of two */
+#define ENTRY_OVERHEAD 512  /* bytes counted per entry besides its sources */
 
 enum { PART_SUBJECT = 0, PART_TEXT = 1, PART_HTML = 2, NPARTS = 3 };
 
@@ -103,9 +101,6 @@ typedef struct tpl_state_s {
      * never runs inside the call that registered it. */
     tpl_load_t *done_head, *done_tail;
     ev_idle done_w; /* never started: fed with ev_feed_event */
-    char *republish[REPUBLISH_MAX];
-    size_t nrepublish;
-    ev_timer republish_timer;
 } tpl_state_t;
 
 static tpl_state_t *st;
@@ -532,93 +527,6 @@ on_resubscribe(void *ctx)
     cache_flush(s);
 }
 
-typedef struct publish_ctx_s {
-    void (*done)(void *ctx);
-    void *ctx;
-    char *payload; /* kept to queue it again when the PUBLISH fails */
-} publish_ctx_t;
-
-static void
-republish_add(tpl_state_t *s, char *payload)
-{
-    if (s->nrepublish == REPUBLISH_MAX) {
-        /* The other workers re-read their entries within MD_TEMPLATES_CACHE_TTL. */
-        md_log(MD_LOG_WARN, 0,
-               "template changes waiting for Redis exceed the buffer, dropping one");
-        free(payload);
-        return;
-    }
-    s->republish[s->nrepublish++] = payload;
-    if (!ev_is_active(&s->republish_timer)) {
-        ev_timer_again(s->loop, &s->republish_timer);
-        ev_unref(s->loop); /* housekeeping must not keep a stopping worker alive */
-    }
-}
-
-static void
-publish_cb(void *vctx, const char *err)
-{
-    publish_ctx_t *p = vctx;
-    if (err) {
-        md_logf(MD_LOG_WARN, 0, MD_LOG_FIELDS(MD_LS("error", err)),
-                "publishing a template change failed, will retry");
-        if (st) {
-            republish_add(st, p->payload);
-            p->payload = NULL;
-        }
-    }
-    if (p->done)
-        p->done(p->ctx);
-    free(p->payload);
-    free(p);
-}
-
-/* Sends PUBLISH, taking payload (malloc'd). MD_OK when cb will run; MD_AGAIN
- * (payload still the caller's) when Redis cannot take it now. A caller's done
- * runs once every worker applied the change (md_broadcast); republished ones
- * (no caller) do not wait. */
-static int
-publish(tpl_state_t *s, char *payload, void (*done)(void *), void *ctx)
-{
-    if (s->app == NULL || s->app->redis == NULL)
-        return MD_AGAIN;
-    publish_ctx_t *p = md_xcalloc(1, sizeof(*p));
-    p->done = done;
-    p->ctx = ctx;
-    p->payload = payload;
-    if (md_broadcast(s->app->redis, s->loop, MD_TEMPLATES_CHANNEL, payload, strlen(payload),
-                     done != NULL, publish_cb, p) != MD_OK) {
-        free(p);
-        return MD_AGAIN;
-    }
-    return MD_OK;
-}
-
-static void
-republish_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    md_unused(revents);
-    tpl_state_t *s = t->data;
-    if (s->nrepublish == 0 || s->app->redis == NULL || !md_redis_ready(s->app->redis)) {
-        if (s->nrepublish == 0) {
-            ev_ref(loop);
-            ev_timer_stop(loop, t);
-        }
-        return;
-    }
-    size_t n = s->nrepublish;
-    s->nrepublish = 0;
-    for (size_t i = 0; i < n; i++) {
-        char *payload = s->republish[i];
-        if (publish(s, payload, NULL, NULL) != MD_OK)
-            s->republish[s->nrepublish++] = payload; /* at most n: fits */
-    }
-    if (s->nrepublish == 0) {
-        ev_ref(loop);
-        ev_timer_stop(loop, t);
-    }
-}
-
 int
 md_templates_changed(const char *tenant_id, const char *id, const char *name,
                      void (*done)(void *ctx), void *ctx)
@@ -634,15 +542,13 @@ md_templates_changed(const char *tenant_id, const char *id, const char *name,
     else
         snprintf(payload, 2 * MD_UUID_STRLEN + 3 + nlen, "%s %s", tenant_id, id);
     apply_change(s, payload, strlen(payload));
-    if (publish(s, payload, done, ctx) == MD_OK)
-        return MD_AGAIN;
-    if (s->app && s->app->redis) {
-        md_log(MD_LOG_WARN, 0, "Redis is unavailable, a template change will be published later");
-        republish_add(s, payload);
-    } else {
-        free(payload);
-    }
-    return MD_OK;
+    /* Kept until Redis takes it when it cannot now (md_broadcast_or_keep); the
+     * other workers re-read their entries within MD_TEMPLATES_CACHE_TTL anyway. */
+    int rc = s->app ? md_broadcast_or_keep(s->app->redis, s->loop, MD_TEMPLATES_CHANNEL, payload,
+                                           strlen(payload), done, ctx)
+                    : MD_AGAIN;
+    free(payload);
+    return rc == MD_OK ? MD_AGAIN : MD_OK;
 }
 
 /* --- bundles ------------------------------------------------------------------------------ */
@@ -1045,9 +951,6 @@ md_templates_app_init(md_app_t *app)
         return MD_ERROR;
     }
     ev_idle_init(&s->done_w, done_cb);
-    ev_init(&s->republish_timer, republish_timer_cb);
-    s->republish_timer.repeat = REPUBLISH_EVERY;
-    s->republish_timer.data = s;
     st = s;
     return MD_OK;
 }
@@ -1069,12 +972,6 @@ md_templates_app_destroy(md_app_t *app)
             s->done_tail = NULL;
         load_finish(l);
     }
-    if (ev_is_active(&s->republish_timer)) {
-        ev_ref(s->loop);
-        ev_timer_stop(s->loop, &s->republish_timer);
-    }
-    for (size_t i = 0; i < s->nrepublish; i++)
-        free(s->republish[i]);
     cache_flush(s);
     free(s);
     st = NULL;

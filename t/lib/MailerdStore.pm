@@ -162,6 +162,47 @@ sub members_in {
     return $n;
 }
 
+# A subscriber of its own on $channel (a socket speaking RESP); returns it once
+# Redis confirmed the subscription.
+sub subscriber {
+    my ($self, $channel) = @_;
+    require IO::Socket::INET;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port}, Timeout => 5)
+      or die "redis subscriber: $!";
+    binmode $s;
+    syswrite($s, sprintf("*2\r\n\$9\r\nSUBSCRIBE\r\n\$%d\r\n%s\r\n", length $channel, $channel));
+    my $buf = '';
+    wait_for(sub { sysread($s, $buf, 4096, length $buf) if _readable($s); $buf =~ /subscribe\r\n.*:1\r\n/s }, 5)
+      or die "redis subscriber: no confirmation for $channel";
+    return $s;
+}
+
+# The payloads a subscriber() received: waits up to $wait seconds for the first.
+sub messages {
+    my ($self, $s, $wait) = @_;
+    my ($buf, @m) = ('');
+    my $t0 = time;
+    while (!@m && time - $t0 < $wait) {
+        next if !_readable($s, $wait - (time - $t0));
+        my $n = sysread($s, $buf, 65536, length $buf);
+        last unless $n;
+        pos($buf) = 0;
+        @m = ();
+        while ($buf =~ /\*3\r\n\$7\r\nmessage\r\n\$\d+\r\n[^\r]*\r\n\$(\d+)\r\n/g) {
+            last if length($buf) < pos($buf) + $1;
+            push @m, substr($buf, pos($buf), $1);
+        }
+    }
+    return @m;
+}
+
+sub _readable {
+    my ($s, $wait) = @_;
+    my $rin = '';
+    vec($rin, fileno($s), 1) = 1;
+    return select(my $rout = $rin, undef, undef, $wait // 0.05) > 0;
+}
+
 sub DESTROY {
     my ($self) = @_;
     local $?;

@@ -231,6 +231,21 @@ sub error_log_entries {
     return @e;
 }
 
+# The error-log entries whose msg matches $re (and, given, whose channel is
+# $channel).
+sub logged {
+    my ($self, $re, $channel) = @_;
+    return grep { ($_->{msg} // '') =~ $re && (!defined $channel || ($_->{channel} // '') eq $channel) }
+      $self->error_log_entries;
+}
+
+# How many processes wrote the entries logged() finds.
+sub logged_by {
+    my ($self, @a) = @_;
+    my %pid = map { ($_->{pid} // 0) => 1 } $self->logged(@a);
+    return scalar keys %pid;
+}
+
 # Problems that must never appear: alerts, emergencies, sanitizer reports.
 sub log_problems {
     my ($self) = @_;
