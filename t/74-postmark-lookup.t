@@ -14,7 +14,15 @@
 #       interrupted, without failing over to the route's next account (which
 #       could not know whether Postmark sent it); the next attempt asks again
 #       and sends it through Postmark, once;
-#   (d) messages that were not interrupted are sent without a search.
+#   (d) messages that were not interrupted are sent without a search;
+#   (e) a route whose first account cannot look up (SendGrid) before Postmark:
+#       the interrupted attempt may have failed over to Postmark, so Postmark
+#       is asked; the message it has is recorded sent through it, with its
+#       MessageID, and SendGrid never gets it; the one it has not goes out
+#       through the route's first account, once; when that search fails the
+#       message goes out through the first account too (at least once, as
+#       with no lookup), with a warning, rather than waiting for an account
+#       the route has moved past.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -31,23 +39,25 @@ my $conf = $mock->esp_conf('pm', 'postmark', ca_file => $mock->ca_file, max_conn
   . $mock->esp_conf('pmb', 'postmark', ca_file => $mock->ca_file, max_connections => 2, batch => 10,
                     batch_window => '50ms')
   . $mock->esp_conf('sg', 'sendgrid', ca_file => $mock->ca_file, max_connections => 2)
-  . "routing {\n    route main { esp pm; esp sg; }\n    default_route main;\n}\n"
+  . "routing {\n    route main { esp pm; esp sg; }\n    route alt { esp sg; esp pm; }\n    default_route main;\n}\n"
   . "queue_recovery_interval 1s;\nretry_backoff_base 1s;\nretry_backoff_max 2s;\n";
-my $S = MailerdTest->stack(workers => 1, main_extra => $conf);
+my $S = MailerdTest->stack(workers => 1, main_extra => $conf, tenants => 2);
 my ($t, $pg) = @{$S}{qw(t pg)};
-my $A = $S->{tenants}[0];
+my ($A, $B) = @{ $S->{tenants} };
 my $tmp = tempdir('t74-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 
 sub sql { scalar $pg->psql($_[0]) }
 
-# n rows whose attempt 1 ran out of its lease with no outcome recorded, routed
-# to $esp (an account name; undef: the default route). Returns their ids.
+# n rows of tenant $who (default A) whose attempt 1 ran out of its lease with
+# no outcome recorded, routed to $esp (an account name; undef: the tenant's
+# route). Returns their ids.
 sub interrupted {
-    my ($n, $esp) = @_;
+    my ($n, $esp, $who) = @_;
+    $who //= $A;
     my $route = defined $esp ? "'$esp'" : 'NULL';
     return split /\n/, sql("WITH i AS (INSERT INTO messages (id, tenant_id, status, priority, attempts,"
         . " lease_until, esp_route, from_addr, to_addr, subject, text_body, updated_at)"
-        . " SELECT gen_random_uuid(), '$A->{id}', 'sending', 'transactional', 1, now() - interval '1 minute',"
+        . " SELECT gen_random_uuid(), '$who->{id}', 'sending', 'transactional', 1, now() - interval '1 minute',"
         . " $route, 'a\@acme.example', 'r' || g || '\@example.com', 'interrupted', 'x', now() - interval '1 minute'"
         . " FROM generate_series(1, $n) g RETURNING id, tenant_id),"
         . " e AS (INSERT INTO events (id, tenant_id, message_id, type)"
@@ -139,6 +149,35 @@ cmp_ok($mock->provider_stats('postmark')->{batch_requests}, '>=', 1, 'the batch 
        'sent');
     is(searches() - $s0, 0, 'without a search');
     is(journal_counts('postmark', @ids), '1 1 1 1 1', 'once each');
+}
+
+# --- (e) the route's first account cannot look up ------------------------------------------
+ok($t->reload_conf(sub { $_[0] =~ s/default_route main;/default_route main;\n    tenant_route $B->{id} alt;/r }),
+   'tenant B routed through alt (SendGrid, then Postmark)');
+{
+    my ($done, $lost) = interrupted(2, undef, $B);
+    my $pid = sent_by_dead_attempt($done);
+    ok($pid, "failed over: the dead attempt's send reached Postmark ($pid)");
+    my $s0 = searches();
+    ok(wait_for(sub { sql("SELECT count(*) FROM messages WHERE id IN ('$done', '$lost') AND status = 'sent'") == 2 }, 20),
+       'failed over: both end sent') or diag(explain([ row($done), row($lost) ]));
+    is_deeply([ @{ row($done) }[2, 3] ], [ 'pm', $pid ],
+              'failed over: the one Postmark had is recorded sent through it, with its MessageID');
+    is(journal_counts('sendgrid', $done) . ' ' . journal_counts('postmark', $done), '0 1',
+       '... SendGrid never got it, Postmark once (the dead attempt)');
+    is(row($lost)->[2], 'sg', 'failed over: the one Postmark has not goes out through the first account');
+    is(journal_counts('sendgrid', $lost) . ' ' . journal_counts('postmark', $lost), '1 0', '... once');
+    is(searches() - $s0, 2, 'failed over: one search each');
+
+    $mock->faults(provider => 'postmark', status => 500, count => 1);
+    my ($unknown) = interrupted(1, undef, $B);
+    ok(wait_for(sub { row($unknown)->[0] eq 'sent' }, 20), "failed over, Postmark's search answers 500: sent")
+      or diag(explain(row($unknown)));
+    is(row($unknown)->[2], 'sg', '... through the first account');
+    is(journal_counts('sendgrid', $unknown) . ' ' . journal_counts('postmark', $unknown), '1 0', '... once');
+    ok((grep { ($_->{message_id} // '') eq $unknown && ($_->{esp} // '') eq 'pm' }
+        $t->logged(qr/looking up an interrupted attempt failed at another account/)),
+       '... with a warning naming the account whose search failed');
 }
 
 ok(!$t->log_problems, 'no alert or sanitizer report in the logs') or diag(join("\n", $t->log_problems));

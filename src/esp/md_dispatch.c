@@ -1167,7 +1167,8 @@ typedef struct md_job_s {
     double retry_after;  /* largest hint of the failed hops */
     double circuit_wait; /* shortest cool-down left of the accounts skipped as open */
     int tried;
-    int looked;      /* the interrupted attempt was looked up (build_lookup) */
+    size_t looked;   /* route accounts considered for the interrupted attempt's lookup */
+    md_esp_t *asked; /* the account whose lookup is in flight (build_lookup) */
     int no_failover; /* the lookup failed: no other account, the next attempt asks again */
     md_esp_result_t last;
     md_buf_t hops;
@@ -1615,6 +1616,19 @@ md_collectors_free(md_dispatch_t *d)
 }
 
 static void md_job_send_now(md_job_t *j);
+static bool md_job_lookup_next(md_job_t *j, md_esp_result_t *r, int *rc);
+
+/* What a lookup found is the asked account's: it takes the place of the
+ * current hop, which sent nothing. */
+static void
+md_job_lookup_owns(md_job_t *j)
+{
+    if (j->asked == NULL || j->asked == j->esp)
+        return;
+    md_route_abandon(j->esp);
+    j->esp = j->asked;
+    md_route_started(j->esp);
+}
 
 /* The lookup of an interrupted attempt failed (r: why): see md_job_lookup_cb. */
 static void
@@ -1634,11 +1648,16 @@ md_job_lookup_failed(md_job_t *j, md_esp_result_t *r)
 
 /*
  * The answer to the lookup of an interrupted attempt (md_esp_driver_t
- * .build_lookup): the provider has the message (recorded sent, not sent
- * again), has it not (sent now), or the search failed: the attempt ends
- * retryable with code "interrupted", so that its last_error keeps
- * MD_INTERRUPTED_PREFIX and the next attempt asks again, and without trying
- * the route's other accounts, which could not know whether this one sent it.
+ * .build_lookup): the provider has the message (recorded sent through the
+ * asked account, not sent again), has it not (the route's next account that
+ * can look up is asked; none left: sent now, through the current hop), or the
+ * search failed. The current hop's failing search ends the attempt retryable
+ * with code "interrupted", so that its last_error keeps MD_INTERRUPTED_PREFIX
+ * and the next attempt asks again, and without trying the route's other
+ * accounts, which could not know whether this one sent it. Another account's
+ * (asked because the interrupted attempt may have failed over to it) counts
+ * as "has it not": holding the message back for an account the route has
+ * moved past would trade its delivery for a duplicate it may not have.
  */
 static void
 md_job_lookup_cb(void *ctx, const md_http_client_response_t *resp)
@@ -1653,7 +1672,7 @@ md_job_lookup_cb(void *ctx, const md_http_client_response_t *resp)
     md_esp_result_t r;
     memset(&r, 0, sizeof(r));
     md_esp_response_t er = {.http = resp};
-    int rc = j->esp->driver->read_lookup(j->esp, &er, &r);
+    int rc = j->asked->driver->read_lookup(j->asked, &er, &r);
     if (rc == MD_DECLINED && j->b->d->shutting) {
         /* stopping: no new send; the provider does not have it, so the
          * claim goes back as one that nothing went out for */
@@ -1661,19 +1680,68 @@ md_job_lookup_cb(void *ctx, const md_http_client_response_t *resp)
         md_job_abandon(j, false);
         return;
     }
+    if (rc != MD_OK && rc != MD_DECLINED && j->asked != j->esp) {
+        md_logf(
+            MD_LOG_WARN, 0,
+            MD_LOG_FIELDS(MD_LS("message_id", j->m.id), MD_LS("esp", j->asked->conf->name),
+                          MD_LS("error", r.text[0] ? r.text : r.code)),
+            "looking up an interrupted attempt failed at another account of the route; going on");
+        rc = MD_DECLINED;
+    }
     if (rc == MD_DECLINED) {
-        md_job_send_now(j);
+        memset(&r, 0, sizeof(r));
+        if (!md_job_lookup_next(j, &r, &rc))
+            md_job_send_now(j);
+        else if (rc != MD_OK)
+            md_job_lookup_failed(j, &r);
         return;
     }
     if (rc != MD_OK) {
         md_job_lookup_failed(j, &r);
         return;
     }
+    md_job_lookup_owns(j);
     md_logf(MD_LOG_NOTICE, 0,
             MD_LOG_FIELDS(MD_LS("message_id", j->m.id), MD_LS("esp", j->esp->conf->name),
                           MD_LS("esp_message_id", r.provider_id)),
             "an interrupted attempt had sent the message already; not sent again");
     md_job_result(j, &r);
+}
+
+/*
+ * Asks the next of the route's accounts whose driver can look a message up
+ * (the current hop's, then the others in route order whose breaker is closed:
+ * the interrupted attempt may have failed over to any of them) whether it has
+ * the message. false: none is left to ask. true: asked (*rc MD_OK,
+ * md_job_lookup_cb goes on), or the current hop's request could not be made
+ * (*rc, r: why; another account's is passed over).
+ */
+static bool
+md_job_lookup_next(md_job_t *j, md_esp_result_t *r, int *rc)
+{
+    while (j->looked <= j->nroute) {
+        /* 0: the current hop; i: route[i - 1], the current hop left out */
+        size_t i = j->looked++;
+        md_esp_t *esp = i == 0 ? j->esp : j->route[i - 1];
+        if (i > 0 && (esp == j->esp || !md_route_closed(esp)))
+            continue;
+        if (!esp->driver->build_lookup || !esp->driver->read_lookup || !esp->endpoint)
+            continue;
+        md_esp_request_t req;
+        memset(&req, 0, sizeof(req));
+        req.pool = md_pool_create(1024);
+        md_buf_init(&req.body);
+        *rc = esp->driver->build_lookup(esp, &j->m, &req);
+        if (*rc == MD_OK)
+            *rc = md_esp_request_send(esp, &req, md_job_lookup_cb, j, &j->hreq, r);
+        md_buf_free(&req.body);
+        md_pool_destroy(req.pool);
+        if (*rc == MD_DECLINED || (*rc != MD_OK && i > 0))
+            continue;
+        j->asked = esp;
+        return true;
+    }
+    return false;
 }
 
 /* Sends the message to the current hop's account (admitted, token taken);
@@ -1685,28 +1753,14 @@ md_job_send(md_job_t *j)
     md_esp_t *esp = j->esp;
     md_route_started(esp);
     j->t0 = md_dispatch_mono();
-    if (j->m.interrupted && !j->looked && esp->driver->build_lookup && esp->driver->read_lookup &&
-        esp->endpoint) {
-        j->looked = 1;
+    if (j->m.interrupted && j->looked == 0) {
         md_esp_result_t r;
         memset(&r, 0, sizeof(r));
-        md_esp_request_t req;
-        memset(&req, 0, sizeof(req));
-        req.pool = md_pool_create(1024);
-        md_buf_init(&req.body);
-        int rc = esp->driver->build_lookup(esp, &j->m, &req);
-        bool asked = false;
-        if (rc == MD_OK) {
-            rc = md_esp_request_send(esp, &req, md_job_lookup_cb, j, &j->hreq, &r);
-            asked = rc == MD_OK;
-        }
-        md_buf_free(&req.body);
-        md_pool_destroy(req.pool);
-        if (asked)
-            return; /* md_job_lookup_cb goes on */
-        if (rc != MD_DECLINED) {
-            md_job_lookup_failed(j, &r);
-            return;
+        int rc;
+        if (md_job_lookup_next(j, &r, &rc)) {
+            if (rc != MD_OK)
+                md_job_lookup_failed(j, &r);
+            return; /* else md_job_lookup_cb goes on */
         }
     }
     md_job_send_now(j);

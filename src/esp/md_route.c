@@ -829,6 +829,13 @@ md_route_admit(md_esp_t *esp, double *wait)
     return false;
 }
 
+bool
+md_route_closed(const md_esp_t *esp)
+{
+    md_route_acct_t *a = md_route_acct((md_esp_t *)esp);
+    return a == NULL || a->br.state == MD_BREAKER_CLOSED;
+}
+
 static int md_route_acct_token(md_route_acct_t *a, md_route_waiter_t *w);
 
 /* The waiters of bk changed by delta: the account's gauges, or the count of

@@ -205,6 +205,8 @@ void md_route_waiter_tenant(md_route_waiter_t *w, const char *tenant);
  * probe). true: admitted; the result must follow (md_route_result) or, when
  * never sent, md_route_abandon. */
 bool md_route_admit(struct md_esp_s *esp, double *wait);
+/* Is esp's breaker closed (sends go through as usual)? Changes nothing. */
+bool md_route_closed(const struct md_esp_s *esp);
 /* Takes a token of w's tenant's rate (once per message) and then of esp's
  * rate: MD_OK (both taken now) or MD_AGAIN (w queued; its ready runs from the
  * loop once it holds both). Unlimited tenants and accounts take none.
