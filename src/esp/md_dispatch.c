@@ -1673,13 +1673,6 @@ md_job_lookup_cb(void *ctx, const md_http_client_response_t *resp)
     memset(&r, 0, sizeof(r));
     md_esp_response_t er = {.http = resp};
     int rc = j->asked->driver->read_lookup(j->asked, &er, &r);
-    if (rc == MD_DECLINED && j->b->d->shutting) {
-        /* stopping: no new send; the provider does not have it, so the
-         * claim goes back as one that nothing went out for */
-        md_route_abandon(j->esp);
-        md_job_abandon(j, false);
-        return;
-    }
     if (rc != MD_OK && rc != MD_DECLINED && j->asked != j->esp) {
         md_logf(
             MD_LOG_WARN, 0,
@@ -1687,6 +1680,14 @@ md_job_lookup_cb(void *ctx, const md_http_client_response_t *resp)
                           MD_LS("error", r.text[0] ? r.text : r.code)),
             "looking up an interrupted attempt failed at another account of the route; going on");
         rc = MD_DECLINED;
+    }
+    if (rc == MD_DECLINED && j->b->d->shutting) {
+        /* stopping: no new send; the provider does not have it (or, another
+         * account of the route, could not say), so the claim goes back as
+         * one that nothing went out for: at least once, as without a lookup */
+        md_route_abandon(j->esp);
+        md_job_abandon(j, false);
+        return;
     }
     if (rc == MD_DECLINED) {
         memset(&r, 0, sizeof(r));
