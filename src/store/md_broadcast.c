@@ -236,20 +236,18 @@ kept_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
     md_unused(revents);
     if (kept.r == NULL || !md_redis_ready(kept.r))
         return;
-    /* This turn takes what is kept now; what fails goes back for the next. */
-    md_list_t turn;
-    md_list_init(&turn);
-    if (!md_list_empty(&kept.list)) {
-        turn = kept.list;
-        turn.next->prev = turn.prev->next = &turn;
-        md_list_init(&kept.list);
-    }
-    for (md_list_t *n; (n = md_list_first(&turn)) != NULL;) {
+    /* This turn takes what is kept now, up to the last one; what fails goes
+     * back to the tail, for the next turn. */
+    md_list_t *last = md_list_last(&kept.list);
+    for (md_list_t *n = md_list_first(&kept.list); last != NULL; n = md_list_first(&kept.list)) {
+        bool end = n == last;
         kept_t *k = md_list_data(n, kept_t, link);
-        md_list_remove(&k->link);
+        md_list_remove(n);
         if (md_broadcast(kept.r, kept.loop, k->channel, k->payload, k->len, false,
                          kept_published_cb, k) != MD_OK)
-            md_list_insert_tail(&kept.list, &k->link);
+            md_list_insert_tail(&kept.list, n);
+        if (end)
+            break;
     }
     if (md_list_empty(&kept.list))
         kept_timer(false);
