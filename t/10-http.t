@@ -276,6 +276,19 @@ for my $case (["HEAD /health HTTP/1.1\r\nHost: t\r\nAut\r\n\r\n", 'in a header']
         or diag("after the headers: " . substr($raw, $used // 0));
     close $s;
 }
+# A method token that runs on past "HEAD" (no space after it) is no HEAD: the
+# client sent some other, invalid method and reads the error's body (t/76 found
+# "HEAD\x86/health" answered without one).
+for my $req ("HEAD\x86/health HTTP/1.1\r\nHost: t\r\n\r\n", "HEADX /health HTTP/1.1\r\nHost: t\r\n\r\n") {
+    my $s = sock();
+    send_raw($s, $req);
+    my $raw = MailerdTest::read_all($s, 5);
+    my ($r) = parse_response($raw);
+    (my $shown = substr($req, 0, 6)) =~ s/([^ -~])/sprintf '\\x%02x', ord $1/ge;
+    is($r && $r->{status}, 400, "'$shown...' is 400");
+    like($r && $r->{body}, qr/"bad_request"/, '... with its JSON body');
+    close $s;
+}
 
 # --- HTTP/1.0 ------------------------------------------------------------------------------
 {

@@ -781,7 +781,11 @@ conn_error(md_http_conn_t *c, int status)
     if (c->req == NULL || c->req->r.responded || c->state == C_IDLE)
         conn_req_begin(c);
     md_http_request_t *r = &c->req->r;
-    if (r->method_name.len == 0 && c->method_done) {
+    /* llhttp calls on_method_complete before it looks for the space after the
+     * method, and fails a token running on ("HEAD\x86/", "HEADX ") as an invalid
+     * method: that client sent no HEAD and reads the error's body. */
+    if (r->method_name.len == 0 && c->method_done &&
+        llhttp_get_errno(&c->parser) != HPE_INVALID_METHOD) {
         r->method = c->parser.method;
         r->method_name.data = llhttp_method_name((llhttp_method_t)c->parser.method);
         r->method_name.len = strlen(r->method_name.data);
