@@ -20,7 +20,8 @@
  * up) fails at once without waiting. One result serves every /ready for
  * READY_CACHE seconds and requests arriving while a check runs wait for it, so a
  * load balancer hammering /ready costs at most one query and one PING per worker
- * per READY_CACHE.
+ * per READY_CACHE. A store found down with no connection up is looked at again
+ * as soon as one is (cached_down_is_over).
  */
 #include "md_router.h"
 #include "md_app.h"
@@ -48,6 +49,7 @@ typedef struct ready_check_s {
     ev_timer deadline;
     ready_waiter_t *waiters;
     char pg[48], redis[48], schema[48]; /* "" until known */
+    int pg_unasked, redis_unasked;      /* "down" with no connection to ask */
 } ready_check_t;
 
 /* A request waiting for the running check; allocated from the request's pool. */
@@ -63,6 +65,7 @@ static struct {
     int have;
     double at;
     char pg[48], redis[48], schema[48];
+    int pg_unasked, redis_unasked;
 } R;
 
 static int
@@ -146,6 +149,8 @@ check_finish(ready_check_t *c)
     memcpy(R.pg, c->pg, sizeof(R.pg));
     memcpy(R.redis, c->redis, sizeof(R.redis));
     memcpy(R.schema, c->schema, sizeof(R.schema));
+    R.pg_unasked = c->pg_unasked;
+    R.redis_unasked = c->redis_unasked;
     R.have = 1;
     R.at = ev_now(c->loop);
     if (R.running == c)
@@ -255,6 +260,7 @@ check_start(struct ev_loop *loop)
         snprintf(c->pg, sizeof(c->pg), "not_configured");
         snprintf(c->schema, sizeof(c->schema), "unknown");
     } else if (!md_pg_pool_ready(app->pg)) {
+        c->pg_unasked = 1;
         snprintf(c->pg, sizeof(c->pg), "down");
         snprintf(c->schema, sizeof(c->schema), "unknown");
     } else {
@@ -262,6 +268,7 @@ check_start(struct ev_loop *loop)
         if (md_pg_exec(app->pg, &q, pg_cb, c) == MD_OK) {
             c->pending++;
         } else {
+            c->pg_unasked = 1;
             snprintf(c->pg, sizeof(c->pg), "down");
             snprintf(c->schema, sizeof(c->schema), "unknown");
         }
@@ -270,13 +277,16 @@ check_start(struct ev_loop *loop)
     if (app == NULL || app->redis == NULL) {
         snprintf(c->redis, sizeof(c->redis), "not_configured");
     } else if (!md_redis_ready(app->redis)) {
+        c->redis_unasked = 1;
         snprintf(c->redis, sizeof(c->redis), "down");
     } else {
         const char *argv[] = {"PING"};
-        if (md_redis_cmd(app->redis, redis_cb, c, 1, argv, NULL) == MD_OK)
+        if (md_redis_cmd(app->redis, redis_cb, c, 1, argv, NULL) == MD_OK) {
             c->pending++;
-        else
+        } else {
+            c->redis_unasked = 1;
             snprintf(c->redis, sizeof(c->redis), "down");
+        }
     }
 
     if (c->pending == 0) {
@@ -287,10 +297,25 @@ check_start(struct ev_loop *loop)
     ev_timer_start(loop, &c->deadline);
 }
 
+/* A "down" that cost no round trip (no connection was up) must not outlive the
+ * outage: the cache bounds queries and PINGs, and recomputing this one is free.
+ * Without this a worker kept saying not ready for up to READY_CACHE after its
+ * store came back (t/45 met it as a worker answering 503 just after start). */
+static int
+cached_down_is_over(void)
+{
+    const md_app_t *app = md_app;
+    if (app == NULL)
+        return 0;
+    return (R.pg_unasked && md_pg_pool_ready(app->pg)) ||
+           (R.redis_unasked && md_redis_ready(app->redis));
+}
+
 static int
 api_ready(md_http_request_t *r)
 {
-    if (R.have && R.running == NULL && ev_now(r->loop) - R.at < READY_CACHE)
+    if (R.have && R.running == NULL && ev_now(r->loop) - R.at < READY_CACHE &&
+        !cached_down_is_over())
         return ready_answer(r);
     if (R.running == NULL)
         check_start(r->loop);
