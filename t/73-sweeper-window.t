@@ -20,7 +20,8 @@
 #   (e) a process whose heartbeat stopped (it died without a goodbye) makes a
 #       full turn, and leaves the registry;
 #       a reset written by a clock far ahead is brought back to now + grace;
-#   (f) with no event, a full turn still comes within queue_recovery_full;
+#   (f) with no event, a full turn still comes within queue_recovery_full
+#       (reloaded to 10s for it);
 #   (g) a graceful stop removes the workers' heartbeats;
 #   (h) one that comes before a worker's first heartbeat still delivers the
 #       full turns the worker owes (its start asks for them), before its
@@ -199,7 +200,12 @@ is(metrics()->{mailerd_queue_requeued_total}, 5006, 'requeued counted');
 
 # --- (f) no event: a full turn within queue_recovery_full --------------------------------------------
 {
-    # (e)'s reset asks for full turns until one starts a grace after it.
+    # A shorter period than the rest runs with (each turn reads it), so the
+    # wait for it is short too; the reload's new workers ask for full turns at
+    # start, as (e)'s reset did, until one starts a grace after it.
+    $FULL = 10;
+    ok($t->reload_conf(sub { $_[0] =~ s/queue_recovery_full \d+s;/queue_recovery_full ${FULL}s;/r }),
+       "reloaded with queue_recovery_full ${FULL}s");
     ok(settle(), 'two recent turns in a row');
     my @old4 = insert_lost(1, '1 hour');
     ok(recent_turns(1), 'a recent turn after another lost row');
