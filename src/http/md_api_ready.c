@@ -49,7 +49,7 @@ typedef struct ready_check_s {
     ev_timer deadline;
     ready_waiter_t *waiters;
     char pg[48], redis[48], schema[48]; /* "" until known */
-    int pg_unasked, redis_unasked;      /* "down" with no connection to ask */
+    int pg_unasked, redis_unasked;      /* "down": no connection was up */
 } ready_check_t;
 
 /* A request waiting for the running check; allocated from the request's pool. */
@@ -267,8 +267,7 @@ check_start(struct ev_loop *loop)
         md_pg_query_t q = {.stmt = "SELECT max(version) FROM schema_migrations"};
         if (md_pg_exec(app->pg, &q, pg_cb, c) == MD_OK) {
             c->pending++;
-        } else {
-            c->pg_unasked = 1;
+        } else { /* refused (overloaded): kept for READY_CACHE like an answer */
             snprintf(c->pg, sizeof(c->pg), "down");
             snprintf(c->schema, sizeof(c->schema), "unknown");
         }
@@ -281,12 +280,10 @@ check_start(struct ev_loop *loop)
         snprintf(c->redis, sizeof(c->redis), "down");
     } else {
         const char *argv[] = {"PING"};
-        if (md_redis_cmd(app->redis, redis_cb, c, 1, argv, NULL) == MD_OK) {
+        if (md_redis_cmd(app->redis, redis_cb, c, 1, argv, NULL) == MD_OK)
             c->pending++;
-        } else {
-            c->redis_unasked = 1;
+        else
             snprintf(c->redis, sizeof(c->redis), "down");
-        }
     }
 
     if (c->pending == 0) {
@@ -297,8 +294,10 @@ check_start(struct ev_loop *loop)
     ev_timer_start(loop, &c->deadline);
 }
 
-/* A "down" that cost no round trip (no connection was up) must not outlive the
- * outage: the cache bounds queries and PINGs, and recomputing this one is free.
+/* A "down" found with no connection up must not outlive the outage: the cache
+ * bounds queries and PINGs, and this one is recomputed once, when a connection
+ * is up. (A query the pool refused, overloaded, is not: asking again at once
+ * would cost a PING per request just when load is highest.)
  * Without this a worker kept saying not ready for up to READY_CACHE after its
  * store came back (t/45 met it as a worker answering 503 just after start). */
 static int
