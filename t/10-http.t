@@ -217,6 +217,24 @@ sub run_suite {
     $r = $t->request('POST', '/debug/echo', body => 'x', headers => { Expect => 'something-else' });
     is($r->{status}, 417, 'another Expect value is 417');
     is($r->{json}{error}{code}, 'expectation_failed', 'expectation_failed code');
+
+    # A content-coded body is refused before it is read (not handed on as bytes
+    # that are not JSON); without a body the header is harmless.
+    $s = sock();
+    send_raw($s, "POST /debug/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Encoding: gzip\r\n"
+                 . "Expect: 100-continue\r\n\r\n");
+    my $raw = MailerdTest::read_all($s, 5);
+    ($r) = parse_response($raw);
+    is($r && $r->{status}, 415, 'a gzip body is 415 (no 100 Continue first)');
+    is($r && $r->{json}{error}{code}, 'unsupported_content_encoding', 'unsupported_content_encoding code');
+    is($r && $r->{headers}{'accept-encoding'}, 'identity', 'Accept-Encoding says what is taken');
+    is($r && $r->{headers}{connection}, 'close', 'and the connection closes (the body was not read)');
+    close $s;
+    $r = $t->request('POST', '/debug/echo', body => 'plain', headers => { 'Content-Encoding' => 'Identity' });
+    is($r->{status}, 200, 'Content-Encoding: identity is taken');
+    is($r->{json}{body}, 'plain', '... body as sent');
+    $r = $t->request('GET', '/health', headers => { 'Content-Encoding' => 'br' });
+    is($r->{status}, 200, 'a coding named on a request without a body is ignored');
 }
 
 # --- routing errors --------------------------------------------------------------------

@@ -506,7 +506,8 @@ span_str(const char *base, span_t s)
 
 /* Copies the request line and headers into the pool (one memcpy of the block),
  * then decides about the body: 413 from Content-Length without reading it,
- * 417 for an Expect other than 100-continue, and "100 Continue" when a body is
+ * 417 for an Expect other than 100-continue, 415 for a content-coded body, and
+ * "100 Continue" when a body is
  * acceptable and the client waits for our word. */
 static int
 on_headers_complete(llhttp_t *p)
@@ -537,7 +538,7 @@ on_headers_complete(llhttp_t *p)
 
     r->nheaders = c->nhdr;
     r->headers = md_palloc(r->pool, (c->nhdr ? c->nhdr : 1) * sizeof(md_http_header_t));
-    const md_str_t *rid = NULL, *expect = NULL;
+    const md_str_t *rid = NULL, *expect = NULL, *coding = NULL;
     for (unsigned i = 0; i < c->nhdr; i++) {
         md_http_header_t *hd = &r->headers[i];
         hd->name = span_str(blk, c->hdr[i].name);
@@ -546,6 +547,8 @@ on_headers_complete(llhttp_t *p)
             rid = &hd->value;
         else if (hd->name.len == 6 && md_str_caseeq(hd->name, "expect"))
             expect = &hd->value;
+        else if (hd->name.len == 16 && md_str_caseeq(hd->name, "content-encoding"))
+            coding = &hd->value;
     }
     if (rid && request_id_ok(rid)) {
         r->request_id = *rid;
@@ -568,6 +571,13 @@ on_headers_complete(llhttp_t *p)
     }
     if (has_len && p->content_length > h->max_body) {
         c->err_status = 413;
+        return -1;
+    }
+    /* A gzip body would reach a handler as bytes that are not JSON; say what is
+     * wrong instead (RFC 9110 15.5.16: 415 with Accept-Encoding). */
+    if ((chunked || (has_len && p->content_length > 0)) && coding && coding->len > 0 &&
+        !md_str_caseeq(*coding, "identity")) {
+        c->err_status = 415;
         return -1;
     }
     if (chunked || (has_len && p->content_length > 0)) {
@@ -810,6 +820,11 @@ conn_error(md_http_conn_t *c, int status)
         break;
     case 414:
         md_http_send_error(r, 414, "uri_too_long", "request line exceeds %zu bytes", h->max_header);
+        break;
+    case 415:
+        md_http_add_header(r, "Accept-Encoding", "identity");
+        md_http_send_error(r, 415, "unsupported_content_encoding",
+                           "request bodies are taken as they are: no Content-Encoding");
         break;
     case 417:
         md_http_send_error(r, 417, "expectation_failed", "only Expect: 100-continue is supported");
