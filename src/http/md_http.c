@@ -507,8 +507,7 @@ span_str(const char *base, span_t s)
 /* Copies the request line and headers into the pool (one memcpy of the block),
  * then decides about the body: 413 from Content-Length without reading it,
  * 417 for an Expect other than 100-continue, 415 for a content-coded body, and
- * "100 Continue" when a body is
- * acceptable and the client waits for our word. */
+ * "100 Continue" when a body is acceptable and the client waits for our word. */
 static int
 on_headers_complete(llhttp_t *p)
 {
@@ -565,6 +564,7 @@ on_headers_complete(llhttp_t *p)
     }
     int chunked = (p->flags & F_CHUNKED) != 0;
     int has_len = (p->flags & F_CONTENT_LENGTH) != 0;
+    int has_body = chunked || (has_len && p->content_length > 0);
     if (expect && !md_str_caseeq(*expect, "100-continue")) {
         c->err_status = 417;
         return -1;
@@ -575,12 +575,11 @@ on_headers_complete(llhttp_t *p)
     }
     /* A gzip body would reach a handler as bytes that are not JSON; say what is
      * wrong instead (RFC 9110 15.5.16: 415 with Accept-Encoding). */
-    if ((chunked || (has_len && p->content_length > 0)) && coding && coding->len > 0 &&
-        !md_str_caseeq(*coding, "identity")) {
+    if (has_body && coding && coding->len > 0 && !md_str_caseeq(*coding, "identity")) {
         c->err_status = 415;
         return -1;
     }
-    if (chunked || (has_len && p->content_length > 0)) {
+    if (has_body) {
         if (expect && p->http_minor >= 1)
             md_buf_append(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         if (has_len)
