@@ -235,6 +235,25 @@ sub run_suite {
     is($r->{json}{body}, 'plain', '... body as sent');
     $r = $t->request('GET', '/health', headers => { 'Content-Encoding' => 'br' });
     is($r->{status}, 200, 'a coding named on a request without a body is ignored');
+
+    # A transfer coding before chunked would be framed by the chunks and its
+    # bytes handed on undecoded: 501 (RFC 9112 6.1), also when the codings come
+    # in two fields. Chunked alone, in any case and spacing, is the body as sent.
+    for my $te ("gzip, chunked", "deflate,chunked", "x-custom\r\nTransfer-Encoding: chunked") {
+        $s = sock();
+        send_raw($s, "POST /debug/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: $te\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+        ($r) = parse_response(MailerdTest::read_all($s, 5));
+        (my $shown = $te) =~ s/\r\n/ | /g;
+        is($r && $r->{status}, 501, "Transfer-Encoding: $shown is 501");
+        is($r && $r->{json}{error}{code}, 'unsupported_transfer_encoding', '... unsupported_transfer_encoding');
+        close $s;
+    }
+    $s = sock();
+    send_raw($s, "POST /debug/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:  Chunked \r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    ($r) = responses($s, 1, 5);
+    is($r && $r->{status}, 200, 'Transfer-Encoding: " Chunked " is taken');
+    is($r && $r->{json}{body}, 'hello', '... body as sent');
+    close $s;
 }
 
 # --- routing errors --------------------------------------------------------------------

@@ -504,6 +504,27 @@ span_str(const char *base, span_t s)
     return v;
 }
 
+/* Whether a Transfer-Encoding value lists no coding but chunked. */
+static int
+only_chunked(md_str_t v)
+{
+    const char *p = v.data, *end = v.data + v.len;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *e = comma ? comma : end;
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        const char *t = e;
+        while (t > p && (t[-1] == ' ' || t[-1] == '\t'))
+            t--;
+        md_str_t tok = {(size_t)(t - p), p};
+        if (tok.len > 0 && !md_str_caseeq(tok, "chunked"))
+            return 0;
+        p = comma ? comma + 1 : end;
+    }
+    return 1;
+}
+
 /* Copies the request line and headers into the pool (one memcpy of the block),
  * then decides about the body: 413 from Content-Length without reading it,
  * 417 for an Expect other than 100-continue, 415 for a content-coded body, and
@@ -538,6 +559,7 @@ on_headers_complete(llhttp_t *p)
     r->nheaders = c->nhdr;
     r->headers = md_palloc(r->pool, (c->nhdr ? c->nhdr : 1) * sizeof(md_http_header_t));
     const md_str_t *rid = NULL, *expect = NULL, *coding = NULL;
+    int other_transfer_coding = 0;
     for (unsigned i = 0; i < c->nhdr; i++) {
         md_http_header_t *hd = &r->headers[i];
         hd->name = span_str(blk, c->hdr[i].name);
@@ -548,6 +570,8 @@ on_headers_complete(llhttp_t *p)
             expect = &hd->value;
         else if (hd->name.len == 16 && md_str_caseeq(hd->name, "content-encoding"))
             coding = &hd->value;
+        else if (hd->name.len == 17 && md_str_caseeq(hd->name, "transfer-encoding"))
+            other_transfer_coding |= !only_chunked(hd->value);
     }
     if (rid && request_id_ok(rid)) {
         r->request_id = *rid;
@@ -577,6 +601,13 @@ on_headers_complete(llhttp_t *p)
      * wrong instead (RFC 9110 15.5.16: 415 with Accept-Encoding). */
     if (has_body && coding && coding->len > 0 && !md_str_caseeq(*coding, "identity")) {
         c->err_status = 415;
+        return -1;
+    }
+    /* llhttp frames "gzip, chunked" by its chunks and would hand on the gzip
+     * bytes; a transfer coding the server does not decode is a 501 (RFC 9112
+     * 6.1). One that does not end in chunked is llhttp's 400 already. */
+    if (other_transfer_coding) {
+        c->err_status = 501;
         return -1;
     }
     if (has_body) {
@@ -832,6 +863,10 @@ conn_error(md_http_conn_t *c, int status)
         md_http_send_error(r, 431, "headers_too_large",
                            "request headers exceed %zu bytes or %d fields", h->max_header,
                            MD_HTTP_MAX_HEADERS);
+        break;
+    case 501:
+        md_http_send_error(r, 501, "unsupported_transfer_encoding",
+                           "the only transfer coding taken is chunked");
         break;
     default: {
         const char *why = llhttp_get_error_reason(&c->parser);
