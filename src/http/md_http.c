@@ -527,8 +527,9 @@ only_chunked(md_str_t v)
 
 /* Copies the request line and headers into the pool (one memcpy of the block),
  * then decides about the body: 413 from Content-Length without reading it,
- * 417 for an Expect other than 100-continue, 415 for a content-coded body, and
- * "100 Continue" when a body is acceptable and the client waits for our word. */
+ * 417 for an Expect other than 100-continue, 415 for a content-coded body, 501
+ * for a transfer coding beside chunked, and "100 Continue" when a body is
+ * acceptable and the client waits for our word. */
 static int
 on_headers_complete(llhttp_t *p)
 {
